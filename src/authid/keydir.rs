@@ -1,0 +1,506 @@
+//! Where keys live: a directory of private JWK files (`KEYS_DIR`) or a JWK
+//! Set passed in the environment (`KEYS`), and the admin operations on a
+//! directory (generate, list, activate, retire).
+//!
+//! Directory layout: `<kid>.json` per key (mode 0600), `primary` holding the
+//! primary kid, and `retired/<kid>.json` for keys taken out of service.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rand::RngCore;
+use serde_json::{Map, Value};
+use zeroize::Zeroizing;
+
+use super::{Keyring, ServerKey};
+
+const PRIMARY_FILE: &str = "primary";
+const RETIRED_DIR: &str = "retired";
+
+/// Where the server takes its keys from.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    Dir(PathBuf),
+    /// A JWK Set as JSON text, or `base64:` followed by it.
+    Set(String),
+}
+
+impl KeySource {
+    /// `KEYS` wins over `KEYS_DIR` when both are given.
+    pub fn from_settings(keys: Option<&str>, keys_dir: &Path) -> Self {
+        match keys.map(str::trim).filter(|k| !k.is_empty()) {
+            Some(set) => Self::Set(set.to_string()),
+            None => Self::Dir(keys_dir.to_path_buf()),
+        }
+    }
+
+    /// Loads every key, or reports every problem found.
+    pub fn load(&self) -> Result<Keyring, Vec<String>> {
+        match self {
+            Self::Dir(dir) => KeyDir::new(dir).load(),
+            Self::Set(text) => load_set(text),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Dir(dir) => format!("KEYS_DIR={}", dir.display()),
+            Self::Set(_) => "KEYS".to_string(),
+        }
+    }
+}
+
+/// Decodes a value that may be given as `base64:<data>`.
+pub fn decode_inline(value: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    match value.trim().strip_prefix("base64:") {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim()))
+            .map(Zeroizing::new)
+            .map_err(|_| "the base64: value is not valid base64".to_string()),
+        None => Ok(Zeroizing::new(value.as_bytes().to_vec())),
+    }
+}
+
+fn load_set(text: &str) -> Result<Keyring, Vec<String>> {
+    let bytes = decode_inline(text).map_err(|e| vec![format!("KEYS: {e}")])?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| vec!["KEYS: not JSON (expected a JWK Set {\"keys\": [...]})".to_string()])?;
+    let (entries, named_primary) = match value {
+        Value::Object(mut map) if map.contains_key("keys") => {
+            let primary = map
+                .get("primary")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            match map.remove("keys") {
+                Some(Value::Array(keys)) => (keys, primary),
+                _ => return Err(vec!["KEYS: \"keys\" must be an array".to_string()]),
+            }
+        }
+        Value::Object(map) => (vec![Value::Object(map)], None),
+        _ => {
+            return Err(vec![
+                "KEYS: expected a JWK Set {\"keys\": [...]}".to_string(),
+            ]);
+        }
+    };
+    let mut keys = Vec::new();
+    let mut problems = Vec::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        match entry {
+            Value::Object(map) => match ServerKey::from_map(map) {
+                Ok(key) => keys.push(key),
+                Err(e) => problems.push(format!("KEYS: key #{i}: {e}")),
+            },
+            _ => problems.push(format!("KEYS: key #{i}: not a JSON object")),
+        }
+    }
+    if keys.is_empty() && problems.is_empty() {
+        problems.push("KEYS: the set holds no keys".to_string());
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    // The first key of the set is primary unless the set names one.
+    let primary = named_primary.unwrap_or_else(|| keys[0].kid().to_string());
+    Keyring::new(keys, &primary, HashSet::new()).map_err(|e| vec![format!("KEYS: {e}")])
+}
+
+/// One row of `keys list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    pub kid: String,
+    pub created: Option<i64>,
+    pub primary: bool,
+}
+
+/// A key directory.
+#[derive(Debug, Clone)]
+pub struct KeyDir {
+    dir: PathBuf,
+}
+
+impl KeyDir {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn key_path(&self, kid: &str) -> PathBuf {
+        self.dir.join(format!("{kid}.json"))
+    }
+
+    /// Reads every `*.json` key file. Each problem names its file.
+    fn read_keys(&self) -> Result<Vec<ServerKey>, Vec<String>> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| {
+            vec![format!(
+                "KEYS_DIR {}: cannot read the directory ({e}); create a key with `oauth-broker keys generate --activate`",
+                self.dir.display()
+            )]
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "json"))
+            .filter(|p| {
+                !p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        files.sort();
+        let mut keys = Vec::new();
+        let mut problems = Vec::new();
+        for path in files {
+            match read_key_file(&path) {
+                Ok(key) => keys.push(key),
+                Err(e) => problems.push(format!("{}: {e}", path.display())),
+            }
+        }
+        if problems.is_empty() {
+            Ok(keys)
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn retired_kids(&self) -> HashSet<String> {
+        fs::read_dir(self.dir.join(RETIRED_DIR))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.strip_suffix(".json").map(str::to_string)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn named_primary(&self) -> Option<String> {
+        fs::read_to_string(self.dir.join(PRIMARY_FILE))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The primary kid: the one named in `primary`, else the newest key.
+    fn choose_primary(&self, keys: &[ServerKey]) -> Result<String, String> {
+        if let Some(kid) = self.named_primary() {
+            return if keys.iter().any(|k| k.kid() == kid) {
+                Ok(kid)
+            } else {
+                Err(format!(
+                    "{}: names key {kid}, which is not in the directory",
+                    self.dir.join(PRIMARY_FILE).display()
+                ))
+            };
+        }
+        let newest = keys
+            .iter()
+            .max_by_key(|k| (k.created().unwrap_or(0), k.kid().to_string()))
+            .ok_or("no keys")?;
+        if keys.len() > 1 {
+            tracing::warn!(
+                kid = newest.kid(),
+                "no primary file in the key directory; using the newest key as primary"
+            );
+        }
+        Ok(newest.kid().to_string())
+    }
+
+    /// Loads the directory as a keyring.
+    pub fn load(&self) -> Result<Keyring, Vec<String>> {
+        let keys = self.read_keys()?;
+        if keys.is_empty() {
+            return Err(vec![format!(
+                "KEYS_DIR {}: no keys; create one with `oauth-broker keys generate --activate`",
+                self.dir.display()
+            )]);
+        }
+        let primary = self.choose_primary(&keys).map_err(|e| vec![e])?;
+        Keyring::new(keys, &primary, self.retired_kids())
+            .map_err(|e| vec![format!("KEYS_DIR {}: {e}", self.dir.display())])
+    }
+
+    /// Every key with its creation time and whether it is primary.
+    pub fn list(&self) -> Result<Vec<KeyInfo>, Vec<String>> {
+        let keys = self.read_keys()?;
+        let primary = if keys.is_empty() {
+            None
+        } else {
+            self.choose_primary(&keys).ok()
+        };
+        let mut rows: Vec<KeyInfo> = keys
+            .iter()
+            .map(|k| KeyInfo {
+                kid: k.kid().to_string(),
+                created: k.created(),
+                primary: primary.as_deref() == Some(k.kid()),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.created.cmp(&b.created).then(a.kid.cmp(&b.kid)));
+        Ok(rows)
+    }
+
+    /// Makes a new key file; returns its kid. The kid starts with the UTC
+    /// date so a listing reads in order of age.
+    pub fn generate(&self, now: i64, activate: bool) -> Result<String, String> {
+        self.ensure_dir()?;
+        let date = time::OffsetDateTime::from_unix_timestamp(now)
+            .map_err(|e| e.to_string())?
+            .format(time::macros::format_description!("[year][month][day]"))
+            .map_err(|e| e.to_string())?;
+        let mut suffix = [0u8; 4];
+        rand::thread_rng().fill_bytes(&mut suffix);
+        let kid = format!("{date}-{}", hex::encode(suffix));
+        let (_key, json) = ServerKey::generate(&kid, now)?;
+        write_private(&self.key_path(&kid), json.as_bytes())?;
+        if activate
+            || self.named_primary().is_none() && self.list().map(|l| l.len()).unwrap_or(0) == 1
+        {
+            self.activate(&kid)?;
+        }
+        Ok(kid)
+    }
+
+    /// Makes `kid` the primary key.
+    pub fn activate(&self, kid: &str) -> Result<(), String> {
+        if !super::key::is_valid_kid(kid) || !self.key_path(kid).is_file() {
+            return Err(format!("no key {kid} in {}", self.dir.display()));
+        }
+        read_key_file(&self.key_path(kid)).map_err(|e| format!("key {kid}: {e}"))?;
+        write_private(&self.dir.join(PRIMARY_FILE), format!("{kid}\n").as_bytes())
+    }
+
+    /// Takes `kid` out of service: its file moves to `retired/`, and AuthIDs
+    /// sealed with it are answered with 401 "key retired".
+    pub fn retire(&self, kid: &str) -> Result<(), String> {
+        if !super::key::is_valid_kid(kid) || !self.key_path(kid).is_file() {
+            return Err(format!("no key {kid} in {}", self.dir.display()));
+        }
+        let keys = self.read_keys().map_err(|e| e.join("; "))?;
+        if self.choose_primary(&keys).ok().as_deref() == Some(kid) {
+            return Err(format!(
+                "{kid} is the primary key; activate another key first (`oauth-broker keys activate KID`)"
+            ));
+        }
+        let retired = self.dir.join(RETIRED_DIR);
+        fs::create_dir_all(&retired).map_err(|e| format!("{}: {e}", retired.display()))?;
+        fs::set_permissions(&retired, fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{}: {e}", retired.display()))?;
+        fs::rename(self.key_path(kid), retired.join(format!("{kid}.json")))
+            .map_err(|e| format!("cannot move {kid} to {}: {e}", retired.display()))
+    }
+
+    fn ensure_dir(&self) -> Result<(), String> {
+        if !self.dir.exists() {
+            fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+            fs::set_permissions(&self.dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// A cheap summary of the directory's state (names, sizes, mtimes), to
+    /// notice changes without reading keys.
+    pub fn fingerprint(&self) -> String {
+        let mut parts = Vec::new();
+        for dir in [self.dir.clone(), self.dir.join(RETIRED_DIR)] {
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for e in entries.filter_map(|e| e.ok()) {
+                    if let Ok(meta) = e.metadata() {
+                        let mtime = meta
+                            .modified()
+                            .ok()
+                            .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                            .map(|d| d.as_nanos())
+                            .unwrap_or(0);
+                        parts.push(format!("{}:{}:{}", e.path().display(), meta.len(), mtime));
+                    }
+                }
+            }
+        }
+        parts.sort();
+        parts.join("|")
+    }
+}
+
+fn read_key_file(path: &Path) -> Result<ServerKey, String> {
+    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            file = %path.display(),
+            "key file is readable by group or others; run chmod 600 on it"
+        );
+    }
+    let bytes = Zeroizing::new(fs::read(path).map_err(|e| e.to_string())?);
+    let key = ServerKey::from_json(&bytes)?;
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    if stem.as_deref() != Some(key.kid()) {
+        return Err(format!(
+            "the file holds key {}; name it {}.json",
+            key.kid(),
+            key.kid()
+        ));
+    }
+    Ok(key)
+}
+
+/// Writes a file readable only by its owner, atomically (temp + rename).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut suffix = [0u8; 6];
+    rand::thread_rng().fill_bytes(&mut suffix);
+    let tmp = dir.join(format!(".tmp-{}", hex::encode(suffix)));
+    let result = (|| -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Parses a JWK Set's keys into a public JWK Set (for `keys public`).
+pub fn public_set(keyring: &Keyring) -> Value {
+    let keys: Vec<Value> = keyring
+        .keys()
+        .iter()
+        .map(|k| Value::Object(Into::<Map<String, Value>>::into(k.public_jwk().clone())))
+        .collect();
+    serde_json::json!({ "keys": keys })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generate_list_activate_retire() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = KeyDir::new(tmp.path().join("keys"));
+        let first = dir.generate(1_700_000_000, false).unwrap();
+        assert!(first.starts_with("20231114-"));
+        // A lone key becomes primary on its own.
+        assert_eq!(dir.load().unwrap().primary().kid(), first);
+        let second = dir.generate(1_700_000_100, false).unwrap();
+        let rows = dir.list().unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().any(|r| r.kid == first && r.primary));
+        assert!(rows.iter().any(|r| r.kid == second && !r.primary));
+
+        let mode = fs::metadata(dir.key_path(&second))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        assert!(dir.retire(&first).unwrap_err().contains("primary"));
+        dir.activate(&second).unwrap();
+        assert_eq!(dir.load().unwrap().primary().kid(), second);
+        dir.retire(&first).unwrap();
+        let ring = dir.load().unwrap();
+        assert_eq!(ring.len(), 1);
+        assert!(ring.get(&first).is_none());
+        assert!(dir.activate("nope").is_err());
+        assert!(dir.activate("../x").is_err());
+    }
+
+    #[test]
+    fn retired_key_is_reported_as_retired() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = KeyDir::new(tmp.path());
+        let old = dir.generate(1_700_000_000, true).unwrap();
+        let ring = dir.load().unwrap();
+        let claims = super::super::Claims::new("dropbox", crate::secret::Sensitive::new("r"), 1);
+        let authid = ring.seal(&claims).unwrap();
+        dir.generate(1_700_000_100, true).unwrap();
+        dir.retire(&old).unwrap();
+        let ring = dir.load().unwrap();
+        let err = ring.open(authid.strip_prefix("v3:").unwrap()).unwrap_err();
+        assert_eq!(err, super::super::AuthIdError::RetiredKey);
+    }
+
+    #[test]
+    fn every_bad_file_is_named() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = KeyDir::new(tmp.path());
+        fs::write(tmp.path().join("a.json"), "not json").unwrap();
+        fs::write(
+            tmp.path().join("b.json"),
+            "{\"kty\":\"oct\",\"k\":\"AAAA\",\"kid\":\"b\"}",
+        )
+        .unwrap();
+        fs::write(tmp.path().join("README.md"), "ignored").unwrap();
+        let problems = dir.load().unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("a.json"));
+        assert!(problems[1].contains("b.json"));
+    }
+
+    #[test]
+    fn misnamed_file_and_dangling_primary_are_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = KeyDir::new(tmp.path());
+        let kid = dir.generate(1_700_000_000, true).unwrap();
+        fs::rename(dir.key_path(&kid), tmp.path().join("other.json")).unwrap();
+        assert!(dir.load().unwrap_err()[0].contains("name it"));
+        fs::rename(tmp.path().join("other.json"), dir.key_path(&kid)).unwrap();
+        fs::write(tmp.path().join("primary"), "missing\n").unwrap();
+        assert!(dir.load().unwrap_err()[0].contains("missing"));
+    }
+
+    #[test]
+    fn empty_or_missing_dir_explains_how_to_make_a_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = KeyDir::new(tmp.path()).load().unwrap_err();
+        assert!(err[0].contains("keys generate"));
+        let err = KeyDir::new(tmp.path().join("absent")).load().unwrap_err();
+        assert!(err[0].contains("keys generate"));
+    }
+
+    #[test]
+    fn jwk_set_raw_and_base64() {
+        let (_, a) = ServerKey::generate("a", 1).unwrap();
+        let (_, b) = ServerKey::generate("b", 2).unwrap();
+        let set = format!("{{\"keys\":[{},{}]}}", a.as_str(), b.as_str());
+        let ring = load_set(&set).unwrap();
+        assert_eq!(ring.primary().kid(), "a");
+        assert_eq!(ring.len(), 2);
+        let b64 = format!(
+            "base64:{}",
+            base64::engine::general_purpose::STANDARD.encode(set.as_bytes())
+        );
+        assert_eq!(load_set(&b64).unwrap().len(), 2);
+        let named = format!(
+            "{{\"primary\":\"b\",\"keys\":[{},{}]}}",
+            a.as_str(),
+            b.as_str()
+        );
+        assert_eq!(load_set(&named).unwrap().primary().kid(), "b");
+        assert!(load_set("{\"keys\":[]}").is_err());
+        assert!(load_set("base64:!!!").is_err());
+        let bad = format!("{{\"keys\":[{},{{\"kty\":\"EC\"}}, 5]}}", a.as_str());
+        assert_eq!(load_set(&bad).unwrap_err().len(), 2);
+        // No problem text ever contains private key material.
+        let d = serde_json::from_str::<Value>(&a).unwrap()["d"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(load_set(&bad).unwrap_err().iter().all(|p| !p.contains(&d)));
+    }
+}

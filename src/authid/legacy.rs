@@ -1,0 +1,74 @@
+//! The legacy `v2:<provider>:<refresh token>` AuthID, accepted so that users
+//! of the older services can switch by changing only the URL.
+
+use super::AuthIdError;
+
+pub(super) const V2_PREFIX: &str = "v2:";
+
+/// A parsed legacy AuthID. The token is borrowed from the request and never
+/// printed by `Debug`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LegacyAuthId<'a> {
+    pub service: &'a str,
+    pub refresh_token: &'a str,
+}
+
+impl std::fmt::Debug for LegacyAuthId<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LegacyAuthId")
+            .field("service", &self.service)
+            .field("refresh_token", &"[redacted]")
+            .finish()
+    }
+}
+
+impl<'a> LegacyAuthId<'a> {
+    /// Parses what follows `v2:`.
+    pub(super) fn parse(rest: &'a str) -> Result<Self, AuthIdError> {
+        let (service, refresh_token) = rest.split_once(':').ok_or(AuthIdError::Malformed(
+            "a v2 AuthID has the form v2:<provider>:<token>",
+        ))?;
+        if !is_service_id(service) {
+            return Err(AuthIdError::Malformed(
+                "the provider part of the v2 AuthID is invalid",
+            ));
+        }
+        if refresh_token.is_empty() {
+            return Err(AuthIdError::Malformed("the v2 AuthID has no token"));
+        }
+        Ok(Self {
+            service,
+            refresh_token,
+        })
+    }
+}
+
+/// Provider ids are short lowercase names such as `googledrive` or `box.com`.
+pub fn is_service_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_provider_and_token() {
+        let a = LegacyAuthId::parse("box.com:abc:def").unwrap();
+        assert_eq!(a.service, "box.com");
+        assert_eq!(a.refresh_token, "abc:def");
+        assert!(!format!("{a:?}").contains("abc"));
+    }
+
+    #[test]
+    fn refuses_bad_parts() {
+        assert!(LegacyAuthId::parse("nocolon").is_err());
+        assert!(LegacyAuthId::parse(":token").is_err());
+        assert!(LegacyAuthId::parse("Drive:token").is_err());
+        assert!(LegacyAuthId::parse("drive:").is_err());
+    }
+}

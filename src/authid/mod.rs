@@ -1,0 +1,78 @@
+//! The AuthID: what the user pastes into their backup client.
+//!
+//! `v3:<compact JWE>` carries the refresh token sealed to a server key
+//! (ECDH-ES+A256KW on P-256, A256GCM). The legacy `v2:<provider>:<token>`
+//! form of the older services is parsed too, so it can be upgraded.
+
+mod claims;
+mod error;
+mod jwe;
+mod key;
+pub mod keydir;
+mod keyring;
+mod legacy;
+
+pub use claims::{Claims, new_login_id};
+pub use error::AuthIdError;
+pub use key::{KeyAlg, ServerKey};
+pub use keyring::{KeyStats, Keyring, KeyringHandle, Opened};
+pub use legacy::{LegacyAuthId, is_service_id};
+
+/// The prefix of every AuthID this broker issues.
+pub const V3_PREFIX: &str = "v3:";
+/// The longest AuthID accepted. A real one is about 600 characters; the cap
+/// keeps hostile input from costing more than a quick length check.
+pub const MAX_AUTHID_LEN: usize = 16 * 1024;
+
+/// An AuthID as received, classified by form but not yet opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthIdText<'a> {
+    /// The compact JWE after `v3:`.
+    V3(&'a str),
+    Legacy(LegacyAuthId<'a>),
+}
+
+/// Classifies an AuthID by its prefix after the checks every form shares:
+/// not empty, not over-long, printable ASCII only.
+pub fn parse(text: &str) -> Result<AuthIdText<'_>, AuthIdError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(AuthIdError::Empty);
+    }
+    if text.len() > MAX_AUTHID_LEN {
+        return Err(AuthIdError::TooLong);
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AuthIdError::BadCharacters);
+    }
+    if let Some(jwe) = text.strip_prefix(V3_PREFIX) {
+        return Ok(AuthIdText::V3(jwe));
+    }
+    if let Some(rest) = text.strip_prefix(legacy::V2_PREFIX) {
+        return LegacyAuthId::parse(rest).map(AuthIdText::Legacy);
+    }
+    Err(AuthIdError::UnknownFormat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_by_prefix() {
+        assert_eq!(parse("v3:a.b.c.d.e"), Ok(AuthIdText::V3("a.b.c.d.e")));
+        assert!(matches!(
+            parse("v2:googledrive:1//abc"),
+            Ok(AuthIdText::Legacy(_))
+        ));
+        assert_eq!(parse(""), Err(AuthIdError::Empty));
+        assert_eq!(parse("   "), Err(AuthIdError::Empty));
+        assert_eq!(parse("v1:abc"), Err(AuthIdError::UnknownFormat));
+        assert_eq!(parse("abcdef:ghij"), Err(AuthIdError::UnknownFormat));
+        assert_eq!(parse("v3:ab\u{e9}"), Err(AuthIdError::BadCharacters));
+        assert_eq!(parse("v3:a b"), Err(AuthIdError::BadCharacters));
+        assert_eq!(parse("v3:a\0b"), Err(AuthIdError::BadCharacters));
+        let long = format!("v3:{}", "a".repeat(MAX_AUTHID_LEN));
+        assert_eq!(parse(&long), Err(AuthIdError::TooLong));
+    }
+}

@@ -1,0 +1,88 @@
+//! `oauth-broker authid inspect|seal`.
+
+use std::io::Read;
+
+use clap::Subcommand;
+
+use super::KeyArgs;
+use crate::authid::{self, AuthIdText, Claims};
+use crate::clock::{Clock, SystemClock};
+use crate::secret::Sensitive;
+
+#[derive(Debug, Subcommand)]
+pub enum AuthidCommand {
+    /// Read an AuthID on stdin; print its key id, provider and issue time
+    /// (never the token).
+    Inspect {
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Read a refresh token on stdin; print an AuthID sealed with the
+    /// primary key.
+    Seal {
+        /// Provider id, e.g. googledrive.
+        #[arg(long)]
+        service: String,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+}
+
+pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuthidCommand::Inspect { keys } => {
+            let input = read_stdin()?;
+            match authid::parse(input.expose())? {
+                AuthIdText::Legacy(legacy) => {
+                    println!("format: v2 (legacy, not sealed)");
+                    println!("provider: {}", legacy.service);
+                }
+                AuthIdText::V3(jwe) => {
+                    let ring = keys
+                        .source()
+                        .load()
+                        .map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+                    let opened = ring.open(jwe)?;
+                    let c = &opened.claims;
+                    println!("format: v3");
+                    println!(
+                        "kid: {}{}",
+                        opened.kid,
+                        if opened.by_primary { " (primary)" } else { "" }
+                    );
+                    println!("provider: {}", c.svc);
+                    println!("issued: {} ({})", super::keys::format_time(c.iat), c.iat);
+                    println!("login: {}", c.login_fingerprint());
+                }
+            }
+            Ok(())
+        }
+        AuthidCommand::Seal { service, keys } => {
+            if !crate::authid::is_service_id(&service) {
+                anyhow::bail!("--service must be a provider id such as googledrive");
+            }
+            let token = read_stdin()?;
+            if token.is_empty() {
+                anyhow::bail!("no refresh token on stdin");
+            }
+            let ring = keys
+                .source()
+                .load()
+                .map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+            let claims = Claims::new(service, token, SystemClock.now());
+            println!("{}", ring.seal(&claims).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
+    }
+}
+
+/// Reads stdin (bounded) and trims surrounding white space.
+fn read_stdin() -> anyhow::Result<Sensitive> {
+    let mut buf = String::new();
+    std::io::stdin()
+        .take(authid::MAX_AUTHID_LEN as u64 + 1)
+        .read_to_string(&mut buf)?;
+    let value = Sensitive::new(buf.trim());
+    zeroize::Zeroize::zeroize(&mut buf);
+    Ok(value)
+}

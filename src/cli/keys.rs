@@ -1,0 +1,160 @@
+//! `oauth-broker keys generate|list|activate|retire`.
+
+use std::io::{BufRead, Write};
+
+use clap::Subcommand;
+
+use super::KeyArgs;
+use crate::authid::keydir::{KeyDir, KeySource};
+use crate::clock::{Clock, SystemClock};
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a new P-256 key in KEYS_DIR.
+    Generate {
+        /// Make the new key primary (it seals new AuthIDs).
+        #[arg(long)]
+        activate: bool,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Show every key: kid, creation time, primary or not.
+    List {
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Make KID the primary key.
+    Activate {
+        kid: String,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Take KID out of service: AuthIDs sealed with it stop working.
+    Retire {
+        kid: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Print the public keys as a JWK Set, for systems that mint AuthIDs.
+    Public {
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+}
+
+pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Generate { activate, keys } => {
+            let dir = writable_dir(&keys)?;
+            let kid = dir
+                .generate(SystemClock.now(), activate)
+                .map_err(anyhow::Error::msg)?;
+            println!("{kid}");
+            let primary = dir.load().ok().map(|k| k.primary().kid() == kid);
+            if primary == Some(true) {
+                eprintln!("created key {kid} (primary) in {}", dir.path().display());
+            } else {
+                eprintln!(
+                    "created key {kid} in {}; it opens AuthIDs but does not seal new ones until `oauth-broker keys activate {kid}`",
+                    dir.path().display()
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::List { keys } => {
+            let rows = match keys.source() {
+                KeySource::Dir(dir) => KeyDir::new(dir)
+                    .list()
+                    .map_err(|e| anyhow::anyhow!(e.join("\n")))?,
+                source => {
+                    let ring = source.load().map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+                    ring.keys()
+                        .iter()
+                        .map(|k| crate::authid::keydir::KeyInfo {
+                            kid: k.kid().to_string(),
+                            created: k.created(),
+                            primary: k.kid() == ring.primary().kid(),
+                        })
+                        .collect()
+                }
+            };
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{:<24} {:<22} PRIMARY", "KID", "CREATED")?;
+            for row in rows {
+                let created = row.created.map(format_time).unwrap_or_else(|| "-".into());
+                let primary = if row.primary { "yes" } else { "no" };
+                writeln!(out, "{:<24} {:<22} {primary}", row.kid, created)?;
+            }
+            Ok(())
+        }
+        KeysCommand::Activate { kid, keys } => {
+            writable_dir(&keys)?
+                .activate(&kid)
+                .map_err(anyhow::Error::msg)?;
+            eprintln!(
+                "{kid} is now the primary key; running servers pick it up on SIGHUP or within a minute"
+            );
+            Ok(())
+        }
+        KeysCommand::Retire { kid, yes, keys } => {
+            let dir = writable_dir(&keys)?;
+            if !yes
+                && !confirm(&format!(
+                    "Retire key {kid}? AuthIDs sealed with it will be refused until users log in again. [y/N] "
+                ))?
+            {
+                anyhow::bail!("not retired");
+            }
+            dir.retire(&kid).map_err(anyhow::Error::msg)?;
+            eprintln!("{kid} retired");
+            Ok(())
+        }
+        KeysCommand::Public { keys } => {
+            let ring = keys
+                .source()
+                .load()
+                .map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&crate::authid::keydir::public_set(&ring))?
+            );
+            Ok(())
+        }
+    }
+}
+
+fn writable_dir(keys: &KeyArgs) -> anyhow::Result<KeyDir> {
+    match keys.source() {
+        KeySource::Dir(dir) => Ok(KeyDir::new(dir)),
+        KeySource::Set(_) => anyhow::bail!(
+            "keys come from the KEYS variable; change that JWK Set instead (or unset KEYS to use KEYS_DIR)"
+        ),
+    }
+}
+
+/// Asks on stderr, reads one line from stdin; anything but y/yes is no.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    eprint!("{question}");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+pub(super) fn format_time(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}

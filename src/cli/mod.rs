@@ -1,0 +1,144 @@
+//! The command line: `serve` (the default), `demo`, `keys ...`, `authid ...`,
+//! `check-config` and `healthcheck`. One file per command family.
+
+mod authid;
+mod keys;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, FromArgMatches, Parser, Subcommand};
+
+use crate::authid::keydir::KeySource;
+
+pub use serve::ServeArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "oauth-broker",
+    version,
+    about = "Stateless OAuth broker for backup clients"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(ServeArgs),
+    /// Manage the server keys in KEYS_DIR.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Inspect or mint AuthIDs.
+    #[command(subcommand)]
+    Authid(authid::AuthidCommand),
+    /// Exit 0 when the local server answers /health (for container health checks).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Where keys come from; shared by every command that needs them.
+#[derive(Debug, Clone, Args)]
+pub struct KeyArgs {
+    /// Directory of private JWK files.
+    #[arg(long, env = "KEYS_DIR", default_value = "./keys")]
+    pub keys_dir: PathBuf,
+    /// A JWK Set (raw JSON or base64:...) used instead of KEYS_DIR.
+    #[arg(long, env = "KEYS", hide_env_values = true)]
+    pub keys: Option<String>,
+}
+
+impl KeyArgs {
+    pub fn source(&self) -> KeySource {
+        KeySource::from_settings(self.keys.as_deref(), &self.keys_dir)
+    }
+}
+
+#[derive(Debug, Args)]
+struct HealthcheckArgs {
+    /// Address the server listens on.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+}
+
+/// Parses the command line and runs the command.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Serve(args)) => serve::run(args),
+        None => ServeArgs::from_env().and_then(serve::run),
+        Some(Command::Keys(cmd)) => {
+            init_cli_logging();
+            keys::run(cmd)
+        }
+        Some(Command::Authid(cmd)) => {
+            init_cli_logging();
+            authid::run(cmd)
+        }
+        Some(Command::Healthcheck(args)) => healthcheck(&args.listen),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl ServeArgs {
+    /// `serve` settings from the environment alone (no command given).
+    fn from_env() -> anyhow::Result<Self> {
+        let matches = <Self as Args>::augment_args(clap::Command::new("serve"))
+            .try_get_matches_from(["serve"])?;
+        Ok(Self::from_arg_matches(&matches)?)
+    }
+}
+
+/// Admin commands log warnings (e.g. loose key file modes) to stderr.
+fn init_cli_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .without_time()
+        .with_target(false)
+        .try_init();
+}
+
+fn healthcheck(listen: &str) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+    use std::time::Duration;
+
+    // A server bound to a wildcard address is reached on loopback.
+    let target = listen
+        .replace("0.0.0.0:", "127.0.0.1:")
+        .replace("[::]:", "[::1]:");
+    let addr: SocketAddr = target
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("LISTEN {listen} does not resolve"))?;
+    let timeout = Duration::from_secs(3);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.take(4096).read_to_string(&mut response)?;
+    if response.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "unhealthy: {}",
+            response.lines().next().unwrap_or("no answer")
+        )
+    }
+}

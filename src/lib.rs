@@ -1,0 +1,12 @@
+//! oauth-broker: a stateless OAuth 2.0 broker for backup clients.
+//!
+//! The refresh token travels inside the user's AuthID (a JWE sealed to a
+//! server key); the service keeps no database. See `SECURITY.md` for the
+//! threat model and `README.md` for operation.
+
+pub mod app;
+pub mod authid;
+pub mod cli;
+pub mod clock;
+pub mod http;
+pub mod secret;

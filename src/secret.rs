@@ -1,0 +1,95 @@
+//! Secret-carrying types: they never print their content in `Debug` or
+//! `Display`, and their memory is zeroized on drop.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+/// A token, secret or credential. `Debug` prints `[redacted]`.
+#[derive(Clone)]
+pub struct Sensitive(SecretString);
+
+impl Sensitive {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(SecretString::from(value.into()))
+    }
+
+    /// The plain text, for the few places that must send or seal it.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.expose().is_empty()
+    }
+
+    /// A short, non-reversible fingerprint that may appear in logs.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.expose().as_bytes())
+    }
+}
+
+impl std::fmt::Debug for Sensitive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl PartialEq for Sensitive {
+    fn eq(&self, other: &Self) -> bool {
+        use subtle::ConstantTimeEq;
+        self.expose()
+            .as_bytes()
+            .ct_eq(other.expose().as_bytes())
+            .into()
+    }
+}
+
+impl Eq for Sensitive {}
+
+impl Serialize for Sensitive {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.expose())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sensitive {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Sensitive::new)
+    }
+}
+
+/// Eight hex digits of a SHA-256: enough to correlate log lines, far too few
+/// to recover or confirm a secret by brute force on a high-entropy input.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    hex::encode(&digest[..4])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_value() {
+        let s = Sensitive::new("very-secret-token");
+        assert_eq!(format!("{s:?}"), "[redacted]");
+        assert!(!format!("{:?}", Some(&s)).contains("very-secret"));
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_the_value() {
+        let s = Sensitive::new("abc");
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(json, "\"abc\"");
+        let back: Sensitive = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn fingerprint_is_short_and_stable() {
+        assert_eq!(fingerprint(b"x"), fingerprint(b"x"));
+        assert_ne!(fingerprint(b"x"), fingerprint(b"y"));
+        assert_eq!(fingerprint(b"x").len(), 8);
+    }
+}
