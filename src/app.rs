@@ -1,33 +1,82 @@
-//! The application core shared by every request: keys, clock and settings.
-//! Free of HTTP types; handlers call into it.
+//! The application core shared by every request: settings, keys, the
+//! provider catalogue and the refresher. Free of HTTP types; handlers call
+//! into it.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::authid::KeyringHandle;
 use crate::authid::keydir::KeySource;
+use crate::authid::{Keyring, KeyringHandle};
 use crate::clock::SharedClock;
+use crate::config::Settings;
+use crate::provider::{Catalogue, TokenClient};
+use crate::refresh::{RefreshDeps, Refresher};
 
 pub struct App {
-    pub keyring: KeyringHandle,
+    pub settings: Settings,
+    pub keyring: Arc<KeyringHandle>,
     /// Where keys are reloaded from; `None` for an ephemeral keyring.
     pub key_source: Option<KeySource>,
+    pub refresher: Refresher,
     pub clock: SharedClock,
 }
 
+pub type SharedApp = Arc<App>;
+
 impl App {
+    pub fn new(
+        settings: Settings,
+        keyring: Keyring,
+        key_source: Option<KeySource>,
+        catalogue: Catalogue,
+        client: Arc<dyn TokenClient>,
+        clock: SharedClock,
+    ) -> Self {
+        let keyring = Arc::new(KeyringHandle::new(keyring));
+        let refresher = Refresher::new(RefreshDeps {
+            keyring: Arc::clone(&keyring),
+            catalogue: Arc::new(catalogue),
+            client,
+            clock: Arc::clone(&clock),
+            redirect_uri: settings.redirect_uri(),
+            cache_capacity: settings.cache_capacity,
+        });
+        Self {
+            settings,
+            keyring,
+            key_source,
+            refresher,
+            clock,
+        }
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        self.refresher.catalogue()
+    }
+
     /// Reloads keys from their source. A failed reload keeps the current
-    /// keyring and returns why.
+    /// keyring and returns why. When a key disappears, cached answers are
+    /// dropped so AuthIDs of a retired key stop working at once.
     pub fn reload_keys(&self) -> Result<(), Vec<String>> {
         let Some(source) = &self.key_source else {
             return Ok(());
         };
         let keyring = source.load()?;
-        let primary = keyring.primary().kid().to_string();
-        let count = keyring.len();
-        self.keyring.replace(keyring);
-        tracing::info!(primary = %primary, keys = count, "keys reloaded");
+        self.install_keyring(keyring);
         Ok(())
     }
-}
 
-pub type SharedApp = Arc<App>;
+    pub fn install_keyring(&self, keyring: Keyring) {
+        let kids = |k: &Keyring| -> BTreeSet<String> {
+            k.keys().iter().map(|k| k.kid().to_string()).collect()
+        };
+        let before = kids(&self.keyring.current());
+        let after = kids(&keyring);
+        let primary = keyring.primary().kid().to_string();
+        self.keyring.replace(keyring);
+        if !before.is_subset(&after) {
+            self.refresher.cache().forget_all_texts();
+        }
+        tracing::info!(primary = %primary, keys = after.len(), "keys loaded");
+    }
+}

@@ -8,5 +8,8 @@ pub mod app;
 pub mod authid;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod http;
+pub mod provider;
+pub mod refresh;
 pub mod secret;

@@ -2,6 +2,7 @@
 //! `check-config` and `healthcheck`. One file per command family.
 
 mod authid;
+mod check_config;
 mod keys;
 mod serve;
 
@@ -35,6 +36,9 @@ enum Command {
     /// Inspect or mint AuthIDs.
     #[command(subcommand)]
     Authid(authid::AuthidCommand),
+    /// Print the effective provider table (secrets masked) and every
+    /// configuration problem.
+    CheckConfig(ServeArgs),
     /// Exit 0 when the local server answers /health (for container health checks).
     Healthcheck(HealthcheckArgs),
 }
@@ -76,6 +80,10 @@ pub fn run() -> ExitCode {
         Some(Command::Authid(cmd)) => {
             init_cli_logging();
             authid::run(cmd)
+        }
+        Some(Command::CheckConfig(args)) => {
+            init_cli_logging();
+            check_config::run(args)
         }
         Some(Command::Healthcheck(args)) => healthcheck(&args.listen),
     };

@@ -1,13 +1,17 @@
-//! `oauth-broker serve`: load everything, bind, serve until SIGTERM/Ctrl-C,
-//! reload keys on SIGHUP.
+//! `oauth-broker serve`: load everything (reporting every problem at once),
+//! bind, serve until SIGTERM/Ctrl-C, reload keys on SIGHUP.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 
 use super::KeyArgs;
 use crate::app::App;
-use crate::authid::KeyringHandle;
+use crate::config::{Settings, parse_public_url, url_for_listen};
+use crate::provider::catalogue::CatalogueSource;
+use crate::provider::{Catalogue, HttpTokenClient};
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -15,36 +19,157 @@ pub struct ServeArgs {
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// External base URL; the OAuth redirect URI is PUBLIC_URL/logged-in.
+    /// Defaults to http://LISTEN.
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+    /// Application name shown on pages (APPNAME is accepted too).
+    #[arg(long, env = "APP_NAME")]
+    pub app_name: Option<String>,
+    /// Heading shown on pages (DISPLAYNAME is accepted too).
+    #[arg(long, env = "DISPLAY_NAME")]
+    pub display_name: Option<String>,
+    /// Directory whose files override the built-in page templates.
+    #[arg(long, env = "TEMPLATES_DIR")]
+    pub templates_dir: Option<PathBuf>,
+    /// Seconds to wait for a provider's token endpoint.
+    #[arg(long, env = "UPSTREAM_TIMEOUT", default_value_t = 20)]
+    pub upstream_timeout: u64,
+    /// Most access tokens kept in the cache.
+    #[arg(long, env = "CACHE_CAPACITY", default_value_t = 200_000)]
+    pub cache_capacity: u64,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
 }
 
+/// Where providers come from; shared by `serve` and `check-config`.
+#[derive(Debug, Clone, Args)]
+pub struct ProviderArgs {
+    /// Provider entries: a JSON file, or base64:...
+    #[arg(long, env = "CONFIGFILE")]
+    pub configfile: Option<String>,
+    /// Secrets for %NAME% references: a JSON file, or base64:...
+    #[arg(long, env = "SECRETS", hide_env_values = true)]
+    pub secrets: Option<String>,
+    /// Comma-separated provider ids to enable; empty = all with credentials.
+    #[arg(long, env = "SERVICES")]
+    pub services: Option<String>,
+}
+
+impl ProviderArgs {
+    pub fn load(&self) -> Result<Catalogue, Vec<String>> {
+        let source = CatalogueSource {
+            configfile: self.configfile.as_deref(),
+            secrets: self.secrets.as_deref(),
+            services: self.services.as_deref(),
+        };
+        Catalogue::load(&source, &|name| std::env::var(name).ok())
+    }
+}
+
+impl ServeArgs {
+    /// Validates the settings alone.
+    pub fn settings(&self) -> Result<Settings, Vec<String>> {
+        let mut problems = Vec::new();
+        let public_url = self
+            .public_url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| url_for_listen(&self.listen));
+        let public_url = parse_public_url(&public_url)
+            .map_err(|e| problems.push(e))
+            .ok();
+        if self.upstream_timeout == 0 || self.upstream_timeout > 24 {
+            problems
+                .push("UPSTREAM_TIMEOUT must be 1 to 24 seconds (clients give up after 25)".into());
+        }
+        if let Some(dir) = &self.templates_dir {
+            if !dir.is_dir() {
+                problems.push(format!(
+                    "TEMPLATES_DIR {} is not a directory",
+                    dir.display()
+                ));
+            }
+        }
+        let fallback = |primary: &Option<String>, legacy: &str, default: &str| {
+            primary
+                .clone()
+                .or_else(|| std::env::var(legacy).ok())
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| default.to_string())
+        };
+        match public_url {
+            Some(public_url) if problems.is_empty() => Ok(Settings {
+                listen: self.listen.clone(),
+                public_url,
+                app_name: fallback(&self.app_name, "APPNAME", "oauth-broker"),
+                display_name: fallback(&self.display_name, "DISPLAYNAME", "OAuth login"),
+                templates_dir: self.templates_dir.clone(),
+                upstream_timeout: Duration::from_secs(self.upstream_timeout),
+                cache_capacity: self.cache_capacity.max(1),
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    /// Loads settings, keys and providers; every problem at once.
+    pub fn load_app(&self) -> Result<App, Vec<String>> {
+        let settings = self.settings();
+        let source = self.keys.source();
+        let keyring = source.load();
+        let catalogue = self.providers.load();
+        match (settings, keyring, catalogue) {
+            (Ok(settings), Ok(keyring), Ok(catalogue)) => {
+                for (id, reason) in catalogue.disabled() {
+                    tracing::info!(provider = %id, reason = %reason, "provider disabled");
+                }
+                let client = HttpTokenClient::new(settings.upstream_timeout)
+                    .map_err(|e| vec![format!("HTTP client: {e}")])?;
+                Ok(App::new(
+                    settings,
+                    keyring,
+                    Some(source),
+                    catalogue,
+                    Arc::new(client),
+                    crate::clock::system(),
+                ))
+            }
+            (s, k, c) => Err([s.err(), k.err(), c.err()]
+                .into_iter()
+                .flatten()
+                .flatten()
+                .collect()),
+        }
+    }
+}
+
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.log_format);
-    let source = args.keys.source();
-    let keyring = source.load().map_err(|problems| {
+    let app = args.load_app().map_err(|problems| {
         for p in &problems {
             tracing::error!("{p}");
         }
-        anyhow::anyhow!("cannot start: {}", problems.join("; "))
+        anyhow::anyhow!(
+            "cannot start: {} problem(s) in the configuration",
+            problems.len()
+        )
     })?;
-    let app = Arc::new(App {
-        keyring: KeyringHandle::new(keyring),
-        key_source: Some(source),
-        clock: crate::clock::system(),
-    });
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(serve(app, &args.listen))
+    runtime.block_on(serve(Arc::new(app)))
 }
 
-async fn serve(app: Arc<App>, listen: &str) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
+pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&app.settings.listen).await?;
+    tracing::info!(
+        address = %listener.local_addr()?,
+        public_url = %app.settings.public_base(),
+        providers = app.catalogue().providers().len(),
+        "listening"
+    );
     spawn_reload_on_sighup(Arc::clone(&app));
     let router = crate::http::router(app);
     axum::serve(listener, router)

@@ -7,6 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::authid::AuthIdError;
+use crate::provider::UpstreamError;
+use crate::refresh::RefreshError;
 
 /// An error answered to a client. The message is shown to users: it must
 /// never carry a token, secret or AuthID.
@@ -35,6 +37,58 @@ impl ApiError {
         self
     }
 }
+
+impl ApiError {
+    /// Maps a refresh failure to its status and a reason the user can act
+    /// on. `public_base` is where a new AuthID can be created.
+    pub fn from_refresh(e: RefreshError, public_base: &str) -> Self {
+        match e {
+            RefreshError::AuthId(e) if e.is_unauthorized() => Self::new(
+                StatusCode::UNAUTHORIZED,
+                format!("{e}; create a new AuthID at {public_base}"),
+            ),
+            RefreshError::AuthId(e) => e.into(),
+            e @ (RefreshError::UnknownProvider(_) | RefreshError::AccessTokenOnly(_)) => {
+                Self::bad_request(e.to_string())
+            }
+            RefreshError::Upstream(e) => Self::from_upstream(e, public_base),
+            e @ (RefreshError::Seal | RefreshError::Internal) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+        }
+    }
+
+    pub fn from_upstream(e: UpstreamError, public_base: &str) -> Self {
+        match e {
+            UpstreamError::Reauthorize { .. } => Self::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "The provider no longer accepts this login; create a new AuthID at {public_base}"
+                ),
+            ),
+            UpstreamError::Misconfigured { .. } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "The provider refused this server's registration; the operator must fix it",
+            ),
+            UpstreamError::Throttled { retry_after } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The provider is throttling requests; try again later",
+            )
+            .with_retry_after(retry_after.map_or(DEFAULT_RETRY_AFTER, |d| d.as_secs())),
+            UpstreamError::Unavailable { detail } => Self::new(
+                StatusCode::BAD_GATEWAY,
+                format!("The provider failed ({detail}); try again later"),
+            ),
+            UpstreamError::Timeout => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "The provider did not answer in time; try again later",
+            ),
+        }
+    }
+}
+
+/// Seconds a throttled client is told to wait when the provider gave none.
+const DEFAULT_RETRY_AFTER: u64 = 60;
 
 impl From<AuthIdError> for ApiError {
     fn from(e: AuthIdError) -> Self {

@@ -1,7 +1,9 @@
 //! The HTTP edge: router, middleware stack, handlers and the error type.
 
 mod error;
+mod input;
 mod ops;
+mod refresh;
 
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn router(app: SharedApp) -> Router {
     let routes = Router::new()
         .route("/health", get(ops::health))
+        .route("/refresh", get(refresh::refresh).post(refresh::refresh))
         .with_state(app);
     with_middleware(routes)
 }

@@ -1,0 +1,90 @@
+//! Settings: everything `serve` reads at start, typed and validated, with
+//! every problem reported at once.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+/// Validated server settings (providers and keys are loaded beside them).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    /// External base URL without a trailing slash.
+    pub public_url: Url,
+    pub app_name: String,
+    pub display_name: String,
+    pub templates_dir: Option<PathBuf>,
+    /// Timeout of one call to a provider.
+    pub upstream_timeout: Duration,
+    /// Most access tokens held in the cache.
+    pub cache_capacity: u64,
+}
+
+impl Settings {
+    /// Settings for tests and demo mode: everything default but the URL.
+    pub fn for_url(public_url: &str) -> Result<Self, String> {
+        Ok(Self {
+            listen: "127.0.0.1:0".into(),
+            public_url: parse_public_url(public_url)?,
+            app_name: "oauth-broker".into(),
+            display_name: "OAuth login".into(),
+            templates_dir: None,
+            upstream_timeout: Duration::from_secs(20),
+            cache_capacity: 200_000,
+        })
+    }
+
+    /// The OAuth redirect URI registered at every provider.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/logged-in", self.public_base())
+    }
+
+    /// `PUBLIC_URL` as text, without a trailing slash.
+    pub fn public_base(&self) -> &str {
+        self.public_url.as_str().trim_end_matches('/')
+    }
+}
+
+/// `PUBLIC_URL` must be an absolute http(s) URL without query or fragment.
+pub fn parse_public_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim())
+        .map_err(|_| format!("PUBLIC_URL {text:?} is not an absolute URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err("PUBLIC_URL must be an http or https URL".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("PUBLIC_URL must not have a query or fragment".into());
+    }
+    Ok(url)
+}
+
+/// The URL a listener is reachable at, for a default `PUBLIC_URL`.
+pub fn url_for_listen(listen: &str) -> String {
+    let host = listen
+        .replace("0.0.0.0:", "127.0.0.1:")
+        .replace("[::]:", "[::1]:");
+    format!("http://{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_url_rules() {
+        assert!(parse_public_url("https://oauth.example.com").is_ok());
+        assert!(parse_public_url("http://127.0.0.1:8080/").is_ok());
+        assert!(parse_public_url("ftp://x").is_err());
+        assert!(parse_public_url("/relative").is_err());
+        assert!(parse_public_url("https://x/?a=b").is_err());
+        let s = Settings::for_url("https://oauth.example.com/base/").unwrap();
+        assert_eq!(s.redirect_uri(), "https://oauth.example.com/base/logged-in");
+    }
+
+    #[test]
+    fn listen_to_url() {
+        assert_eq!(url_for_listen("0.0.0.0:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url_for_listen("127.0.0.1:9"), "http://127.0.0.1:9");
+    }
+}

@@ -1,0 +1,78 @@
+//! Request parameters from the query string and url-encoded form bodies,
+//! read with our limits and turned into our error format.
+
+use std::collections::HashMap;
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, header};
+
+use super::ApiError;
+use crate::authid::MAX_AUTHID_LEN;
+use crate::secret::Sensitive;
+
+/// Largest form body read.
+pub const FORM_LIMIT: usize = 32 * 1024;
+
+/// Query and form parameters (form wins), plus the request headers.
+pub struct Params {
+    headers: HeaderMap,
+    values: HashMap<String, String>,
+}
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    /// The AuthID from `X-AuthID`, else `authid` in the form or query.
+    pub fn authid(&self) -> Result<Option<Sensitive>, ApiError> {
+        let value = match self.headers.get("x-authid") {
+            Some(v) => Some(v.to_str().map_err(|_| {
+                ApiError::bad_request("The AuthID contains characters an AuthID never has")
+            })?),
+            None => self.get("authid"),
+        };
+        match value.map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) if v.len() > MAX_AUTHID_LEN => {
+                Err(ApiError::bad_request("The AuthID is too long"))
+            }
+            Some(v) => Ok(Some(Sensitive::new(v))),
+        }
+    }
+}
+
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.values.keys().collect();
+        names.sort();
+        f.debug_struct("Params").field("names", &names).finish()
+    }
+}
+
+/// Reads the query and, for url-encoded bodies, the form.
+pub async fn read_params(request: Request) -> Result<Params, ApiError> {
+    let (parts, body) = request.into_parts();
+    let mut values = HashMap::new();
+    if let Some(query) = parts.uri.query() {
+        values.extend(url::form_urlencoded::parse(query.as_bytes()).into_owned());
+    }
+    let is_form = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
+            ApiError::new(
+                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                "The request body is too large",
+            )
+        })?;
+        values.extend(url::form_urlencoded::parse(&bytes).into_owned());
+    }
+    Ok(Params {
+        headers: parts.headers,
+        values,
+    })
+}

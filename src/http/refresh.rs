@@ -1,0 +1,66 @@
+//! `GET|POST /refresh`: the Duplicati-compatible token endpoint.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Serialize;
+
+use super::ApiError;
+use super::input::{Params, read_params};
+use crate::app::SharedApp;
+use crate::authid::is_service_id;
+use crate::refresh::RefreshAnswer;
+
+#[derive(Serialize)]
+struct RefreshBody<'a> {
+    access_token: &'a str,
+    expires: u64,
+    #[serde(rename = "type")]
+    service: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    v2_authid: Option<&'a str>,
+}
+
+pub async fn refresh(State(app): State<SharedApp>, request: Request) -> Result<Response, ApiError> {
+    let method = request.method().clone();
+    let params = read_params(request).await?;
+    let Some(authid) = params.authid()? else {
+        return no_authid(&method, &params);
+    };
+    let answer = app
+        .refresher
+        .refresh(authid.expose())
+        .await
+        .map_err(|e| ApiError::from_refresh(e, app.settings.public_base()))?;
+    Ok(token_response(&answer))
+}
+
+/// `GET /refresh?type=X` is a login link some clients open by mistake.
+fn no_authid(method: &Method, params: &Params) -> Result<Response, ApiError> {
+    match params.get("type") {
+        Some(service) if *method == Method::GET && is_service_id(service) => {
+            Ok(Redirect::to(&format!("/?type={service}")).into_response())
+        }
+        _ => Err(ApiError::bad_request(
+            "Missing AuthID: send it in the X-AuthID header",
+        )),
+    }
+}
+
+fn token_response(answer: &RefreshAnswer) -> Response {
+    let body = RefreshBody {
+        access_token: answer.access_token.expose(),
+        expires: answer.expires,
+        service: &answer.service,
+        v2_authid: answer.new_authid.as_deref(),
+    };
+    let mut response = axum::Json(body).into_response();
+    no_store(response.headers_mut());
+    response
+}
+
+/// Responses carrying a token must never be cached anywhere.
+pub fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}

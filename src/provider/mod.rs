@@ -1,0 +1,12 @@
+//! Providers: the catalogue of OAuth registrations, the client that talks
+//! to their token endpoints, and how their answers are classified.
+
+pub mod catalogue;
+pub mod client;
+pub mod outcome;
+pub mod retry_after;
+pub mod secrets;
+
+pub use catalogue::{Catalogue, Provider, RateLimit, Rotation};
+pub use client::{HttpTokenClient, RawAnswer, TokenClient, TransportError};
+pub use outcome::{TokenGrant, UpstreamError, classify};

@@ -1,0 +1,146 @@
+//! Secrets for `%NAME%` references in provider entries: the `SECRETS` JSON
+//! (a file or `base64:...`), with environment variables of the same name
+//! taking precedence.
+
+use std::collections::HashMap;
+
+use crate::secret::Sensitive;
+
+/// Looks a variable up in the environment (or a test's stand-in for it).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+#[derive(Default)]
+pub struct Secrets {
+    from_file: HashMap<String, Sensitive>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.from_file.keys().collect();
+        names.sort();
+        f.debug_struct("Secrets").field("names", &names).finish()
+    }
+}
+
+impl Secrets {
+    /// Parses `SECRETS`: a path to a JSON file, or `base64:` JSON, or JSON
+    /// text itself. Values must be strings.
+    pub fn load(spec: Option<&str>) -> Result<Self, String> {
+        let Some(spec) = spec.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(Self::default());
+        };
+        let bytes = read_file_or_inline(spec).map_err(|e| format!("SECRETS: {e}"))?;
+        let map: HashMap<String, serde_json::Value> = serde_json::from_slice(&bytes)
+            .map_err(|_| "SECRETS: not a JSON object of NAME: value".to_string())?;
+        let mut from_file = HashMap::new();
+        let mut bad = Vec::new();
+        for (name, value) in map {
+            match value {
+                serde_json::Value::String(s) => {
+                    from_file.insert(name, Sensitive::new(s));
+                }
+                _ => bad.push(name),
+            }
+        }
+        if !bad.is_empty() {
+            bad.sort();
+            return Err(format!(
+                "SECRETS: values must be strings: {}",
+                bad.join(", ")
+            ));
+        }
+        Ok(Self { from_file })
+    }
+
+    pub fn get(&self, name: &str, env: EnvLookup<'_>) -> Option<Sensitive> {
+        env(name)
+            .map(Sensitive::new)
+            .or_else(|| self.from_file.get(name).cloned())
+    }
+}
+
+/// `base64:...`, inline JSON (starts with `{` or `[`), or a file path.
+pub fn read_file_or_inline(spec: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    let spec = spec.trim();
+    if spec.starts_with("base64:") {
+        return crate::authid::keydir::decode_inline(spec);
+    }
+    if spec.starts_with('{') || spec.starts_with('[') {
+        return Ok(zeroize::Zeroizing::new(spec.as_bytes().to_vec()));
+    }
+    std::fs::read(spec)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| format!("cannot read {spec}: {e}"))
+}
+
+/// Replaces every `%NAME%` in `text`. Returns the names that had no value.
+pub fn substitute(
+    text: &str,
+    secrets: &Secrets,
+    env: EnvLookup<'_>,
+) -> Result<Sensitive, Vec<String>> {
+    let mut out = String::with_capacity(text.len());
+    let mut missing = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find('%') {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 1..];
+        match after.find('%') {
+            Some(end)
+                if end > 0
+                    && after[..end]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                let name = &after[..end];
+                match secrets.get(name, env) {
+                    Some(value) => out.push_str(value.expose()),
+                    None => missing.push(name.to_string()),
+                }
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push('%');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    if missing.is_empty() {
+        Ok(Sensitive::new(out))
+    } else {
+        Err(missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn substitutes_from_file_and_env_wins() {
+        let secrets = Secrets::load(Some(r#"{"A":"from-file","B":"b"}"#)).unwrap();
+        let env = |n: &str| (n == "A").then(|| "from-env".to_string());
+        let v = substitute("x-%A%-%B%-100%", &secrets, &env).unwrap();
+        assert_eq!(v.expose(), "x-from-env-b-100%");
+        let v = substitute("%A%", &secrets, &no_env).unwrap();
+        assert_eq!(v.expose(), "from-file");
+        assert_eq!(substitute("%C%", &secrets, &no_env).unwrap_err(), vec!["C"]);
+    }
+
+    #[test]
+    fn base64_and_bad_values() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(r#"{"A":"1"}"#);
+        let s = Secrets::load(Some(&format!("base64:{b64}"))).unwrap();
+        assert_eq!(s.get("A", &no_env).unwrap().expose(), "1");
+        assert!(Secrets::load(Some(r#"{"A":1}"#)).is_err());
+        assert!(Secrets::load(Some("/nonexistent/secrets.json")).is_err());
+        let err = Secrets::load(Some(r#"{"A":"topsecret","B":2}"#)).unwrap_err();
+        assert!(!err.contains("topsecret"));
+    }
+}
