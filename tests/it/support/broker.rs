@@ -1,0 +1,219 @@
+//! The broker under test: an in-process router (driven with `oneshot`) or
+//! a real server on 127.0.0.1:0, wired to a mock provider.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use oauth_broker::app::App;
+use oauth_broker::authid::{Claims, Keyring};
+use oauth_broker::clock::{Clock, SharedClock};
+use oauth_broker::config::Settings;
+use oauth_broker::provider::catalogue::CatalogueSource;
+use oauth_broker::provider::{Catalogue, HttpTokenClient};
+use oauth_broker::secret::Sensitive;
+use serde_json::Value;
+
+use super::logs;
+use super::mock_provider::MockProvider;
+
+/// Every built-in provider id.
+pub const BUILTIN: &[&str] = &[
+    "googledrive",
+    "googledocs",
+    "gcs",
+    "onedrivev2",
+    "sharepoint",
+    "msgroup",
+    "box.com",
+    "dropbox",
+    "jottacloud",
+    "pcloud",
+];
+
+pub const CLIENT_ID: &str = "test-client";
+pub const CLIENT_SECRET: &str = "test-secret-0f9e8d7c";
+
+/// A CONFIGFILE that points every built-in provider at `mock`, keeping each
+/// one's quirks (rotation, redirect rules, aliases).
+pub fn config_for(mock: &MockProvider, ids: &[&str]) -> String {
+    let entries: Vec<Value> = ids
+        .iter()
+        .map(|id| {
+            let mut allowed = vec![mock.host()];
+            if *id == "jottacloud" {
+                allowed.push("id.jottacloud.com".into());
+            }
+            serde_json::json!({
+                "id": id,
+                "clientId": if *id == "jottacloud" { "jottacli" } else { CLIENT_ID },
+                "clientSecret": if *id == "jottacloud" { "" } else { "%TEST_SECRET%" },
+                "authUrl": mock.token_url(),
+                "loginUrl": mock.authorize_url(),
+                "revokeUrl": mock.revoke_url(),
+                "allowedHosts": allowed,
+            })
+        })
+        .collect();
+    Value::Array(entries).to_string()
+}
+
+pub struct Broker {
+    pub app: Arc<App>,
+    pub router: Router,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON ({}): {}", self.status, self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Broker {
+    /// A broker whose built-in providers all talk to `mock`.
+    pub fn new(mock: &MockProvider) -> Self {
+        Self::with_clock(mock, oauth_broker::clock::system())
+    }
+
+    pub fn with_clock(mock: &MockProvider, clock: SharedClock) -> Self {
+        Self::build(mock, BUILTIN, clock, "http://127.0.0.1:9")
+    }
+
+    pub fn build(mock: &MockProvider, ids: &[&str], clock: SharedClock, public_url: &str) -> Self {
+        logs::install();
+        mock.set_client(CLIENT_ID, CLIENT_SECRET);
+        let config = config_for(mock, ids);
+        let catalogue = Catalogue::load(
+            &CatalogueSource {
+                configfile: Some(&config),
+                secrets: Some(&format!(r#"{{"TEST_SECRET": "{CLIENT_SECRET}"}}"#)),
+                services: Some(&ids.join(",")),
+            },
+            &|_| None,
+        )
+        .expect("test catalogue");
+        let mut settings = Settings::for_url(public_url).expect("settings");
+        settings.upstream_timeout = std::time::Duration::from_secs(2);
+        let client = HttpTokenClient::new(settings.upstream_timeout).expect("client");
+        let app = Arc::new(App::new(
+            settings,
+            Keyring::ephemeral().expect("keyring"),
+            None,
+            catalogue,
+            Arc::new(client),
+            clock,
+        ));
+        let router = oauth_broker::http::router(Arc::clone(&app));
+        Self { app, router }
+    }
+
+    /// Seals a refresh token into an AuthID with the broker's primary key.
+    pub fn seal(&self, service: &str, refresh_token: &str) -> String {
+        let claims = Claims::new(service, Sensitive::new(refresh_token), self.app.clock.now());
+        self.app.keyring.seal(&claims).expect("seal")
+    }
+
+    pub async fn request(&self, request: Request<Body>) -> Reply {
+        use tower::ServiceExt;
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// `GET /refresh` shaped like Duplicati's request.
+    pub async fn refresh(&self, authid: &str) -> Reply {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri("/refresh")
+            .header("X-AuthID", authid)
+            .header("User-Agent", "Duplicati v2.1.0.5")
+            .body(Body::empty())
+            .expect("request");
+        self.request(request).await
+    }
+
+    pub async fn get(&self, uri: &str) -> Reply {
+        let request = Request::builder()
+            .uri(uri)
+            .body(Body::empty())
+            .expect("request");
+        self.request(request).await
+    }
+
+    pub async fn post_form(&self, uri: &str, form: &str) -> Reply {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(form.to_string()))
+            .expect("request");
+        self.request(request).await
+    }
+
+    /// Starts a real server on 127.0.0.1:0; returns its base URL.
+    pub async fn serve(&self) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = self.router.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        format!("http://{addr}")
+    }
+}
+
+/// Asserts the shape of every error answer: JSON `{"error"}`, a one-line
+/// `X-Reason` equal to it, the expose header, and never HTML.
+pub fn assert_error_shape(reply: &Reply) {
+    assert!(
+        reply.status.is_client_error() || reply.status.is_server_error(),
+        "{}: {}",
+        reply.status,
+        reply.body
+    );
+    let json = reply.json();
+    let message = json["error"].as_str().expect("error message");
+    assert!(!message.is_empty());
+    assert_eq!(reply.header("x-reason"), Some(message));
+    assert_eq!(
+        reply.header("access-control-expose-headers"),
+        Some("X-Reason")
+    );
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/json")),
+        "content type"
+    );
+}
