@@ -1,0 +1,5 @@
+//! Shared fixtures for the integration tests.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod mock_provider;
