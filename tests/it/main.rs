@@ -1,2 +1,7 @@
+//! Integration tests: one binary, so the suite links once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod bad_authids;
 mod mock_selftest;
+mod refresh;
 mod support;

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use oauth_broker::app::App;
 use oauth_broker::authid::{Claims, Keyring};
-use oauth_broker::clock::{Clock, SharedClock};
+use oauth_broker::clock::SharedClock;
 use oauth_broker::config::Settings;
 use oauth_broker::provider::catalogue::CatalogueSource;
 use oauth_broker::provider::{Catalogue, HttpTokenClient};

@@ -16,7 +16,11 @@ struct Sink {
 
 impl Write for Sink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buffer.0.lock().expect("log buffer").extend_from_slice(data);
+        self.buffer
+            .0
+            .lock()
+            .expect("log buffer")
+            .extend_from_slice(data);
         if let Some(file) = &self.file {
             let _ = file.lock().expect("log file").write_all(data);
         }
@@ -37,7 +41,9 @@ pub fn install() {
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../test-logs");
         let file = std::fs::create_dir_all(&dir)
             .ok()
-            .and_then(|_| std::fs::File::create(dir.join(format!("{}.log", std::process::id()))).ok())
+            .and_then(|_| {
+                std::fs::File::create(dir.join(format!("{}.log", std::process::id()))).ok()
+            })
             .map(|f| Arc::new(Mutex::new(f)));
         let make = {
             let buffer = buffer.clone();

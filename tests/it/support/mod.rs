@@ -2,4 +2,6 @@
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod broker;
+pub mod logs;
 pub mod mock_provider;
