@@ -82,9 +82,9 @@ pub struct Refresher {
 }
 
 /// An opened AuthID, resolved to its provider.
-struct Login {
-    provider: Arc<Provider>,
-    claims: Claims,
+pub struct Login {
+    pub provider: Arc<Provider>,
+    pub claims: Claims,
     /// The cache and single-flight key of this login.
     key: CacheKey,
     /// The client should get a re-sealed AuthID (legacy form, old key).
@@ -140,7 +140,16 @@ impl Refresher {
         Ok(answer(&token, inner.deps.clock.now()))
     }
 
-    fn open(&self, text: &str) -> Result<Login, RefreshError> {
+    /// Drops everything cached for a login (after revocation).
+    pub fn forget(&self, text: &str, login: &Login) {
+        self.inner
+            .cache
+            .forget(&TokenCache::text_key(text.trim()), &login.key);
+    }
+
+    /// Opens an AuthID and resolves its provider, without refreshing.
+    pub fn open(&self, text: &str) -> Result<Login, RefreshError> {
+        let text = text.trim();
         let deps = &self.inner.deps;
         let (claims, reseal, key_id) = match authid::parse(text)? {
             AuthIdText::V3(jwe) => {
