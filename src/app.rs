@@ -9,7 +9,9 @@ use crate::authid::keydir::KeySource;
 use crate::authid::{Keyring, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::provider::{Catalogue, TokenClient};
+use crate::refresh::rotation::MemoryRotationStore;
 use crate::refresh::{RefreshDeps, Refresher};
 
 pub struct App {
@@ -18,6 +20,7 @@ pub struct App {
     /// Where keys are reloaded from; `None` for an ephemeral keyring.
     pub key_source: Option<KeySource>,
     pub refresher: Refresher,
+    pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
 }
 
@@ -33,19 +36,25 @@ impl App {
         clock: SharedClock,
     ) -> Self {
         let keyring = Arc::new(KeyringHandle::new(keyring));
+        let metrics = Arc::new(Metrics::new());
         let refresher = Refresher::new(RefreshDeps {
             keyring: Arc::clone(&keyring),
             catalogue: Arc::new(catalogue),
             client,
+            store: Arc::new(MemoryRotationStore::new(settings.cache_capacity)),
+            metrics: Arc::clone(&metrics),
             clock: Arc::clone(&clock),
             redirect_uri: settings.redirect_uri(),
             cache_capacity: settings.cache_capacity,
+            limits: settings.limits.clone(),
+            upstream_timeout: settings.upstream_timeout,
         });
         Self {
             settings,
             keyring,
             key_source,
             refresher,
+            metrics,
             clock,
         }
     }

@@ -19,6 +19,53 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// Most access tokens held in the cache.
     pub cache_capacity: u64,
+    pub limits: Limits,
+}
+
+/// Protection of providers and of the broker itself.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest a provider's `Retry-After` may block it.
+    pub backoff_max: Duration,
+    /// Concurrent calls to one provider.
+    pub upstream_concurrency: usize,
+    /// Upstream refreshes one login may cause per hour.
+    pub login_refreshes_per_hour: u32,
+    /// Requests (cache hits included) one login may make per hour.
+    pub login_requests_per_hour: u32,
+    /// AuthIDs that fail to open, per client address and minute.
+    pub bad_authids_per_minute: u32,
+    /// Requests handled at once by the whole server.
+    pub max_concurrent_requests: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            backoff_max: Duration::from_secs(3600),
+            upstream_concurrency: 16,
+            login_refreshes_per_hour: 20,
+            login_requests_per_hour: 1200,
+            bad_authids_per_minute: 30,
+            max_concurrent_requests: 1024,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Parses `TRUSTED_PROXIES`: comma-separated addresses or CIDR ranges.
+pub fn parse_proxies(text: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("TRUSTED_PROXIES: {s:?} is not an address or CIDR range"))
+        })
+        .collect()
 }
 
 impl Settings {
@@ -32,6 +79,7 @@ impl Settings {
             templates_dir: None,
             upstream_timeout: Duration::from_secs(20),
             cache_capacity: 200_000,
+            limits: Limits::default(),
         })
     }
 
@@ -80,6 +128,15 @@ mod tests {
         assert!(parse_public_url("https://x/?a=b").is_err());
         let s = Settings::for_url("https://oauth.example.com/base/").unwrap();
         assert_eq!(s.redirect_uri(), "https://oauth.example.com/base/logged-in");
+    }
+
+    #[test]
+    fn proxies() {
+        let p = parse_proxies("10.0.0.0/8, 127.0.0.1").unwrap();
+        assert_eq!(p.len(), 2);
+        assert!(p[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
+        assert!(parse_proxies("nope").is_err());
+        assert!(parse_proxies("").unwrap().is_empty());
     }
 
     #[test]

@@ -9,6 +9,11 @@ use serde_json::{Map, Value};
 use super::AuthIdError;
 use super::legacy::is_service_id;
 use crate::secret::{Sensitive, fingerprint};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+/// The claim holding the per-login secret.
+pub const LOGIN_SECRET_CLAIM: &str = "lsk";
 
 /// What an AuthID says: the provider, the refresh token, when it was issued
 /// and which login it came from. Unknown claims are kept, so a newer
@@ -29,14 +34,81 @@ pub struct Claims {
 }
 
 impl Claims {
+    /// Claims of a new login: a fresh login id and login secret.
     pub fn new(svc: impl Into<String>, rt: Sensitive, iat: i64) -> Self {
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rand::thread_rng().fill_bytes(secret.as_mut());
+        let mut extra = Map::new();
+        extra.insert(
+            LOGIN_SECRET_CLAIM.into(),
+            Value::String(URL_SAFE_NO_PAD.encode(secret.as_ref())),
+        );
         Self {
             svc: svc.into(),
             rt,
             iat,
             jti: new_login_id(),
+            extra,
+        }
+    }
+
+    /// Claims for a legacy `v2:` AuthID. The login id is derived from the
+    /// token, so every request with the same legacy AuthID is the same
+    /// login (one cache entry, one rotation-store entry).
+    pub fn from_legacy(svc: &str, rt: Sensitive, iat: i64) -> Self {
+        let digest = Sha256::new()
+            .chain_update(b"oauth-broker legacy login id\0")
+            .chain_update(svc.as_bytes())
+            .chain_update(b"\0")
+            .chain_update(rt.expose().as_bytes())
+            .finalize();
+        Self {
+            svc: svc.to_string(),
+            rt,
+            iat,
+            jti: URL_SAFE_NO_PAD.encode(&digest[..16]),
             extra: Map::new(),
         }
+    }
+
+    /// The per-login secret. It exists only inside the AuthID: a fresh
+    /// random one for logins made here; for AuthIDs minted without one
+    /// (legacy, other systems) it is derived from the refresh token they
+    /// carry, and [`Claims::pin_login_secret`] carries it forward.
+    pub fn login_secret(&self) -> Zeroizing<[u8; 32]> {
+        let mut out = Zeroizing::new([0u8; 32]);
+        if let Some(bytes) = self
+            .extra
+            .get(LOGIN_SECRET_CLAIM)
+            .and_then(Value::as_str)
+            .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+            .filter(|b| b.len() == 32)
+        {
+            out.copy_from_slice(&bytes);
+            return out;
+        }
+        let mut h = Sha256::new();
+        for part in [
+            b"oauth-broker derived login secret".as_slice(),
+            self.svc.as_bytes(),
+            self.jti.as_bytes(),
+            self.rt.expose().as_bytes(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        out.copy_from_slice(&h.finalize());
+        out
+    }
+
+    /// Writes the login secret into the claims, so AuthIDs sealed from
+    /// them keep the same secret after the refresh token changes.
+    pub fn pin_login_secret(&mut self) {
+        let secret = self.login_secret();
+        self.extra.insert(
+            LOGIN_SECRET_CLAIM.into(),
+            Value::String(URL_SAFE_NO_PAD.encode(secret.as_ref())),
+        );
     }
 
     /// A short fingerprint of the login id, safe for logs.
@@ -124,6 +196,22 @@ mod tests {
     fn debug_hides_the_token() {
         let c = Claims::new("dropbox", Sensitive::new("secret-rt"), 1);
         assert!(!format!("{c:?}").contains("secret-rt"));
+    }
+
+    #[test]
+    fn login_secret_is_random_or_derived_and_survives_pinning() {
+        let a = Claims::new("box.com", Sensitive::new("rt"), 1);
+        let b = Claims::new("box.com", Sensitive::new("rt"), 1);
+        assert_ne!(*a.login_secret(), *b.login_secret());
+        let mut legacy = Claims::from_legacy("box.com", Sensitive::new("rt0"), 1);
+        let again = Claims::from_legacy("box.com", Sensitive::new("rt0"), 2);
+        assert_eq!(legacy.jti, again.jti);
+        let derived = legacy.login_secret();
+        assert_eq!(*derived, *again.login_secret());
+        legacy.pin_login_secret();
+        legacy.rt = Sensitive::new("rt1");
+        assert_eq!(*legacy.login_secret(), *derived, "pinned across rotation");
+        assert!(!format!("{legacy:?}").contains("lsk"));
     }
 
     #[test]

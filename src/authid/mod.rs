@@ -12,7 +12,7 @@ pub mod keydir;
 mod keyring;
 mod legacy;
 
-pub use claims::{Claims, new_login_id};
+pub use claims::{Claims, LOGIN_SECRET_CLAIM, new_login_id};
 pub use error::AuthIdError;
 pub use key::{KeyAlg, ServerKey};
 pub use keyring::{KeyStats, Keyring, KeyringHandle, Opened};

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::KeyArgs;
 use crate::app::App;
-use crate::config::{Settings, parse_public_url, url_for_listen};
+use crate::config::{Limits, Settings, parse_proxies, parse_public_url, url_for_listen};
 use crate::provider::catalogue::CatalogueSource;
 use crate::provider::{Catalogue, HttpTokenClient};
 
@@ -41,9 +41,86 @@ pub struct ServeArgs {
     /// Most access tokens kept in the cache.
     #[arg(long, env = "CACHE_CAPACITY", default_value_t = 200_000)]
     pub cache_capacity: u64,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+}
+
+/// Protection of providers and of the server.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Longest block, in seconds, that a provider's Retry-After may impose.
+    #[arg(long, env = "BACKOFF_MAX", default_value_t = 3600)]
+    pub backoff_max: u64,
+    /// Concurrent calls to one provider; further calls queue briefly.
+    #[arg(long, env = "UPSTREAM_CONCURRENCY", default_value_t = 16)]
+    pub upstream_concurrency: usize,
+    /// Upstream refreshes one login may cause per hour.
+    #[arg(long, env = "LOGIN_REFRESHES_PER_HOUR", default_value_t = 20)]
+    pub login_refreshes_per_hour: u32,
+    /// Requests (cache hits included) one login may make per hour.
+    #[arg(long, env = "LOGIN_REQUESTS_PER_HOUR", default_value_t = 1200)]
+    pub login_requests_per_hour: u32,
+    /// AuthIDs that fail to open, per client address and minute.
+    #[arg(long, env = "BAD_AUTHIDS_PER_MINUTE", default_value_t = 30)]
+    pub bad_authids_per_minute: u32,
+    /// Requests the server handles at once; more get 503.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    pub max_concurrent_requests: usize,
+    /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+}
+
+impl LimitArgs {
+    fn limits(&self, problems: &mut Vec<String>) -> Limits {
+        let trusted_proxies = parse_proxies(&self.trusted_proxies).unwrap_or_else(|e| {
+            problems.push(e);
+            Vec::new()
+        });
+        let positive = |name: &str, v: u64, problems: &mut Vec<String>| {
+            if v == 0 {
+                problems.push(format!("{name} must be above 0"));
+            }
+        };
+        positive("BACKOFF_MAX", self.backoff_max, problems);
+        positive(
+            "UPSTREAM_CONCURRENCY",
+            self.upstream_concurrency as u64,
+            problems,
+        );
+        positive(
+            "LOGIN_REFRESHES_PER_HOUR",
+            self.login_refreshes_per_hour.into(),
+            problems,
+        );
+        positive(
+            "LOGIN_REQUESTS_PER_HOUR",
+            self.login_requests_per_hour.into(),
+            problems,
+        );
+        positive(
+            "BAD_AUTHIDS_PER_MINUTE",
+            self.bad_authids_per_minute.into(),
+            problems,
+        );
+        positive(
+            "MAX_CONCURRENT_REQUESTS",
+            self.max_concurrent_requests as u64,
+            problems,
+        );
+        Limits {
+            backoff_max: Duration::from_secs(self.backoff_max),
+            upstream_concurrency: self.upstream_concurrency,
+            login_refreshes_per_hour: self.login_refreshes_per_hour,
+            login_requests_per_hour: self.login_requests_per_hour,
+            bad_authids_per_minute: self.bad_authids_per_minute,
+            max_concurrent_requests: self.max_concurrent_requests,
+            trusted_proxies,
+        }
+    }
 }
 
 /// Where providers come from; shared by `serve` and `check-config`.
@@ -83,6 +160,7 @@ impl ServeArgs {
         let public_url = parse_public_url(&public_url)
             .map_err(|e| problems.push(e))
             .ok();
+        let limits = self.limits.limits(&mut problems);
         if self.upstream_timeout == 0 || self.upstream_timeout > 24 {
             problems
                 .push("UPSTREAM_TIMEOUT must be 1 to 24 seconds (clients give up after 25)".into());
@@ -111,6 +189,7 @@ impl ServeArgs {
                 templates_dir: self.templates_dir.clone(),
                 upstream_timeout: Duration::from_secs(self.upstream_timeout),
                 cache_capacity: self.cache_capacity.max(1),
+                limits,
             }),
             _ => Err(problems),
         }
@@ -172,9 +251,12 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
     );
     spawn_reload_on_sighup(Arc::clone(&app));
     let router = crate::http::router(app);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -52,6 +52,18 @@ impl ApiError {
                 Self::bad_request(e.to_string())
             }
             RefreshError::Upstream(e) => Self::from_upstream(e, public_base),
+            e @ RefreshError::Refused(refusal) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .with_retry_after(refusal.retry_after())
+            }
+            e @ RefreshError::Interrupted { retry_after } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .with_retry_after(retry_after)
+            }
+            e @ RefreshError::TooMany { retry_after, .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
+                    .with_retry_after(retry_after)
+            }
             e @ (RefreshError::Seal | RefreshError::Internal) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             }

@@ -17,7 +17,18 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, Span};
 
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{MatchedPath, State};
+use axum::middleware::Next;
+use axum::response::IntoResponse;
+use tower::ServiceBuilder;
+
+use super::ApiError;
 use super::error;
+use crate::metrics::{Metrics, RouteLabels};
 
 /// Largest request body accepted (forms carrying an AuthID are far smaller).
 const BODY_LIMIT: usize = 64 * 1024;
@@ -66,11 +77,72 @@ fn on_response<B>(response: &Response<B>, latency: Duration, _span: &Span) {
     );
 }
 
-pub fn apply(routes: Router) -> Router {
+/// Total size and count of request headers accepted.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+async fn limit_headers(request: axum::extract::Request, next: Next) -> Response<Body> {
+    let headers = request.headers();
+    let size: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if size > MAX_HEADER_BYTES || headers.len() > MAX_HEADERS {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "The request headers are too large",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Counts requests by route template (never the raw path) and status.
+async fn count_requests(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response<Body> {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".to_string());
+    let response = next.run(request).await;
+    metrics
+        .http_requests
+        .get_or_create(&RouteLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn overloaded(_: tower::BoxError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The server is busy; try again shortly",
+    )
+    .with_retry_after(1)
+}
+
+pub fn apply(routes: Router, metrics: Arc<Metrics>, max_concurrent: usize) -> Router {
     let ids = Ids {
         prefix: rand::random(),
     };
     routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            count_requests,
+        ))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(max_concurrent.max(1)),
+        )
+        .layer(axum::middleware::from_fn(limit_headers))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

@@ -1,10 +1,13 @@
 //! The HTTP edge: router, middleware stack, handlers and the error type.
 
+mod client_ip;
 mod error;
 mod input;
 mod middleware;
 mod ops;
 mod refresh;
+
+use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::get;
@@ -15,10 +18,14 @@ use crate::app::SharedApp;
 
 /// The whole application: routes plus the middleware stack.
 pub fn router(app: SharedApp) -> Router {
+    let metrics = Arc::clone(&app.metrics);
+    let max_concurrent = app.settings.limits.max_concurrent_requests;
     let routes = Router::new()
         .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
         .route("/refresh", get(refresh::refresh).post(refresh::refresh))
         .fallback(error::not_found)
         .with_state(app);
-    middleware::apply(routes)
+    middleware::apply(routes, metrics, max_concurrent)
 }

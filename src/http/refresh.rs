@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 
 use super::ApiError;
+use super::client_ip::client_ip;
 use super::input::{Params, read_params};
 use crate::app::SharedApp;
 use crate::authid::is_service_id;
@@ -23,13 +24,14 @@ struct RefreshBody<'a> {
 
 pub async fn refresh(State(app): State<SharedApp>, request: Request) -> Result<Response, ApiError> {
     let method = request.method().clone();
+    let client = client_ip(&request, &app.settings.limits.trusted_proxies);
     let params = read_params(request).await?;
     let Some(authid) = params.authid()? else {
         return no_authid(&method, &params);
     };
     let answer = app
         .refresher
-        .refresh(authid.expose())
+        .refresh(authid.expose(), client)
         .await
         .map_err(|e| ApiError::from_refresh(e, app.settings.public_base()))?;
     Ok(token_response(&answer))

@@ -4,9 +4,11 @@
 pub mod catalogue;
 pub mod client;
 pub mod outcome;
+pub mod protect;
 pub mod retry_after;
 pub mod secrets;
 
 pub use catalogue::{Catalogue, Provider, RateLimit, Rotation};
 pub use client::{HttpTokenClient, RawAnswer, TokenClient, TransportError};
 pub use outcome::{TokenGrant, UpstreamError, classify};
+pub use protect::{Protection, ProtectionSettings, Refusal};

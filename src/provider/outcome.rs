@@ -102,7 +102,12 @@ pub fn classify(answer: &RawAnswer, now: i64) -> Result<TokenGrant, UpstreamErro
         .retry_after
         .as_deref()
         .and_then(|v| retry_after::parse(v, now));
-    if answer.status == 429 || answer.status == 503 {
+    // 429 and 503 are throttling; so is any server error that says when
+    // to come back.
+    if answer.status == 429
+        || answer.status == 503
+        || (answer.status >= 500 && retry_after.is_some())
+    {
         return Err(UpstreamError::Throttled { retry_after });
     }
     let json: Option<serde_json::Map<String, Value>> = serde_json::from_slice(&answer.body).ok();

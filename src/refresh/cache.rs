@@ -26,6 +26,10 @@ pub struct CachedToken {
     pub service: String,
     /// The AuthID the client should switch to, if any.
     pub new_authid: Option<Arc<str>>,
+    /// The login this answer belongs to (for per-login limits on hits).
+    pub login_key: CacheKey,
+    /// The provider rotated the refresh token in this answer.
+    pub rotated: bool,
 }
 
 impl CachedToken {
@@ -72,14 +76,19 @@ impl TokenCache {
         Sha256::digest(authid_text.as_bytes()).into()
     }
 
-    /// The login key binds the refresh token, not just the login id: anyone
-    /// holding the public key can mint an AuthID with any login id, but not
-    /// with the victim's refresh token.
-    pub fn login_key(service: &str, login_id: &str, refresh_token: &Sensitive) -> CacheKey {
+    /// The login key binds the per-login secret, not just the login id:
+    /// anyone holding the public key can mint an AuthID with any login id,
+    /// but not with the victim's secret (which is random, or derived from
+    /// the refresh token).
+    pub fn login_key(service: &str, login_id: &str, login_secret: &[u8; 32]) -> CacheKey {
         let mut h = Sha256::new();
-        for part in [service, login_id, refresh_token.expose()] {
+        for part in [
+            service.as_bytes(),
+            login_id.as_bytes(),
+            login_secret.as_slice(),
+        ] {
             h.update((part.len() as u64).to_be_bytes());
-            h.update(part.as_bytes());
+            h.update(part);
         }
         h.finalize().into()
     }
@@ -132,6 +141,8 @@ mod tests {
             expires_at,
             service: "x".into(),
             new_authid: None,
+            login_key: [0; 32],
+            rotated: false,
         })
     }
 
@@ -148,14 +159,11 @@ mod tests {
 
     #[test]
     fn login_key_depends_on_every_part() {
-        let rt = Sensitive::new("rt");
+        let rt = [1u8; 32];
         let base = TokenCache::login_key("a", "j", &rt);
         assert_ne!(base, TokenCache::login_key("b", "j", &rt));
         assert_ne!(base, TokenCache::login_key("a", "k", &rt));
-        assert_ne!(
-            base,
-            TokenCache::login_key("a", "j", &Sensitive::new("rt2"))
-        );
+        assert_ne!(base, TokenCache::login_key("a", "j", &[2u8; 32]));
         // Length-prefixed: no ambiguity from moving a boundary.
         assert_ne!(
             TokenCache::login_key("ab", "c", &rt),

@@ -10,6 +10,8 @@ use url::Url;
 use super::*;
 use crate::authid::{Keyring, ServerKey};
 use crate::clock::{Clock, ManualClock};
+use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::provider::client::FormField;
 use crate::provider::{RawAnswer, TransportError};
 
@@ -62,6 +64,12 @@ impl TokenClient for Scripted {
     }
 }
 
+impl Refresher {
+    async fn refresh_for(&self, text: &str) -> Result<RefreshAnswer, RefreshError> {
+        self.refresh(text, None).await
+    }
+}
+
 struct Fixture {
     refresher: Refresher,
     client: Arc<Scripted>,
@@ -89,9 +97,13 @@ fn fixture() -> Fixture {
         keyring: Arc::clone(&keyring),
         catalogue: Arc::new(catalogue),
         client: client.clone(),
+        store: Arc::new(rotation::MemoryRotationStore::new(1000)),
+        metrics: Arc::new(Metrics::new()),
         clock: Arc::new(clock.clone()),
         redirect_uri: "http://127.0.0.1/logged-in".into(),
         cache_capacity: 1000,
+        limits: Limits::default(),
+        upstream_timeout: std::time::Duration::from_secs(2),
     });
     Fixture {
         refresher,
@@ -114,7 +126,7 @@ async fn sequential_refreshes_hit_the_cache() {
     let f = fixture();
     let authid = f.authid("googledrive", "rt-1");
     for i in 0..20 {
-        let a = f.refresher.refresh(&authid).await.unwrap();
+        let a = f.refresher.refresh_for(&authid).await.unwrap();
         assert_eq!(a.access_token.expose(), "at-default");
         assert_eq!(a.service, "googledrive");
         assert!(a.new_authid.is_none());
@@ -128,11 +140,14 @@ async fn sequential_refreshes_hit_the_cache() {
 async fn token_is_refreshed_when_a_minute_or_less_remains() {
     let f = fixture();
     let authid = f.authid("googledrive", "rt-1");
-    f.refresher.refresh(&authid).await.unwrap();
+    f.refresher.refresh_for(&authid).await.unwrap();
     f.clock.advance(3600 - 61);
-    assert_eq!(f.refresher.refresh(&authid).await.unwrap().expires, 61);
+    assert_eq!(f.refresher.refresh_for(&authid).await.unwrap().expires, 61);
     f.clock.advance(1);
-    assert_eq!(f.refresher.refresh(&authid).await.unwrap().expires, 3600);
+    assert_eq!(
+        f.refresher.refresh_for(&authid).await.unwrap().expires,
+        3600
+    );
     assert_eq!(f.client.calls.load(Ordering::SeqCst), 2);
 }
 
@@ -146,7 +161,7 @@ async fn concurrent_refreshes_make_one_upstream_call() {
     for _ in 0..50 {
         let r = f.refresher.clone();
         let a = Arc::clone(&authid);
-        tasks.push(tokio::spawn(async move { r.refresh(&a).await }));
+        tasks.push(tokio::spawn(async move { r.refresh_for(&a).await }));
     }
     while f.client.calls.load(Ordering::SeqCst) == 0 {
         tokio::task::yield_now().await;
@@ -172,14 +187,14 @@ async fn rotated_refresh_token_comes_back_as_a_new_authid() {
         r#"{"access_token":"at-1","expires_in":3600,"refresh_token":"rt-2"}"#,
     );
     let authid = f.authid("box.com", "rt-1");
-    let a = f.refresher.refresh(&authid).await.unwrap();
+    let a = f.refresher.refresh_for(&authid).await.unwrap();
     let new = a.new_authid.clone().expect("v2_authid");
     let opened = f.keyring.open(new.strip_prefix("v3:").unwrap()).unwrap();
     assert_eq!(opened.claims.rt.expose(), "rt-2");
     let original = f.keyring.open(authid.strip_prefix("v3:").unwrap()).unwrap();
     assert_eq!(opened.claims.jti, original.claims.jti, "same login");
     // The new AuthID is served from cache without another call.
-    let b = f.refresher.refresh(&new).await.unwrap();
+    let b = f.refresher.refresh_for(&new).await.unwrap();
     assert_eq!(b.access_token.expose(), "at-1");
     assert!(b.new_authid.is_some());
     assert_eq!(f.client.calls.load(Ordering::SeqCst), 1);
@@ -194,7 +209,7 @@ async fn same_refresh_token_back_is_not_a_rotation() {
     );
     let a = f
         .refresher
-        .refresh(&f.authid("googledrive", "rt-1"))
+        .refresh_for(&f.authid("googledrive", "rt-1"))
         .await
         .unwrap();
     assert!(a.new_authid.is_none());
@@ -205,7 +220,7 @@ async fn legacy_and_old_key_authids_are_resealed() {
     let f = fixture();
     let a = f
         .refresher
-        .refresh("v2:googledrive:rt-legacy")
+        .refresh_for("v2:googledrive:rt-legacy")
         .await
         .unwrap();
     let new = a.new_authid.expect("upgraded");
@@ -218,7 +233,7 @@ async fn legacy_and_old_key_authids_are_resealed() {
     let new_key = Arc::new(ServerKey::generate("next", 1).unwrap().0);
     f.keyring
         .replace(Keyring::new([old_key, new_key], "next", HashSet::new()).unwrap());
-    let a = f.refresher.refresh(&old).await.unwrap();
+    let a = f.refresher.refresh_for(&old).await.unwrap();
     let resealed = a.new_authid.expect("re-sealed");
     assert_eq!(
         f.keyring
@@ -228,7 +243,7 @@ async fn legacy_and_old_key_authids_are_resealed() {
         "next"
     );
     // Both texts now hit the cache: one upstream call for each login.
-    f.refresher.refresh(&resealed).await.unwrap();
+    f.refresher.refresh_for(&resealed).await.unwrap();
     assert_eq!(f.client.calls.load(Ordering::SeqCst), 2);
 }
 
@@ -239,8 +254,8 @@ async fn a_resealed_authid_finds_the_cached_token() {
     let first = f.keyring.seal(&claims).unwrap();
     let second = f.keyring.seal(&claims).unwrap();
     assert_ne!(first, second);
-    f.refresher.refresh(&first).await.unwrap();
-    f.refresher.refresh(&second).await.unwrap();
+    f.refresher.refresh_for(&first).await.unwrap();
+    f.refresher.refresh_for(&second).await.unwrap();
     assert_eq!(f.client.calls.load(Ordering::SeqCst), 1);
 }
 
@@ -249,15 +264,17 @@ async fn a_forged_login_id_does_not_reach_another_users_token() {
     let f = fixture();
     let victim = Claims::new("googledrive", Sensitive::new("rt-victim"), 1);
     f.refresher
-        .refresh(&f.keyring.seal(&victim).unwrap())
+        .refresh_for(&f.keyring.seal(&victim).unwrap())
         .await
         .unwrap();
-    let mut forged = victim.clone();
-    forged.rt = Sensitive::new("rt-attacker");
+    // Anyone with the public key can mint an AuthID naming the victim's
+    // login id, but not with the victim's login secret.
+    let mut forged = Claims::new("googledrive", Sensitive::new("rt-attacker"), 1);
+    forged.jti = victim.jti.clone();
     f.client.push(400, r#"{"error":"invalid_grant"}"#);
     let err = f
         .refresher
-        .refresh(&f.keyring.seal(&forged).unwrap())
+        .refresh_for(&f.keyring.seal(&forged).unwrap())
         .await
         .unwrap_err();
     assert_eq!(err.label(), "reauthorize");
@@ -269,10 +286,10 @@ async fn errors_are_not_cached_and_upstream_classes_pass_through() {
     let authid = f.authid("googledrive", "rt-1");
     f.client.push(500, "<html>");
     assert_eq!(
-        f.refresher.refresh(&authid).await.unwrap_err().label(),
+        f.refresher.refresh_for(&authid).await.unwrap_err().label(),
         "error"
     );
-    assert!(f.refresher.refresh(&authid).await.is_ok());
+    assert!(f.refresher.refresh_for(&authid).await.is_ok());
     assert_eq!(f.client.calls.load(Ordering::SeqCst), 2);
 }
 
@@ -281,13 +298,13 @@ async fn provider_problems_are_reported() {
     let f = fixture();
     let err = f
         .refresher
-        .refresh(&f.authid("nosuch", "rt"))
+        .refresh_for(&f.authid("nosuch", "rt"))
         .await
         .unwrap_err();
     assert!(matches!(err, RefreshError::UnknownProvider(_)));
     let err = f
         .refresher
-        .refresh(&f.authid("pcloud", "at"))
+        .refresh_for(&f.authid("pcloud", "at"))
         .await
         .unwrap_err();
     assert!(matches!(err, RefreshError::AccessTokenOnly(_)));
@@ -298,10 +315,10 @@ async fn provider_problems_are_reported() {
 async fn a_key_change_drops_cached_answers_of_removed_keys() {
     let f = fixture();
     let authid = f.authid("googledrive", "rt-1");
-    f.refresher.refresh(&authid).await.unwrap();
+    f.refresher.refresh_for(&authid).await.unwrap();
     f.refresher.cache().forget_all_texts();
     f.keyring.replace(Keyring::ephemeral().unwrap());
-    let err = f.refresher.refresh(&authid).await.unwrap_err();
+    let err = f.refresher.refresh_for(&authid).await.unwrap_err();
     assert_eq!(err, RefreshError::AuthId(AuthIdError::UnknownKey));
 }
 

@@ -255,8 +255,9 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
     ];
     assert!(cases.len() >= 30);
     for (name, authid, status) in &cases {
-        // Header values cannot carry non-ASCII: send those in a form.
-        let reply = if authid.is_ascii() {
+        // Header values cannot carry non-ASCII, and a header this long is
+        // refused as such (431): send those in a form.
+        let reply = if authid.is_ascii() && authid.len() < 8 * 1024 {
             broker.refresh(authid).await
         } else {
             let encoded: String = url::form_urlencoded::byte_serialize(authid.as_bytes()).collect();

@@ -3,5 +3,6 @@
 
 mod bad_authids;
 mod mock_selftest;
+mod protection;
 mod refresh;
 mod support;

@@ -232,7 +232,8 @@ async fn each_error_class_maps_to_its_status_and_an_actionable_reason() {
             },
             status: StatusCode::SERVICE_UNAVAILABLE,
             reason: "throttling",
-            retry_after: Some("60"),
+            // No Retry-After: the first step of the exponential backoff.
+            retry_after: Some("1"),
         },
         Case {
             fault: Fault::Html(500),

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use oauth_broker::app::App;
 use oauth_broker::authid::{Claims, Keyring};
 use oauth_broker::clock::SharedClock;
-use oauth_broker::config::Settings;
+use oauth_broker::config::{Limits, Settings};
 use oauth_broker::provider::catalogue::CatalogueSource;
 use oauth_broker::provider::{Catalogue, HttpTokenClient};
 use oauth_broker::secret::Sensitive;
@@ -39,8 +39,11 @@ pub const CLIENT_SECRET: &str = "test-secret-0f9e8d7c";
 /// A CONFIGFILE that points every built-in provider at `mock`, keeping each
 /// one's quirks (rotation, redirect rules, aliases).
 pub fn config_for(mock: &MockProvider, ids: &[&str]) -> String {
-    let entries: Vec<Value> = ids
-        .iter()
+    Value::Array(entries_for(mock, ids)).to_string()
+}
+
+fn entries_for(mock: &MockProvider, ids: &[&str]) -> Vec<Value> {
+    ids.iter()
         .map(|id| {
             let mut allowed = vec![mock.host()];
             if *id == "jottacloud" {
@@ -56,8 +59,89 @@ pub fn config_for(mock: &MockProvider, ids: &[&str]) -> String {
                 "allowedHosts": allowed,
             })
         })
-        .collect();
-    Value::Array(entries).to_string()
+        .collect()
+}
+
+/// How to build a broker for a test.
+pub struct Setup<'a> {
+    /// Each mock with the provider ids it plays.
+    pub providers: Vec<(&'a MockProvider, Vec<&'a str>)>,
+    pub clock: SharedClock,
+    pub public_url: &'a str,
+    pub limits: Limits,
+    /// Edits each provider entry before loading (e.g. a rate limit).
+    pub tweak: fn(&str, &mut Value),
+}
+
+impl<'a> Setup<'a> {
+    pub fn new(mock: &'a MockProvider, ids: &[&'a str]) -> Self {
+        Self {
+            providers: vec![(mock, ids.to_vec())],
+            clock: oauth_broker::clock::system(),
+            public_url: "http://127.0.0.1:9",
+            limits: Limits::default(),
+            tweak: |_, _| {},
+        }
+    }
+
+    pub fn and(mut self, mock: &'a MockProvider, ids: &[&'a str]) -> Self {
+        self.providers.push((mock, ids.to_vec()));
+        self
+    }
+
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn tweak(mut self, tweak: fn(&str, &mut Value)) -> Self {
+        self.tweak = tweak;
+        self
+    }
+
+    pub fn build(self) -> Broker {
+        logs::install();
+        let mut entries = Vec::new();
+        let mut ids = Vec::new();
+        for (mock, provider_ids) in &self.providers {
+            mock.set_client(CLIENT_ID, CLIENT_SECRET);
+            for mut entry in entries_for(mock, provider_ids) {
+                let id = entry["id"].as_str().unwrap_or_default().to_string();
+                (self.tweak)(&id, &mut entry);
+                entries.push(entry);
+                ids.push(id);
+            }
+        }
+        let config = Value::Array(entries).to_string();
+        let catalogue = Catalogue::load(
+            &CatalogueSource {
+                configfile: Some(&config),
+                secrets: Some(&format!(r#"{{"TEST_SECRET": "{CLIENT_SECRET}"}}"#)),
+                services: Some(&ids.join(",")),
+            },
+            &|_| None,
+        )
+        .expect("test catalogue");
+        let mut settings = Settings::for_url(self.public_url).expect("settings");
+        settings.upstream_timeout = std::time::Duration::from_secs(2);
+        settings.limits = self.limits;
+        let client = HttpTokenClient::new(settings.upstream_timeout).expect("client");
+        let app = Arc::new(App::new(
+            settings,
+            Keyring::ephemeral().expect("keyring"),
+            None,
+            catalogue,
+            Arc::new(client),
+            self.clock,
+        ));
+        let router = oauth_broker::http::router(Arc::clone(&app));
+        Broker { app, router }
+    }
 }
 
 pub struct Broker {
@@ -93,31 +177,9 @@ impl Broker {
     }
 
     pub fn build(mock: &MockProvider, ids: &[&str], clock: SharedClock, public_url: &str) -> Self {
-        logs::install();
-        mock.set_client(CLIENT_ID, CLIENT_SECRET);
-        let config = config_for(mock, ids);
-        let catalogue = Catalogue::load(
-            &CatalogueSource {
-                configfile: Some(&config),
-                secrets: Some(&format!(r#"{{"TEST_SECRET": "{CLIENT_SECRET}"}}"#)),
-                services: Some(&ids.join(",")),
-            },
-            &|_| None,
-        )
-        .expect("test catalogue");
-        let mut settings = Settings::for_url(public_url).expect("settings");
-        settings.upstream_timeout = std::time::Duration::from_secs(2);
-        let client = HttpTokenClient::new(settings.upstream_timeout).expect("client");
-        let app = Arc::new(App::new(
-            settings,
-            Keyring::ephemeral().expect("keyring"),
-            None,
-            catalogue,
-            Arc::new(client),
-            clock,
-        ));
-        let router = oauth_broker::http::router(Arc::clone(&app));
-        Self { app, router }
+        let mut setup = Setup::new(mock, ids).clock(clock);
+        setup.public_url = public_url;
+        setup.build()
     }
 
     /// Seals a refresh token into an AuthID with the broker's primary key.
@@ -187,7 +249,8 @@ impl Broker {
         let addr = listener.local_addr().expect("addr");
         let router = self.router.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let _ = axum::serve(listener, service).await;
         });
         format!("http://{addr}")
     }

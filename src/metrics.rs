@@ -1,0 +1,177 @@
+//! Prometheus metrics. Labels carry only provider ids, key ids, routes,
+//! statuses and outcome names: never a token, an AuthID or an address.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub provider: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub kid: String,
+}
+
+type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 5 ms to ~20 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 13))
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub http_requests: Family<RouteLabels, Counter>,
+    pub refreshes: Family<OutcomeLabels, Counter>,
+    pub upstream_latency: HistogramFamily,
+    pub throttled: Family<OutcomeLabels, Counter>,
+    pub rotations: Family<ProviderLabels, Counter>,
+    pub logins_started: Family<ProviderLabels, Counter>,
+    pub logins_finished: Family<OutcomeLabels, Counter>,
+    pub authids_opened: Family<KeyLabels, Gauge>,
+    pub active_backoffs: Gauge,
+    pub rotation_store_entries: Gauge,
+    pub cached_tokens: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("oauth_broker");
+        let http_requests = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            http_requests.clone(),
+        );
+        let refreshes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "refreshes",
+            "Refresh requests by provider and outcome (cache_hit, refreshed, rotated, reauthorize, throttled, limited, error, timeout, misconfigured, bad_authid)",
+            refreshes.clone(),
+        );
+        let upstream_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_duration_seconds",
+            "Time for a provider's token endpoint to answer",
+            upstream_latency.clone(),
+        );
+        let throttled = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "throttled",
+            "Calls not made or refused for throttling, by provider and source (provider, backoff, quota, busy)",
+            throttled.clone(),
+        );
+        let rotations = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "rotations",
+            "Refresh tokens rotated by the provider",
+            rotations.clone(),
+        );
+        let logins_started = Family::<ProviderLabels, Counter>::default();
+        registry.register("logins_started", "Logins started", logins_started.clone());
+        let logins_finished = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "logins_finished",
+            "Logins finished, by result",
+            logins_finished.clone(),
+        );
+        let authids_opened = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "authids_opened",
+            "AuthIDs opened per key since start; a key at zero for long is safe to retire",
+            authids_opened.clone(),
+        );
+        let active_backoffs = Gauge::default();
+        registry.register(
+            "active_backoffs",
+            "Providers blocked by backoff now",
+            active_backoffs.clone(),
+        );
+        let rotation_store_entries = Gauge::default();
+        registry.register(
+            "rotation_store_entries",
+            "Logins with a rotated refresh token in the rotation store",
+            rotation_store_entries.clone(),
+        );
+        let cached_tokens = Gauge::default();
+        registry.register(
+            "cached_tokens",
+            "Access tokens in the cache",
+            cached_tokens.clone(),
+        );
+        Self {
+            registry: Mutex::new(registry),
+            http_requests,
+            refreshes,
+            upstream_latency,
+            throttled,
+            rotations,
+            logins_started,
+            logins_finished,
+            authids_opened,
+            active_backoffs,
+            rotation_store_entries,
+            cached_tokens,
+        }
+    }
+
+    pub fn refresh(&self, provider: &str, outcome: &str) {
+        self.refreshes
+            .get_or_create(&OutcomeLabels {
+                provider: provider.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn throttle(&self, provider: &str, source: &str) {
+        self.throttled
+            .get_or_create(&OutcomeLabels {
+                provider: provider.to_string(),
+                outcome: source.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn provider(provider: &str) -> ProviderLabels {
+        ProviderLabels {
+            provider: provider.to_string(),
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,282 @@
+//! Protecting providers: per-provider backoff that obeys `Retry-After`, the
+//! broker's own per-provider quota (GCRA, `governor`), and a bulkhead that
+//! bounds concurrent calls to each provider so a slow one cannot tie up
+//! the others.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{Catalogue, RateLimit};
+
+/// Backoff without `Retry-After`: 1 s doubling to this, with jitter.
+const MAX_EXPONENTIAL_BACKOFF_SECS: u64 = 60;
+
+/// Why a call to a provider was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The provider throttled us; it is blocked for this many seconds.
+    Blocked(u64),
+    /// The broker's own quota for the provider is spent for now.
+    Quota(u64),
+    /// Too many calls to the provider are already waiting.
+    Busy(u64),
+}
+
+impl Refusal {
+    pub fn retry_after(self) -> u64 {
+        match self {
+            Self::Blocked(s) | Self::Quota(s) | Self::Busy(s) => s.max(1),
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Blocked(_) => "backoff",
+            Self::Quota(_) => "quota",
+            Self::Busy(_) => "busy",
+        }
+    }
+}
+
+/// Tunables, from the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ProtectionSettings {
+    /// Longest block a `Retry-After` can impose.
+    pub max_backoff: Duration,
+    /// Concurrent calls per provider.
+    pub concurrency: usize,
+    /// How long a call may wait for a free slot.
+    pub queue_wait: Duration,
+}
+
+struct Gate {
+    quota: DefaultDirectRateLimiter,
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    backoff: Mutex<Backoff>,
+}
+
+#[derive(Default)]
+struct Backoff {
+    blocked_until: i64,
+    consecutive: u32,
+}
+
+/// Gates are per registration (token endpoint and client id): providers
+/// that share one, like the Google and Microsoft families, are throttled
+/// together, because the provider counts them together.
+pub struct Protection {
+    gates: HashMap<String, Arc<Gate>>,
+    settings: ProtectionSettings,
+}
+
+fn quota(limit: RateLimit) -> Quota {
+    let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
+    Quota::per_second(per_second).allow_burst(burst)
+}
+
+impl Protection {
+    pub fn new(catalogue: &Catalogue, settings: ProtectionSettings) -> Self {
+        let mut by_registration: HashMap<String, Arc<Gate>> = HashMap::new();
+        let mut gates = HashMap::new();
+        for p in catalogue.providers() {
+            let registration = format!("{} {}", p.token_url, p.client_id);
+            let gate = by_registration.entry(registration).or_insert_with(|| {
+                Arc::new(Gate {
+                    quota: RateLimiter::direct(quota(p.rate_limit)),
+                    permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+                    waiting: AtomicUsize::new(0),
+                    backoff: Mutex::new(Backoff::default()),
+                })
+            });
+            gates.insert(p.id.clone(), Arc::clone(gate));
+        }
+        Self { gates, settings }
+    }
+
+    /// Seconds the provider stays blocked, if it is.
+    pub fn blocked(&self, provider: &str, now: i64) -> Option<u64> {
+        let gate = self.gates.get(provider)?;
+        let backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        (backoff.blocked_until > now).then(|| (backoff.blocked_until - now) as u64)
+    }
+
+    /// Admits one call: not blocked, within quota, and a free slot (waited
+    /// for at most `queue_wait`, with a bounded queue). Hold the permit for
+    /// the length of the call.
+    pub async fn admit(
+        &self,
+        provider: &str,
+        now: i64,
+    ) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
+        let Some(gate) = self.gates.get(provider) else {
+            return Ok(None);
+        };
+        if let Some(left) = self.blocked(provider, now) {
+            return Err(Refusal::Blocked(left));
+        }
+        if let Err(not_until) = gate.quota.check() {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            return Err(Refusal::Quota(wait.as_secs_f64().ceil() as u64));
+        }
+        if let Ok(permit) = Arc::clone(&gate.permits).try_acquire_owned() {
+            return Ok(Some(permit));
+        }
+        // Queue behind the calls in progress, but only so many and so long.
+        let limit = self.settings.concurrency.max(1) * 4;
+        if gate.waiting.fetch_add(1, Ordering::SeqCst) >= limit {
+            gate.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Refusal::Busy(1));
+        }
+        let acquired = tokio::time::timeout(
+            self.settings.queue_wait,
+            Arc::clone(&gate.permits).acquire_owned(),
+        )
+        .await;
+        gate.waiting.fetch_sub(1, Ordering::SeqCst);
+        match acquired {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(Refusal::Busy(1)),
+        }
+    }
+
+    /// The provider throttled: block it for `retry_after` (capped), or for
+    /// an exponential, jittered backoff when it named no time. Returns the
+    /// seconds blocked.
+    pub fn throttled(&self, provider: &str, retry_after: Option<Duration>, now: i64) -> u64 {
+        let Some(gate) = self.gates.get(provider) else {
+            return 1;
+        };
+        let mut backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        backoff.consecutive = backoff.consecutive.saturating_add(1);
+        let seconds = match retry_after {
+            Some(d) => d.as_secs().max(1),
+            None => {
+                let base = 1u64 << backoff.consecutive.saturating_sub(1).min(6);
+                let base = base.min(MAX_EXPONENTIAL_BACKOFF_SECS);
+                rand::thread_rng().gen_range(base.div_ceil(2)..=base)
+            }
+        }
+        .min(self.settings.max_backoff.as_secs().max(1));
+        backoff.blocked_until = backoff.blocked_until.max(now + seconds as i64);
+        (backoff.blocked_until - now) as u64
+    }
+
+    /// A call went through: the provider is healthy again.
+    pub fn succeeded(&self, provider: &str) {
+        if let Some(gate) = self.gates.get(provider) {
+            gate.backoff
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .consecutive = 0;
+        }
+    }
+
+    /// Registrations blocked right now.
+    pub fn active_backoffs(&self, now: i64) -> usize {
+        let mut seen: Vec<*const Gate> = Vec::new();
+        for (id, gate) in &self.gates {
+            let ptr = Arc::as_ptr(gate);
+            if !seen.contains(&ptr) && self.blocked(id, now).is_some() {
+                seen.push(ptr);
+            }
+        }
+        seen.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::catalogue::CatalogueSource;
+
+    fn protection(concurrency: usize) -> Protection {
+        let catalogue = Catalogue::load(
+            &CatalogueSource {
+                configfile: Some(
+                    r#"[{"id": "a", "clientId": "c", "authUrl": "http://127.0.0.1:9/t", "loginUrl": "http://127.0.0.1:9/a", "rateLimit": {"perSecond": 1, "burst": 2}},
+                        {"id": "b", "clientId": "c", "authUrl": "http://127.0.0.1:9/t2", "loginUrl": "http://127.0.0.1:9/a"},
+                        {"id": "a2", "clientId": "c", "authUrl": "http://127.0.0.1:9/t", "loginUrl": "http://127.0.0.1:9/a"}]"#,
+                ),
+                services: Some("a,b,a2"),
+                ..Default::default()
+            },
+            &|_| None,
+        )
+        .unwrap();
+        Protection::new(
+            &catalogue,
+            ProtectionSettings {
+                max_backoff: Duration::from_secs(3600),
+                concurrency,
+                queue_wait: Duration::from_millis(50),
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn retry_after_blocks_only_that_provider_and_is_capped() {
+        let p = protection(4);
+        assert_eq!(p.throttled("a", Some(Duration::from_secs(30)), 1000), 30);
+        assert_eq!(p.blocked("a", 1010), Some(20));
+        assert_eq!(p.admit("a", 1010).await.unwrap_err(), Refusal::Blocked(20));
+        assert!(p.admit("b", 1010).await.is_ok());
+        assert_eq!(
+            p.blocked("a2", 1010),
+            Some(20),
+            "same registration, same block"
+        );
+        assert_eq!(p.blocked("a", 1030), None);
+        assert_eq!(
+            p.throttled("a", Some(Duration::from_secs(1_000_000)), 2000),
+            3600
+        );
+        assert_eq!(p.active_backoffs(2000), 1);
+    }
+
+    #[test]
+    fn backoff_without_retry_after_grows_with_jitter_and_resets() {
+        let p = protection(4);
+        let mut now = 0;
+        let mut last = 0;
+        for round in 1..=8u32 {
+            let s = p.throttled("a", None, now);
+            let base = (1u64 << (round - 1).min(6)).min(60);
+            assert!((base.div_ceil(2)..=base).contains(&s), "round {round}: {s}");
+            assert!(s >= last / 2);
+            last = s;
+            now += 1000;
+        }
+        p.succeeded("a");
+        assert!(p.throttled("a", None, now) <= 1);
+    }
+
+    #[tokio::test]
+    async fn quota_refuses_past_the_burst() {
+        let p = protection(4);
+        assert!(p.admit("a", 0).await.is_ok());
+        assert!(p.admit("a", 0).await.is_ok());
+        match p.admit("a", 0).await {
+            Err(Refusal::Quota(s)) => assert!(s >= 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bulkhead_bounds_concurrent_calls_per_provider() {
+        let p = protection(1);
+        let held = p.admit("b", 0).await.unwrap();
+        assert_eq!(p.admit("b", 0).await.unwrap_err(), Refusal::Busy(1));
+        drop(held);
+        assert!(p.admit("b", 0).await.is_ok());
+    }
+}
