@@ -67,10 +67,10 @@ pieces = [
 ]
 system = os.popen("openssl version").read().strip()
 
-print(f"OpenSSL linked by the broker: {grab('OpenSSL linked')}"
+print(f"- OpenSSL linked by the broker: {grab('OpenSSL linked')}"
       + (f" (cargo bench {cargo_args})" if cargo_args else ""))
-print(f"ECDH floor from `openssl speed`: {system}, {ops_per_s:,.0f} derivations/s")
-print(f"AuthID length: {grab('AuthID length')}")
+print(f"- ECDH floor from `openssl speed`: {system}, {ops_per_s:,.0f} derivations/s")
+print(f"- AuthID length: {grab('AuthID length')}")
 print()
 print("| operation | median | ÷ ECDH floor |")
 print("|---|---:|---:|")
