@@ -139,13 +139,18 @@ impl ServerKey {
             .algorithm()
             .decrypter_from_jwk(&jwk)
             .map_err(|_| "the private key is invalid".to_string())?;
-        let public_jwk = jwk
+        let mut public_jwk = jwk
             .to_public_key()
             .map_err(|_| "the public key cannot be derived".to_string())?;
         let encrypter = alg
             .algorithm()
             .encrypter_from_jwk(&public_jwk)
             .map_err(|_| "the public key is invalid".to_string())?;
+        // `to_public_key` keeps only kty, use, crv, x and y. A system minting
+        // AuthIDs from the published key needs the kid for the header and
+        // the pinned algorithm.
+        public_jwk.set_key_id(kid.as_str());
+        public_jwk.set_algorithm(alg.name());
         let derivation_secret = Zeroizing::new(d.as_bytes().to_vec());
         scrub(jwk);
         Ok(Self {
@@ -229,7 +234,11 @@ mod tests {
         assert_eq!(again.alg(), KeyAlg::EcdhEsA256kw);
         assert_eq!(*key.derive_key("x"), *again.derive_key("x"));
         assert_ne!(*key.derive_key("x"), *key.derive_key("y"));
-        assert!(key.public_jwk().parameter("d").is_none());
+        let public = key.public_jwk();
+        assert!(public.parameter("d").is_none());
+        assert_eq!(public.key_id(), Some("k1"));
+        assert_eq!(public.algorithm(), Some("ECDH-ES+A256KW"));
+        assert_eq!(public.key_use(), Some("enc"));
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! Integration tests: one binary, so the suite links once.
+
+// Test code states its expectations with unwrap/expect: a failure is a panic
+// with the reason, which is what a test should do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod authid_props;
 mod bad_authids;
+mod interop;
 mod mock_selftest;
 mod protection;
 mod refresh;
