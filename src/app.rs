@@ -9,6 +9,7 @@ use crate::authid::keydir::KeySource;
 use crate::authid::{Keyring, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::config::Settings;
+use crate::demo::DemoProvider;
 use crate::metrics::Metrics;
 use crate::provider::{Catalogue, TokenClient};
 use crate::refresh::rotation::MemoryRotationStore;
@@ -22,6 +23,8 @@ pub struct App {
     pub refresher: Refresher,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
+    /// The built-in demo provider (`oauth-broker demo` only).
+    pub demo: Option<Arc<DemoProvider>>,
 }
 
 pub type SharedApp = Arc<App>;
@@ -56,6 +59,7 @@ impl App {
             refresher,
             metrics,
             clock,
+            demo: None,
         }
     }
 

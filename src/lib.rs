@@ -9,6 +9,7 @@ pub mod authid;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod provider;

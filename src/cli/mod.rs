@@ -3,6 +3,7 @@
 
 mod authid;
 mod check_config;
+mod demo;
 mod keys;
 mod serve;
 
@@ -30,6 +31,9 @@ struct Cli {
 enum Command {
     /// Run the server (the default when no command is given).
     Serve(ServeArgs),
+    /// Serve with a built-in demo provider and an ephemeral key, to try a
+    /// whole login and refresh on one machine.
+    Demo(demo::DemoArgs),
     /// Manage the server keys in KEYS_DIR.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -73,6 +77,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Some(Command::Serve(args)) => serve::run(args),
         None => ServeArgs::from_env().and_then(serve::run),
+        Some(Command::Demo(args)) => demo::run(args),
         Some(Command::Keys(cmd)) => {
             init_cli_logging();
             keys::run(cmd)

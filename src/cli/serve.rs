@@ -243,6 +243,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&app.settings.listen).await?;
+    serve_on(listener, app).await
+}
+
+pub async fn serve_on(listener: tokio::net::TcpListener, app: Arc<App>) -> anyhow::Result<()> {
     tracing::info!(
         address = %listener.local_addr()?,
         public_url = %app.settings.public_base(),
@@ -250,6 +254,7 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
         "listening"
     );
     spawn_reload_on_sighup(Arc::clone(&app));
+    spawn_key_dir_watch(Arc::clone(&app));
     let router = crate::http::router(app);
     axum::serve(
         listener,
@@ -271,6 +276,33 @@ fn spawn_reload_on_sighup(app: Arc<App>) {
         while hup.recv().await.is_some() {
             if let Err(problems) = app.reload_keys() {
                 tracing::error!(problems = %problems.join("; "), "key reload failed; keeping the current keys");
+            }
+        }
+    });
+}
+
+/// How often the key directory is checked for changes.
+const KEY_DIR_POLL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reloads keys when the key directory changes (a mounted secret updated,
+/// `keys activate` run on the host), so SIGHUP is not required.
+fn spawn_key_dir_watch(app: Arc<App>) {
+    let Some(crate::authid::keydir::KeySource::Dir(dir)) = app.key_source.clone() else {
+        return;
+    };
+    let dir = crate::authid::keydir::KeyDir::new(dir);
+    tokio::spawn(async move {
+        let mut seen = dir.fingerprint();
+        let mut tick = tokio::time::interval(KEY_DIR_POLL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = dir.fingerprint();
+            if now != seen {
+                seen = now;
+                if let Err(problems) = app.reload_keys() {
+                    tracing::error!(problems = %problems.join("; "), "key directory changed but does not load; keeping the current keys");
+                }
             }
         }
     });
@@ -301,6 +333,7 @@ pub fn init_logging(format: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if format.eq_ignore_ascii_case("json") {
         builder.json().try_init()

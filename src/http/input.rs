@@ -24,6 +24,10 @@ impl Params {
         self.values.get(name).map(String::as_str)
     }
 
+    pub fn into_map(self) -> HashMap<String, String> {
+        self.values
+    }
+
     /// The AuthID from `X-AuthID`, else `authid` in the form or query.
     pub fn authid(&self) -> Result<Option<Sensitive>, ApiError> {
         let value = match self.headers.get("x-authid") {
