@@ -7,6 +7,7 @@
 mod authid_props;
 mod bad_authids;
 mod interop;
+mod lifecycle;
 mod mock_selftest;
 mod protection;
 mod refresh;

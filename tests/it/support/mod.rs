@@ -5,3 +5,4 @@
 pub mod broker;
 pub mod logs;
 pub mod mock_provider;
+pub mod process;
