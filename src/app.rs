@@ -9,6 +9,7 @@ use crate::authid::keydir::KeySource;
 use crate::authid::{Keyring, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::config::Settings;
+use crate::login::{LoginDeps, LoginService, MemoryFetchStore, Templates};
 use crate::provider::{Catalogue, TokenClient};
 use crate::refresh::{RefreshDeps, Refresher};
 
@@ -19,6 +20,9 @@ pub struct App {
     pub key_source: Option<KeySource>,
     pub refresher: Refresher,
     pub clock: SharedClock,
+    /// Login flows, fetch rendezvous and revocation.
+    pub login: LoginService,
+    pub templates: Templates,
 }
 
 pub type SharedApp = Arc<App>;
@@ -33,20 +37,33 @@ impl App {
         clock: SharedClock,
     ) -> Self {
         let keyring = Arc::new(KeyringHandle::new(keyring));
+        let catalogue = Arc::new(catalogue);
         let refresher = Refresher::new(RefreshDeps {
             keyring: Arc::clone(&keyring),
-            catalogue: Arc::new(catalogue),
-            client,
+            catalogue: Arc::clone(&catalogue),
+            client: Arc::clone(&client),
             clock: Arc::clone(&clock),
             redirect_uri: settings.redirect_uri(),
             cache_capacity: settings.cache_capacity,
         });
+        let login = LoginService::new(LoginDeps {
+            keyring: Arc::clone(&keyring),
+            catalogue,
+            client,
+            clock: Arc::clone(&clock),
+            refresher: refresher.clone(),
+            fetch_store: Arc::new(MemoryFetchStore::default()),
+            redirect_uri: settings.redirect_uri(),
+        });
+        let templates = Templates::new(settings.templates_dir.as_deref());
         Self {
             settings,
             keyring,
             key_source,
             refresher,
             clock,
+            login,
+            templates,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod login;
 pub mod provider;
 pub mod refresh;
 pub mod secret;

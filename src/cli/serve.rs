@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::KeyArgs;
 use crate::app::App;
-use crate::config::{Settings, parse_public_url, url_for_listen};
+use crate::config::{Settings, parse_opener_origins, parse_public_url, url_for_listen};
 use crate::provider::catalogue::CatalogueSource;
 use crate::provider::{Catalogue, HttpTokenClient};
 
@@ -41,6 +41,10 @@ pub struct ServeArgs {
     /// Most access tokens kept in the cache.
     #[arg(long, env = "CACHE_CAPACITY", default_value_t = 200_000)]
     pub cache_capacity: u64,
+    /// Origins the logged-in page posts the AuthID to (window.opener),
+    /// comma-separated; * (the default) posts to any opener.
+    #[arg(long, env = "OPENER_ORIGINS", default_value = "*")]
+    pub opener_origins: String,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -95,6 +99,9 @@ impl ServeArgs {
                 ));
             }
         }
+        let opener_origins = parse_opener_origins(&self.opener_origins)
+            .map_err(|e| problems.push(e))
+            .unwrap_or_default();
         let fallback = |primary: &Option<String>, legacy: &str, default: &str| {
             primary
                 .clone()
@@ -111,6 +118,7 @@ impl ServeArgs {
                 templates_dir: self.templates_dir.clone(),
                 upstream_timeout: Duration::from_secs(self.upstream_timeout),
                 cache_capacity: self.cache_capacity.max(1),
+                opener_origins,
             }),
             _ => Err(problems),
         }
@@ -129,6 +137,11 @@ impl ServeArgs {
                 }
                 let client = HttpTokenClient::new(settings.upstream_timeout)
                     .map_err(|e| vec![format!("HTTP client: {e}")])?;
+                let problems =
+                    crate::login::Templates::new(settings.templates_dir.as_deref()).check();
+                if !problems.is_empty() {
+                    return Err(problems);
+                }
                 Ok(App::new(
                     settings,
                     keyring,

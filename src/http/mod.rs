@@ -1,13 +1,18 @@
 //! The HTTP edge: router, middleware stack, handlers and the error type.
 
 mod error;
+mod fetch;
 mod input;
+mod login;
 mod middleware;
 mod ops;
+mod page;
+mod pages;
 mod refresh;
+mod revoke;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use error::ApiError;
 
@@ -18,6 +23,17 @@ pub fn router(app: SharedApp) -> Router {
     let routes = Router::new()
         .route("/health", get(ops::health))
         .route("/refresh", get(refresh::refresh).post(refresh::refresh))
+        .route("/", get(pages::index))
+        .route("/login", get(login::login))
+        .route("/logged-in", get(login::logged_in))
+        .route("/cli-token", get(pages::cli_token_form))
+        .route("/cli-token-login", post(login::cli_token_login))
+        .route("/fetch", get(fetch::fetch))
+        .route("/token-state", get(fetch::token_state))
+        .route("/revoke", get(revoke::form).post(revoke::revoke_json))
+        .route("/revoked", post(revoke::revoked_page))
+        .route("/privacy-policy", get(pages::privacy))
+        .route("/static/{name}", get(pages::asset))
         .fallback(error::not_found)
         .with_state(app);
     middleware::apply(routes)
