@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use minijinja::{AutoEscape, Environment, Value};
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, Value};
 
 /// Built-in templates, by name.
 const BUILTIN: &[(&str, &str)] = &[
@@ -59,6 +59,20 @@ impl Templates {
                 AutoEscape::None
             }
         });
+        // minijinja's HTML escaping also turns `/` into `&#x2f;`, which is
+        // safe but makes every link unreadable in the page source.
+        env.set_formatter(|out, state, value| {
+            if state.auto_escape() == AutoEscape::Html
+                && !value.is_safe()
+                && !value.is_undefined()
+                && !value.is_none()
+            {
+                out.write_str(&escape_html(&value.to_string()))
+                    .map_err(|_| Error::from(ErrorKind::WriteFailure))
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         let dir_for_loader = dir.map(Path::to_path_buf);
         env.set_loader(move |name| {
             if let Some(text) = read_override(dir_for_loader.as_deref(), name) {
@@ -104,6 +118,22 @@ impl Templates {
     }
 }
 
+/// Escapes the five characters that matter in HTML text and attributes.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#x27;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A file from the override directory. Names come from this module and
 /// from templates (`extends`, `include`); anything path-like is refused.
 fn read_override(dir: Option<&Path>, name: &str) -> Option<String> {
@@ -132,6 +162,16 @@ mod tests {
             )
             .unwrap();
         assert!(html.contains("&lt;script&gt;"));
+        let html = t
+            .render(
+                "error.html",
+                minijinja::context! { title => "t", message => "m", restart_href => "/login?id=a&b=\"'" },
+            )
+            .unwrap();
+        assert!(
+            html.contains("href=\"/login?id=a&amp;b=&quot;&#x27;\""),
+            "{html}"
+        );
         assert!(!html.contains("<script>\n"));
         assert!(t.asset("site.css").is_some());
         assert!(t.asset("../Cargo.toml").is_none());

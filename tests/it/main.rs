@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_authids;
+mod login;
 mod mock_selftest;
+mod pages;
 mod refresh;
 mod support;

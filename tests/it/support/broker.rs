@@ -36,28 +36,37 @@ pub const BUILTIN: &[&str] = &[
 pub const CLIENT_ID: &str = "test-client";
 pub const CLIENT_SECRET: &str = "test-secret-0f9e8d7c";
 
+/// Built-in providers that have a revocation endpoint.
+pub const WITH_REVOKE_URL: &[&str] = &["googledrive", "googledocs", "gcs", "box.com", "dropbox"];
+
 /// A CONFIGFILE that points every built-in provider at `mock`, keeping each
-/// one's quirks (rotation, redirect rules, aliases).
+/// one's quirks (rotation, redirect rules, aliases, which ones can revoke).
 pub fn config_for(mock: &MockProvider, ids: &[&str]) -> String {
-    let entries: Vec<Value> = ids
-        .iter()
+    Value::Array(entries_for(mock, ids)).to_string()
+}
+
+/// The entries of [`config_for`], for tests that adjust them.
+pub fn entries_for(mock: &MockProvider, ids: &[&str]) -> Vec<Value> {
+    ids.iter()
         .map(|id| {
             let mut allowed = vec![mock.host()];
             if *id == "jottacloud" {
                 allowed.push("id.jottacloud.com".into());
             }
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "id": id,
                 "clientId": if *id == "jottacloud" { "jottacli" } else { CLIENT_ID },
                 "clientSecret": if *id == "jottacloud" { "" } else { "%TEST_SECRET%" },
                 "authUrl": mock.token_url(),
                 "loginUrl": mock.authorize_url(),
-                "revokeUrl": mock.revoke_url(),
                 "allowedHosts": allowed,
-            })
+            });
+            if WITH_REVOKE_URL.contains(id) {
+                entry["revokeUrl"] = Value::String(mock.revoke_url());
+            }
+            entry
         })
-        .collect();
-    Value::Array(entries).to_string()
+        .collect()
 }
 
 pub struct Broker {
@@ -93,9 +102,22 @@ impl Broker {
     }
 
     pub fn build(mock: &MockProvider, ids: &[&str], clock: SharedClock, public_url: &str) -> Self {
+        Self::build_with(mock, ids, clock, public_url, |_| {})
+    }
+
+    /// Like [`Broker::build`], with the provider entries adjusted first.
+    pub fn build_with(
+        mock: &MockProvider,
+        ids: &[&str],
+        clock: SharedClock,
+        public_url: &str,
+        adjust: impl FnOnce(&mut Vec<Value>),
+    ) -> Self {
         logs::install();
         mock.set_client(CLIENT_ID, CLIENT_SECRET);
-        let config = config_for(mock, ids);
+        let mut entries = entries_for(mock, ids);
+        adjust(&mut entries);
+        let config = Value::Array(entries).to_string();
         let catalogue = Catalogue::load(
             &CatalogueSource {
                 configfile: Some(&config),
@@ -177,6 +199,31 @@ impl Broker {
             .body(Body::from(form.to_string()))
             .expect("request");
         self.request(request).await
+    }
+
+    /// Binds 127.0.0.1:0 first, so `PUBLIC_URL` (and the redirect URI the
+    /// provider sends browsers to) is the real address; then serves.
+    pub async fn start(mock: &MockProvider, ids: &[&str], clock: SharedClock) -> (Self, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let broker = Self::build(mock, ids, clock, &url);
+        let router = broker.router.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        (broker, url)
+    }
+
+    /// A request with extra headers.
+    pub async fn get_with(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::builder().uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.request(request.body(Body::empty()).expect("request"))
+            .await
     }
 
     /// Starts a real server on 127.0.0.1:0; returns its base URL.
