@@ -34,6 +34,7 @@ pub fn router(app: SharedApp) -> Router {
         .route("/revoked", post(revoke::revoked_page))
         .route("/privacy-policy", get(pages::privacy))
         .route("/static/{name}", get(pages::asset))
+        .route("/favicon.ico", get(pages::favicon))
         .fallback(error::not_found)
         .with_state(app);
     middleware::apply(routes)

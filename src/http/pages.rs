@@ -131,3 +131,12 @@ pub async fn asset(State(app): State<SharedApp>, Path(name): Path<String>) -> Re
     );
     response
 }
+
+/// `GET /favicon.ico`: browsers ask on every page; no icon, no error.
+pub async fn favicon() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(header::CACHE_CONTROL, "public, max-age=86400")],
+    )
+        .into_response()
+}

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod bad_authids;
+mod browser;
 mod login;
 mod mock_selftest;
 mod pages;
