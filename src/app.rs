@@ -10,6 +10,7 @@ use crate::authid::{Keyring, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::demo::DemoProvider;
+use crate::login::{LoginDeps, LoginService, MemoryFetchStore, Templates};
 use crate::metrics::Metrics;
 use crate::provider::{Catalogue, TokenClient};
 use crate::refresh::rotation::MemoryRotationStore;
@@ -25,6 +26,9 @@ pub struct App {
     pub clock: SharedClock,
     /// The built-in demo provider (`oauth-broker demo` only).
     pub demo: Option<Arc<DemoProvider>>,
+    /// Login flows, fetch rendezvous and revocation.
+    pub login: LoginService,
+    pub templates: Templates,
 }
 
 pub type SharedApp = Arc<App>;
@@ -40,10 +44,11 @@ impl App {
     ) -> Self {
         let keyring = Arc::new(KeyringHandle::new(keyring));
         let metrics = Arc::new(Metrics::new());
+        let catalogue = Arc::new(catalogue);
         let refresher = Refresher::new(RefreshDeps {
             keyring: Arc::clone(&keyring),
-            catalogue: Arc::new(catalogue),
-            client,
+            catalogue: Arc::clone(&catalogue),
+            client: Arc::clone(&client),
             store: Arc::new(MemoryRotationStore::new(settings.cache_capacity)),
             metrics: Arc::clone(&metrics),
             clock: Arc::clone(&clock),
@@ -52,6 +57,16 @@ impl App {
             limits: settings.limits.clone(),
             upstream_timeout: settings.upstream_timeout,
         });
+        let login = LoginService::new(LoginDeps {
+            keyring: Arc::clone(&keyring),
+            catalogue,
+            client,
+            clock: Arc::clone(&clock),
+            refresher: refresher.clone(),
+            fetch_store: Arc::new(MemoryFetchStore::default()),
+            redirect_uri: settings.redirect_uri(),
+        });
+        let templates = Templates::new(settings.templates_dir.as_deref());
         Self {
             settings,
             keyring,
@@ -60,6 +75,8 @@ impl App {
             metrics,
             clock,
             demo: None,
+            login,
+            templates,
         }
     }
 

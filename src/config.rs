@@ -20,6 +20,9 @@ pub struct Settings {
     /// Most access tokens held in the cache.
     pub cache_capacity: u64,
     pub limits: Limits,
+    /// Origins the logged-in page posts the AuthID to (`window.opener`);
+    /// `["*"]` posts to any opener, as Duplicati's UI runs on any host.
+    pub opener_origins: Vec<String>,
 }
 
 /// Protection of providers and of the broker itself.
@@ -80,7 +83,13 @@ impl Settings {
             upstream_timeout: Duration::from_secs(20),
             cache_capacity: 200_000,
             limits: Limits::default(),
+            opener_origins: vec!["*".into()],
         })
+    }
+
+    /// True when cookies must be `Secure` (the public URL is https).
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.scheme() == "https"
     }
 
     /// The OAuth redirect URI registered at every provider.
@@ -105,6 +114,37 @@ pub fn parse_public_url(text: &str) -> Result<Url, String> {
         return Err("PUBLIC_URL must not have a query or fragment".into());
     }
     Ok(url)
+}
+
+/// `OPENER_ORIGINS`: `*`, or comma-separated origins such as
+/// `https://backup.example.com,http://localhost:8200`.
+pub fn parse_opener_origins(text: &str) -> Result<Vec<String>, String> {
+    let items: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.is_empty() || items == ["*"] {
+        return Ok(vec!["*".into()]);
+    }
+    items
+        .iter()
+        .map(|item| {
+            let url = Url::parse(item)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+                .ok_or_else(|| {
+                    format!("OPENER_ORIGINS: {item:?} is not an http(s) origin (or use * alone)")
+                })?;
+            let origin = url.origin().ascii_serialization();
+            if item.trim_end_matches('/') != origin {
+                return Err(format!(
+                    "OPENER_ORIGINS: {item:?} must be an origin only (scheme, host, port), e.g. {origin}"
+                ));
+            }
+            Ok(origin)
+        })
+        .collect()
 }
 
 /// The URL a listener is reachable at, for a default `PUBLIC_URL`.
@@ -137,6 +177,24 @@ mod tests {
         assert!(p[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
         assert!(parse_proxies("nope").is_err());
         assert!(parse_proxies("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn opener_origins() {
+        assert_eq!(parse_opener_origins("").unwrap(), ["*"]);
+        assert_eq!(parse_opener_origins(" * ").unwrap(), ["*"]);
+        assert_eq!(
+            parse_opener_origins("https://a.example, http://localhost:8200/").unwrap(),
+            ["https://a.example", "http://localhost:8200"]
+        );
+        for bad in [
+            "*,https://a.example",
+            "https://a.example/path",
+            "ftp://a",
+            "nonsense",
+        ] {
+            assert!(parse_opener_origins(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod login;
 pub mod metrics;
 pub mod provider;
 pub mod refresh;

@@ -9,7 +9,9 @@ use clap::Args;
 
 use super::KeyArgs;
 use crate::app::App;
-use crate::config::{Limits, Settings, parse_proxies, parse_public_url, url_for_listen};
+use crate::config::{
+    Limits, Settings, parse_opener_origins, parse_proxies, parse_public_url, url_for_listen,
+};
 use crate::provider::catalogue::CatalogueSource;
 use crate::provider::{Catalogue, HttpTokenClient};
 
@@ -43,6 +45,10 @@ pub struct ServeArgs {
     pub cache_capacity: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Origins the logged-in page posts the AuthID to (window.opener),
+    /// comma-separated; * (the default) posts to any opener.
+    #[arg(long, env = "OPENER_ORIGINS", default_value = "*")]
+    pub opener_origins: String,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -173,6 +179,9 @@ impl ServeArgs {
                 ));
             }
         }
+        let opener_origins = parse_opener_origins(&self.opener_origins)
+            .map_err(|e| problems.push(e))
+            .unwrap_or_default();
         let fallback = |primary: &Option<String>, legacy: &str, default: &str| {
             primary
                 .clone()
@@ -190,6 +199,7 @@ impl ServeArgs {
                 upstream_timeout: Duration::from_secs(self.upstream_timeout),
                 cache_capacity: self.cache_capacity.max(1),
                 limits,
+                opener_origins,
             }),
             _ => Err(problems),
         }
@@ -208,6 +218,11 @@ impl ServeArgs {
                 }
                 let client = HttpTokenClient::new(settings.upstream_timeout)
                     .map_err(|e| vec![format!("HTTP client: {e}")])?;
+                let problems =
+                    crate::login::Templates::new(settings.templates_dir.as_deref()).check();
+                if !problems.is_empty() {
+                    return Err(problems);
+                }
                 Ok(App::new(
                     settings,
                     keyring,

@@ -37,14 +37,21 @@ pub enum TransportError {
 /// A form field; values that are secrets stay wrapped until sent.
 pub type FormField = (std::borrow::Cow<'static, str>, Sensitive);
 
-/// Posts forms to token endpoints.
+/// Posts forms to token endpoints, and reads the few JSON documents a
+/// login needs (OpenID discovery).
 pub trait TokenClient: Send + Sync + 'static {
+    /// POSTs a url-encoded form; an empty form is sent as an empty body
+    /// without a content type (Dropbox's RPC endpoints refuse any other).
     fn post_form<'a>(
         &'a self,
         url: &'a Url,
         form: &'a [FormField],
         bearer: Option<&'a Sensitive>,
     ) -> BoxFuture<'a, Result<RawAnswer, TransportError>>;
+
+    /// GETs a JSON document, with the same limits (size, timeout, no
+    /// redirects) as token requests.
+    fn get_json<'a>(&'a self, url: &'a Url) -> BoxFuture<'a, Result<RawAnswer, TransportError>>;
 }
 
 /// The production transport.
@@ -72,45 +79,61 @@ impl HttpTokenClient {
         form: &[FormField],
         bearer: Option<&Sensitive>,
     ) -> Result<RawAnswer, TransportError> {
-        let body = form_body(form);
         let mut request = self
             .client
             .post(url.clone())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .body(body.expose().to_string());
+            .header(reqwest::header::ACCEPT, "application/json");
+        if !form.is_empty() {
+            let body = form_body(form);
+            request = request
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    "application/x-www-form-urlencoded",
+                )
+                .body(body.expose().to_string());
+        }
         if let Some(token) = bearer {
             request = request.bearer_auth(token.expose());
         }
-        let mut response = request.send().await.map_err(map_error)?;
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        if response
-            .content_length()
-            .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
-        {
+        read_answer(request).await
+    }
+
+    async fn get(&self, url: &Url) -> Result<RawAnswer, TransportError> {
+        let request = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json");
+        read_answer(request).await
+    }
+}
+
+/// Sends a request and reads its answer, bounded by [`MAX_ANSWER_BYTES`].
+async fn read_answer(request: reqwest::RequestBuilder) -> Result<RawAnswer, TransportError> {
+    let mut response = request.send().await.map_err(map_error)?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_ANSWER_BYTES as u64)
+    {
+        return Err(TransportError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(map_error)? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
             return Err(TransportError::TooLarge);
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(map_error)? {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(TransportError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(RawAnswer {
-            status,
-            retry_after,
-            body: Bytes::from(body),
-        })
+        body.extend_from_slice(&chunk);
     }
+    Ok(RawAnswer {
+        status,
+        retry_after,
+        body: Bytes::from(body),
+    })
 }
 
 impl TokenClient for HttpTokenClient {
@@ -121,6 +144,10 @@ impl TokenClient for HttpTokenClient {
         bearer: Option<&'a Sensitive>,
     ) -> BoxFuture<'a, Result<RawAnswer, TransportError>> {
         Box::pin(self.send(url, form, bearer))
+    }
+
+    fn get_json<'a>(&'a self, url: &'a Url) -> BoxFuture<'a, Result<RawAnswer, TransportError>> {
+        Box::pin(self.get(url))
     }
 }
 

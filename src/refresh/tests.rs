@@ -62,6 +62,11 @@ impl TokenClient for Scripted {
             })
         })
     }
+
+    fn get_json<'a>(&'a self, _url: &'a Url) -> BoxFuture<'a, Result<RawAnswer, TransportError>> {
+        // The refresher never reads documents.
+        Box::pin(async { Err(TransportError::Connect) })
+    }
 }
 
 impl Refresher {

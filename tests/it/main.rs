@@ -6,9 +6,12 @@
 
 mod authid_props;
 mod bad_authids;
+mod browser;
 mod interop;
 mod lifecycle;
+mod login;
 mod mock_selftest;
+mod pages;
 mod protection;
 mod refresh;
 mod support;

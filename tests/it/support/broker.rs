@@ -36,31 +36,41 @@ pub const BUILTIN: &[&str] = &[
 pub const CLIENT_ID: &str = "test-client";
 pub const CLIENT_SECRET: &str = "test-secret-0f9e8d7c";
 
+/// Built-in providers that have a revocation endpoint.
+pub const WITH_REVOKE_URL: &[&str] = &["googledrive", "googledocs", "gcs", "box.com", "dropbox"];
+
 /// A CONFIGFILE that points every built-in provider at `mock`, keeping each
-/// one's quirks (rotation, redirect rules, aliases).
+/// one's quirks (rotation, redirect rules, aliases, which ones can revoke).
 pub fn config_for(mock: &MockProvider, ids: &[&str]) -> String {
     Value::Array(entries_for(mock, ids)).to_string()
 }
 
-fn entries_for(mock: &MockProvider, ids: &[&str]) -> Vec<Value> {
+/// The entries of [`config_for`], for tests that adjust them.
+pub fn entries_for(mock: &MockProvider, ids: &[&str]) -> Vec<Value> {
     ids.iter()
         .map(|id| {
             let mut allowed = vec![mock.host()];
             if *id == "jottacloud" {
                 allowed.push("id.jottacloud.com".into());
             }
-            serde_json::json!({
+            let mut entry = serde_json::json!({
                 "id": id,
                 "clientId": if *id == "jottacloud" { "jottacli" } else { CLIENT_ID },
                 "clientSecret": if *id == "jottacloud" { "" } else { "%TEST_SECRET%" },
                 "authUrl": mock.token_url(),
                 "loginUrl": mock.authorize_url(),
-                "revokeUrl": mock.revoke_url(),
                 "allowedHosts": allowed,
-            })
+            });
+            if WITH_REVOKE_URL.contains(id) {
+                entry["revokeUrl"] = Value::String(mock.revoke_url());
+            }
+            entry
         })
         .collect()
 }
+
+/// Edits the list of provider entries before loading.
+pub type Adjust<'a> = Box<dyn FnOnce(&mut Vec<Value>) + 'a>;
 
 /// How to build a broker for a test.
 pub struct Setup<'a> {
@@ -71,6 +81,8 @@ pub struct Setup<'a> {
     pub limits: Limits,
     /// Edits each provider entry before loading (e.g. a rate limit).
     pub tweak: fn(&str, &mut Value),
+    /// Edits the whole list of entries before loading.
+    pub adjust: Option<Adjust<'a>>,
 }
 
 impl<'a> Setup<'a> {
@@ -81,6 +93,7 @@ impl<'a> Setup<'a> {
             public_url: "http://127.0.0.1:9",
             limits: Limits::default(),
             tweak: |_, _| {},
+            adjust: None,
         }
     }
 
@@ -116,6 +129,9 @@ impl<'a> Setup<'a> {
                 entries.push(entry);
                 ids.push(id);
             }
+        }
+        if let Some(adjust) = self.adjust {
+            adjust(&mut entries);
         }
         let config = Value::Array(entries).to_string();
         let catalogue = Catalogue::load(
@@ -182,6 +198,20 @@ impl Broker {
         setup.build()
     }
 
+    /// Like [`Broker::build`], with the provider entries adjusted first.
+    pub fn build_with(
+        mock: &MockProvider,
+        ids: &[&str],
+        clock: SharedClock,
+        public_url: &str,
+        adjust: impl FnOnce(&mut Vec<Value>),
+    ) -> Self {
+        let mut setup = Setup::new(mock, ids).clock(clock);
+        setup.public_url = public_url;
+        setup.adjust = Some(Box::new(adjust));
+        setup.build()
+    }
+
     /// Seals a refresh token into an AuthID with the broker's primary key.
     pub fn seal(&self, service: &str, refresh_token: &str) -> String {
         let claims = Claims::new(service, Sensitive::new(refresh_token), self.app.clock.now());
@@ -239,6 +269,31 @@ impl Broker {
             .body(Body::from(form.to_string()))
             .expect("request");
         self.request(request).await
+    }
+
+    /// Binds 127.0.0.1:0 first, so `PUBLIC_URL` (and the redirect URI the
+    /// provider sends browsers to) is the real address; then serves.
+    pub async fn start(mock: &MockProvider, ids: &[&str], clock: SharedClock) -> (Self, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let broker = Self::build(mock, ids, clock, &url);
+        let router = broker.router.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        (broker, url)
+    }
+
+    /// A request with extra headers.
+    pub async fn get_with(&self, uri: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::builder().uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        self.request(request.body(Body::empty()).expect("request"))
+            .await
     }
 
     /// Starts a real server on 127.0.0.1:0; returns its base URL.

@@ -191,6 +191,10 @@ struct Inner {
     last_authorize_query: Option<BTreeMap<String, String>>,
     authorize_calls: usize,
     revoked: Vec<String>,
+    revoke_requires_client_auth: bool,
+    last_revoke_request: Option<BTreeMap<String, String>>,
+    revoke_calls: usize,
+    discovery_calls: usize,
 }
 
 impl Inner {
@@ -220,6 +224,10 @@ impl Inner {
             last_authorize_query: None,
             authorize_calls: 0,
             revoked: Vec::new(),
+            revoke_requires_client_auth: true,
+            last_revoke_request: None,
+            revoke_calls: 0,
+            discovery_calls: 0,
         }
     }
 
@@ -450,6 +458,12 @@ impl MockProvider {
             .insert(username.to_owned(), password.to_owned());
     }
 
+    /// Whether `/revoke` demands client authentication (RFC 7009, Box) or
+    /// takes a bare `token` (Google). Default: demanded.
+    pub fn set_revoke_requires_client_auth(&self, on: bool) {
+        self.lock().revoke_requires_client_auth = on;
+    }
+
     // ---- grants ----------------------------------------------------------
 
     /// Creates a new grant for the current client and returns its refresh
@@ -551,6 +565,22 @@ impl MockProvider {
     /// order.
     pub fn revoked(&self) -> Vec<String> {
         self.lock().revoked.clone()
+    }
+
+    /// Form fields of the last `/revoke` request, plus key `authorization`
+    /// when an Authorization header was sent.
+    pub fn last_revoke_request(&self) -> Option<BTreeMap<String, String>> {
+        self.lock().last_revoke_request.clone()
+    }
+
+    /// Requests received at `/revoke`.
+    pub fn revoke_calls(&self) -> usize {
+        self.lock().revoke_calls
+    }
+
+    /// Requests received at `/.well-known/openid-configuration`.
+    pub fn discovery_calls(&self) -> usize {
+        self.lock().discovery_calls
     }
 }
 
@@ -1084,6 +1114,15 @@ async fn authorize_endpoint(State(app): State<AppState>, uri: Uri) -> Response {
 
 async fn revoke_endpoint(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let mut s = app.lock();
+    s.revoke_calls += 1;
+    let mut recorded = parse_pairs(&body);
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        recorded.insert("authorization".to_owned(), v.to_owned());
+    }
+    s.last_revoke_request = Some(recorded);
     if !is_form(&headers) {
         return oauth_error(
             400,
@@ -1092,8 +1131,10 @@ async fn revoke_endpoint(State(app): State<AppState>, headers: HeaderMap, body: 
         );
     }
     let form = parse_pairs(&body);
-    if let Err(resp) = authenticate_client(&s, &headers, &form) {
-        return *resp;
+    if s.revoke_requires_client_auth {
+        if let Err(resp) = authenticate_client(&s, &headers, &form) {
+            return *resp;
+        }
     }
     let Some(token) = form.get("token") else {
         return oauth_error(400, "invalid_request", "Missing token.");
@@ -1139,6 +1180,7 @@ async fn userinfo_endpoint(State(app): State<AppState>, headers: HeaderMap) -> R
 }
 
 async fn discovery_endpoint(State(app): State<AppState>) -> Response {
+    app.lock().discovery_calls += 1;
     let base = &app.base_url;
     json_response(
         200,

@@ -1,0 +1,113 @@
+//! `/fetch` and `/token-state`: the polling side of the fetch rendezvous.
+//! `/fetch` answers JSONP when asked with a safe callback name.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::ApiError;
+use super::input::{Params, read_params};
+use crate::app::SharedApp;
+use crate::login::fetch::is_jsonp_callback;
+use crate::login::{FetchEntry, FetchState, FetchToken, LoginService};
+
+/// `GET /fetch?token=T[&callback=NAME]`.
+pub async fn fetch(State(app): State<SharedApp>, request: Request) -> Result<Response, ApiError> {
+    let params = read_params(request).await?;
+    let callback = match params.get("callback").filter(|c| !c.is_empty()) {
+        Some(c) if is_jsonp_callback(c) => Some(c.to_string()),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "The callback must be a JavaScript name such as angular.callbacks._0",
+            ));
+        }
+        None => None,
+    };
+    let answer = match lookup(&app, &params).await {
+        Ok((token, entry)) => match entry.state {
+            FetchState::Pending => Ok(json!({ "wait": "Not ready" })),
+            FetchState::Ready { authid, .. } => {
+                app.login
+                    .fetch_store()
+                    .mark_fetched(&token, app.login.now())
+                    .await;
+                Ok(json!({ "authid": authid.expose() }))
+            }
+            FetchState::Failed(reason) => Err(ApiError::bad_request(reason)),
+        },
+        Err(e) => Err(e),
+    };
+    Ok(match callback {
+        Some(name) => jsonp(&name, answer),
+        None => match answer {
+            Ok(body) => json_no_store(body),
+            Err(e) => e.into_response(),
+        },
+    })
+}
+
+/// `GET /token-state?token=T`: `{"success": true}` once the client has
+/// fetched the AuthID, `false` before that or when the login failed.
+pub async fn token_state(
+    State(app): State<SharedApp>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let params = read_params(request).await?;
+    let (_, entry) = lookup(&app, &params).await?;
+    let body = match entry.state {
+        FetchState::Pending => json!({ "wait": "Not ready" }),
+        FetchState::Ready { fetched, .. } => json!({ "success": fetched }),
+        FetchState::Failed(_) => json!({ "success": false }),
+    };
+    Ok(json_no_store(body))
+}
+
+async fn lookup(app: &SharedApp, params: &Params) -> Result<(FetchToken, FetchEntry), ApiError> {
+    let token = LoginService::fetch_token(params.get("token"))
+        .map_err(|e| ApiError::bad_request(e.message()))?
+        .ok_or_else(|| ApiError::bad_request("Missing token"))?;
+    let entry = app
+        .login
+        .fetch_store()
+        .get(&token, app.login.now())
+        .await
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "No such token: it expired or was never registered; start the login again",
+            )
+        })?;
+    Ok((token, entry))
+}
+
+fn json_no_store(body: Value) -> Response {
+    let mut response = axum::Json(body).into_response();
+    super::refresh::no_store(response.headers_mut());
+    response
+}
+
+/// JSONP answers are always 200: a script that fails to load tells the
+/// page nothing, while `{"error": ...}` lets it show the reason (as the
+/// original service did). `X-Reason` still carries it.
+fn jsonp(callback: &str, answer: Result<Value, ApiError>) -> Response {
+    let (body, reason) = match answer {
+        Ok(body) => (body, None),
+        Err(e) => (json!({ "error": e.message }), Some(e.message)),
+    };
+    let mut response = format!("/**/{callback}({body});").into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=utf-8"),
+    );
+    super::refresh::no_store(headers);
+    if let Some(v) = reason.and_then(|r| HeaderValue::from_str(&r).ok()) {
+        headers.insert(HeaderName::from_static("x-reason"), v);
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("X-Reason"),
+        );
+    }
+    response
+}

@@ -1,0 +1,139 @@
+//! The login routes: `/login` starts, `/logged-in` finishes, and the
+//! Jottacloud token form posts to `/cli-token-login`.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::input::read_params;
+use super::page::{self, LOGIN_COOKIE, Page};
+use crate::app::{App, SharedApp};
+use crate::login::state::STATE_LIFETIME;
+use crate::login::{Callback, Finished, LoginError, LoginService, Start};
+
+/// `GET /login?id=ID[&token=T]`: to the provider's consent screen, with
+/// the login bound to this browser by a cookie.
+pub async fn login(State(app): State<SharedApp>, request: Request) -> Response {
+    let params = match read_params(request).await {
+        Ok(p) => p,
+        Err(e) => {
+            return page::error_page(&app, e.status, "Bad request", &e.message).into_response();
+        }
+    };
+    let started = LoginService::fetch_token(params.get("token"))
+        .and_then(|token| app.login.start(params.get("id").unwrap_or(""), token));
+    match started {
+        Ok(Start::Authorize { url, nonce }) => {
+            let cookie = page::login_cookie(&app, &nonce, STATE_LIFETIME);
+            redirect(url.as_str(), Some(cookie))
+        }
+        Ok(Start::CliToken { provider }) => {
+            let provider = app.catalogue().get(&provider).cloned();
+            match provider {
+                Some(p) => redirect(&page::login_href(&app, &p, params.get("token")), None),
+                None => page::login_error(&app, &LoginError::UnknownProvider).into_response(),
+            }
+        }
+        Err(e) => page::login_error(&app, &e).into_response(),
+    }
+}
+
+/// A 302 to a URL this server built (never one taken from a request).
+fn redirect(location: &str, cookie: Option<String>) -> Response {
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            headers.insert(header::LOCATION, v);
+        }
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(v) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(header::SET_COOKIE, v);
+    }
+    response
+}
+
+/// `GET /logged-in`: the provider's redirect back.
+pub async fn logged_in(State(app): State<SharedApp>, request: Request) -> Page {
+    let cookie = page::cookie(request.headers(), LOGIN_COOKIE).map(str::to_string);
+    let params = match read_params(request).await {
+        Ok(p) => p,
+        Err(e) => return page::error_page(&app, e.status, "Bad request", &e.message),
+    };
+    let callback = Callback {
+        state: params.get("state"),
+        code: params.get("code"),
+        error: params.get("error"),
+        hostname: params.get("hostname"),
+    };
+    let result = app.login.finish(callback, cookie.as_deref()).await;
+    // The cookie is spent once this browser's login was checked; a callback
+    // from elsewhere must not disturb a login in progress here.
+    let clear = match &result {
+        Ok(_) => true,
+        Err(e) => !matches!(e, LoginError::WrongBrowser | LoginError::State(_)),
+    };
+    let page = match result {
+        Ok(finished) => success_page(&app, &finished),
+        Err(e) => page::login_error(&app, &e),
+    };
+    if clear {
+        page.with_cookie(page::login_cookie(&app, "", 0))
+    } else {
+        page
+    }
+}
+
+/// `POST /cli-token-login` (form `id`, `token`, optional `fetchtoken`).
+pub async fn cli_token_login(State(app): State<SharedApp>, request: Request) -> Page {
+    if !page::same_site_form(&app, request.headers()) {
+        return page::error_page(
+            &app,
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This form can only be sent from this site's own page",
+        );
+    }
+    let params = match read_params(request).await {
+        Ok(p) => p,
+        Err(e) => return page::error_page(&app, e.status, "Bad request", &e.message),
+    };
+    let fetch_token = match LoginService::fetch_token(params.get("fetchtoken")) {
+        Ok(t) => t,
+        Err(e) => return page::login_error(&app, &e),
+    };
+    let result = app
+        .login
+        .cli_token_login(
+            params.get("id").unwrap_or(""),
+            params.get("token").unwrap_or(""),
+            fetch_token,
+        )
+        .await;
+    match result {
+        Ok(finished) => success_page(&app, &finished),
+        Err(e) => page::login_error(&app, &e),
+    }
+}
+
+fn success_page(app: &App, finished: &Finished) -> Page {
+    let provider = &finished.provider;
+    page::render(
+        app,
+        StatusCode::OK,
+        "logged_in.html",
+        json!({
+            "authid": finished.authid.expose(),
+            "provider_name": provider.name,
+            "provider_id": provider.id,
+            "access_token_only": provider.access_token_only,
+            "deauth_link": provider.deauth_link,
+            "fetch_token": finished.fetch_token.as_ref().map(|t| t.as_str()),
+            "opener_origins": app.settings.opener_origins.join(" "),
+        }),
+    )
+    .no_store()
+}

@@ -1,0 +1,101 @@
+//! Revocation: `GET /revoke` (the form), `POST /revoked` (its HTML answer)
+//! and `POST /revoke` with `X-AuthID` for programs (JSON).
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::ApiError;
+use super::input::read_params;
+use super::page::{self, Page};
+use crate::app::{App, SharedApp};
+use crate::login::{RevokeError, RevokeOutcome};
+
+pub async fn form(State(app): State<SharedApp>) -> Page {
+    page::render(&app, StatusCode::OK, "revoke.html", json!({}))
+}
+
+/// `POST /revoke`: JSON `{"result": "revoked"}` or the error format.
+pub async fn revoke_json(
+    State(app): State<SharedApp>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let params = read_params(request).await?;
+    let authid = params
+        .authid()?
+        .ok_or_else(|| ApiError::bad_request("Missing AuthID: send it in the X-AuthID header"))?;
+    match app.login.revoke(authid.expose()).await {
+        Ok(RevokeOutcome::Revoked { provider }) => {
+            let mut response =
+                axum::Json(json!({ "result": "revoked", "type": provider.id })).into_response();
+            super::refresh::no_store(response.headers_mut());
+            Ok(response)
+        }
+        Ok(RevokeOutcome::NoEndpoint { provider }) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            match &provider.deauth_link {
+                Some(link) => format!(
+                    "{} cannot be asked to revoke access; remove the application's access at {link}",
+                    provider.name
+                ),
+                None => format!(
+                    "{} cannot be asked to revoke access; remove the application's access in your account there",
+                    provider.name
+                ),
+            },
+        )),
+        Err(e) => Err(api_error(&app, e)),
+    }
+}
+
+/// `POST /revoked` (form `authid`): the same, as a page.
+pub async fn revoked_page(State(app): State<SharedApp>, request: Request) -> Page {
+    if !page::same_site_form(&app, request.headers()) {
+        return page::error_page(
+            &app,
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This form can only be sent from this site's own page",
+        );
+    }
+    let authid = match read_params(request).await.and_then(|p| p.authid()) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return page::error_page(
+                &app,
+                StatusCode::BAD_REQUEST,
+                "No AuthID",
+                "Paste the AuthID to revoke",
+            );
+        }
+        Err(e) => return page::error_page(&app, e.status, "Not revoked", &e.message),
+    };
+    let (revoked, provider) = match app.login.revoke(authid.expose()).await {
+        Ok(RevokeOutcome::Revoked { provider }) => (true, provider),
+        Ok(RevokeOutcome::NoEndpoint { provider }) => (false, provider),
+        Err(e) => {
+            let e = api_error(&app, e);
+            return page::error_page(&app, e.status, "Not revoked", &e.message);
+        }
+    };
+    page::render(
+        &app,
+        StatusCode::OK,
+        "revoked.html",
+        json!({
+            "revoked": revoked,
+            "provider_name": provider.name,
+            "deauth_link": provider.deauth_link,
+        }),
+    )
+    .no_store()
+}
+
+fn api_error(app: &App, e: RevokeError) -> ApiError {
+    let base = app.settings.public_base();
+    match e {
+        RevokeError::AuthId(e) => ApiError::from_refresh(e, base),
+        RevokeError::Upstream(e) => ApiError::from_upstream(e, base),
+    }
+}

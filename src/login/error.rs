@@ -1,0 +1,138 @@
+//! Why a login did not produce an AuthID, in words a user can act on.
+
+use crate::provider::UpstreamError;
+
+use super::state::StateError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginError {
+    /// No enabled provider has this id or alias.
+    UnknownProvider,
+    /// Malformed input; the text says which.
+    BadInput(String),
+    /// The state parameter is missing, damaged or from an unknown key.
+    State(StateError),
+    /// The login took longer than the state lives.
+    Expired { provider: String },
+    /// The callback reached a browser that did not start this login.
+    WrongBrowser,
+    /// This callback was already used.
+    Replayed { provider: String },
+    /// The provider sent the user back with an error (e.g. consent denied).
+    Declined { provider: String, code: String },
+    /// A host named by the callback or the login token is not allowed.
+    HostNotAllowed(&'static str),
+    /// The provider gave no refresh token (an earlier consent exists).
+    NoRefreshToken { provider: String },
+    /// The provider refused or failed the token request.
+    Upstream {
+        provider: String,
+        error: UpstreamError,
+    },
+    /// The AuthID could not be sealed.
+    Seal,
+}
+
+impl LoginError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::UnknownProvider => 404,
+            Self::BadInput(_)
+            | Self::State(_)
+            | Self::Expired { .. }
+            | Self::WrongBrowser
+            | Self::Replayed { .. }
+            | Self::Declined { .. }
+            | Self::HostNotAllowed(_) => 400,
+            Self::NoRefreshToken { .. } => 409,
+            Self::Upstream { error, .. } => match error {
+                UpstreamError::Reauthorize { .. } => 400,
+                UpstreamError::Throttled { .. } => 503,
+                UpstreamError::Timeout => 504,
+                UpstreamError::Misconfigured { .. } | UpstreamError::Unavailable { .. } => 502,
+            },
+            Self::Seal => 503,
+        }
+    }
+
+    /// A one-line reason, safe to show and to log.
+    pub fn message(&self) -> String {
+        match self {
+            Self::UnknownProvider => "This server offers no provider by that name".into(),
+            Self::BadInput(text) => text.clone(),
+            Self::State(StateError::Missing) => {
+                "This page is where the provider sends you back after logging in; start the login from the beginning".into()
+            }
+            Self::State(e) => format!("The login could not be finished: {e}; start the login again"),
+            Self::Expired { .. } => {
+                "The login took longer than 10 minutes and has expired; start again".into()
+            }
+            Self::WrongBrowser => {
+                "This login was started in another browser (or its cookie was blocked or removed); finish it in the browser where you started it, or start again here".into()
+            }
+            Self::Replayed { .. } => {
+                "This login was already finished once; start again to get a new AuthID".into()
+            }
+            Self::Declined { code, .. } if code == "access_denied" => {
+                "You did not grant access at the provider, so there is no AuthID; start again if that was a mistake".into()
+            }
+            Self::Declined { code, .. } => {
+                format!("The provider ended the login with the error {code}; start again")
+            }
+            Self::HostNotAllowed(what) => {
+                format!("The {what} is not one this server is allowed to contact; nothing was sent")
+            }
+            Self::NoRefreshToken { .. } => {
+                "The provider did not issue a long-lived grant (refresh token), usually because this application already has access. Remove the application's access at the provider, then log in again".into()
+            }
+            Self::Upstream { error, .. } => match error {
+                UpstreamError::Reauthorize { .. } => {
+                    "The provider refused the login (the code was used or has expired); start again".into()
+                }
+                UpstreamError::Misconfigured { .. } => {
+                    "The provider refused this server's registration; the operator must fix it".into()
+                }
+                UpstreamError::Throttled { .. } => {
+                    "The provider is throttling requests; wait a minute and start again".into()
+                }
+                UpstreamError::Timeout => {
+                    "The provider did not answer in time; start again".into()
+                }
+                UpstreamError::Unavailable { detail } => {
+                    format!("The provider failed ({detail}); start again later")
+                }
+            },
+            Self::Seal => "The AuthID could not be created; try again".into(),
+        }
+    }
+
+    /// The provider whose login can be started again from a link.
+    pub fn restart(&self) -> Option<&str> {
+        match self {
+            Self::Expired { provider }
+            | Self::Replayed { provider }
+            | Self::Declined { provider, .. }
+            | Self::NoRefreshToken { provider }
+            | Self::Upstream { provider, .. } => Some(provider),
+            _ => None,
+        }
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::UnknownProvider => "unknown_provider",
+            Self::BadInput(_) => "bad_input",
+            Self::State(_) => "bad_state",
+            Self::Expired { .. } => "expired",
+            Self::WrongBrowser => "wrong_browser",
+            Self::Replayed { .. } => "replayed",
+            Self::Declined { .. } => "declined",
+            Self::HostNotAllowed(_) => "host_not_allowed",
+            Self::NoRefreshToken { .. } => "no_refresh_token",
+            Self::Upstream { error, .. } => error.label(),
+            Self::Seal => "seal",
+        }
+    }
+}

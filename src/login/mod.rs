@@ -1,0 +1,440 @@
+//! Logging in: the authorization-code flow with sealed state and PKCE, the
+//! Jottacloud login-token flow, the fetch rendezvous for polling clients,
+//! and revocation. Free of HTTP types; the handlers in `http` call in here.
+
+pub mod cli_token;
+mod error;
+pub mod fetch;
+pub mod hosts;
+pub mod pkce;
+mod revoke;
+pub mod state;
+pub mod templates;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use url::Url;
+
+use crate::authid::{Claims, KeyringHandle};
+use crate::clock::SharedClock;
+use crate::provider::client::FormField;
+use crate::provider::{Catalogue, Provider, TokenClient, TokenGrant, UpstreamError, classify};
+use crate::refresh::Refresher;
+use crate::secret::{Sensitive, fingerprint};
+
+pub use error::LoginError;
+pub use fetch::{FetchEntry, FetchState, FetchStore, FetchToken, MemoryFetchStore};
+pub use revoke::{RevokeError, RevokeOutcome};
+use state::{LoginState, STATE_LIFETIME};
+pub use templates::Templates;
+
+/// Longest authorization code accepted from a callback.
+const MAX_CODE_LEN: usize = 4096;
+/// Scope of the Jottacloud password grant when the provider names none.
+const CLI_TOKEN_SCOPE: &str = "openid offline_access";
+
+/// Everything the login flows need from the application.
+pub struct LoginDeps {
+    pub keyring: Arc<KeyringHandle>,
+    pub catalogue: Arc<Catalogue>,
+    pub client: Arc<dyn TokenClient>,
+    pub clock: SharedClock,
+    pub refresher: Refresher,
+    pub fetch_store: Arc<dyn FetchStore>,
+    /// `PUBLIC_URL/logged-in`.
+    pub redirect_uri: String,
+}
+
+pub struct LoginService {
+    deps: LoginDeps,
+    /// Nonces of states already used here: a callback works once.
+    used_nonces: moka::sync::Cache<String, ()>,
+}
+
+/// Where `/login` sends the browser.
+#[derive(Debug)]
+pub enum Start {
+    /// To the provider's authorize URL; the cookie must carry `nonce`.
+    Authorize { url: Url, nonce: String },
+    /// The provider logs in with a pasted token instead.
+    CliToken { provider: String },
+}
+
+/// The query of a callback to `/logged-in`.
+#[derive(Debug, Default)]
+pub struct Callback<'a> {
+    pub state: Option<&'a str>,
+    pub code: Option<&'a str>,
+    pub error: Option<&'a str>,
+    /// pCloud's regional API host.
+    pub hostname: Option<&'a str>,
+}
+
+/// A finished login.
+pub struct Finished {
+    pub provider: Arc<Provider>,
+    /// The AuthID to show (for access-token-only providers, the token).
+    pub authid: Sensitive,
+    pub fetch_token: Option<FetchToken>,
+}
+
+impl LoginService {
+    pub fn new(deps: LoginDeps) -> Self {
+        Self {
+            deps,
+            used_nonces: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(STATE_LIFETIME as u64 + 60))
+                .build(),
+        }
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.deps.catalogue
+    }
+
+    pub fn now(&self) -> i64 {
+        self.deps.clock.now()
+    }
+
+    /// A provider by id or alias.
+    pub fn provider(&self, name: &str) -> Result<&Arc<Provider>, LoginError> {
+        self.deps
+            .catalogue
+            .get(name.trim())
+            .ok_or(LoginError::UnknownProvider)
+    }
+
+    /// Checks an optional fetch token from a request.
+    pub fn fetch_token(text: Option<&str>) -> Result<Option<FetchToken>, LoginError> {
+        match text.map(str::trim).filter(|t| !t.is_empty()) {
+            None => Ok(None),
+            Some(t) => FetchToken::parse(t).map(Some).ok_or_else(|| {
+                LoginError::BadInput(
+                    "The token parameter must be 16 to 128 letters, digits, '-' or '_'".into(),
+                )
+            }),
+        }
+    }
+
+    pub fn fetch_store(&self) -> &dyn FetchStore {
+        self.deps.fetch_store.as_ref()
+    }
+
+    /// Registers a polling client's token (the login page was opened with it).
+    pub async fn register_fetch_token(&self, token: &FetchToken) {
+        self.deps.fetch_store.put(token, self.now()).await;
+    }
+
+    /// `/login`: where to send the browser, with a fresh sealed state.
+    pub fn start(&self, name: &str, fetch_token: Option<FetchToken>) -> Result<Start, LoginError> {
+        let provider = self.provider(name)?;
+        let Some(authorize_url) = provider
+            .authorize_url
+            .as_ref()
+            .filter(|_| !provider.cli_token)
+        else {
+            return Ok(Start::CliToken {
+                provider: provider.id.clone(),
+            });
+        };
+        let verifier = provider.pkce.then(pkce::new_verifier);
+        let login_state = LoginState {
+            provider: provider.id.clone(),
+            fetch_token: fetch_token.map(|t| t.as_str().to_string()),
+            verifier: verifier.clone(),
+            nonce: state::random_id(),
+            expires_at: self.now() + STATE_LIFETIME,
+        };
+        let sealed = state::seal(&self.deps.keyring.current(), &login_state)
+            .map_err(|_| LoginError::Seal)?;
+        let mut url = authorize_url.clone();
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("response_type", "code");
+            q.append_pair("client_id", &provider.client_id);
+            q.append_pair("redirect_uri", &self.deps.redirect_uri);
+            if !provider.scope.is_empty() {
+                q.append_pair("scope", &provider.scope);
+            }
+            q.append_pair("state", &sealed);
+            if let Some(v) = &verifier {
+                q.append_pair("code_challenge", &pkce::challenge(v));
+                q.append_pair("code_challenge_method", "S256");
+            }
+            let extra = provider.extra_url.trim_start_matches(['?', '&']);
+            for (k, v) in url::form_urlencoded::parse(extra.as_bytes()) {
+                q.append_pair(&k, &v);
+            }
+        }
+        tracing::info!(
+            provider = %provider.id,
+            login = %fingerprint(login_state.nonce.as_bytes()),
+            "login started"
+        );
+        Ok(Start::Authorize {
+            url,
+            nonce: login_state.nonce,
+        })
+    }
+
+    /// `/logged-in`: checks the state against the browser's cookie, spends
+    /// it, exchanges the code and seals the AuthID.
+    pub async fn finish(
+        &self,
+        callback: Callback<'_>,
+        cookie_nonce: Option<&str>,
+    ) -> Result<Finished, LoginError> {
+        let state_text = callback.state.unwrap_or("");
+        let login_state =
+            state::open(&self.deps.keyring.current(), state_text).map_err(LoginError::State)?;
+        let login = fingerprint(login_state.nonce.as_bytes());
+        if login_state.expires_at <= self.now() {
+            return Err(LoginError::Expired {
+                provider: login_state.provider,
+            });
+        }
+        let same_browser = cookie_nonce.is_some_and(|c| {
+            use subtle::ConstantTimeEq;
+            bool::from(c.as_bytes().ct_eq(login_state.nonce.as_bytes()))
+        });
+        if !same_browser {
+            tracing::warn!(login = %login, "login callback in a browser that did not start it");
+            return Err(LoginError::WrongBrowser);
+        }
+        let fresh = self
+            .used_nonces
+            .entry(login_state.nonce.clone())
+            .or_insert(())
+            .is_fresh();
+        if !fresh {
+            tracing::warn!(login = %login, "login callback replayed");
+            return Err(LoginError::Replayed {
+                provider: login_state.provider,
+            });
+        }
+        let fetch_token = login_state
+            .fetch_token
+            .as_deref()
+            .and_then(FetchToken::parse);
+        let result = self.exchange(&login_state, state_text, &callback).await;
+        self.conclude(result, fetch_token, &login).await
+    }
+
+    async fn exchange(
+        &self,
+        login_state: &LoginState,
+        state_text: &str,
+        callback: &Callback<'_>,
+    ) -> Result<(Arc<Provider>, Sensitive), LoginError> {
+        let provider = Arc::clone(self.provider(&login_state.provider)?);
+        if let Some(code) = callback.error {
+            let code = if is_oauth_code(code) { code } else { "unknown" };
+            return Err(LoginError::Declined {
+                provider: provider.id.clone(),
+                code: code.to_string(),
+            });
+        }
+        let code = callback
+            .code
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN)
+            .ok_or_else(|| {
+                LoginError::BadInput("The provider sent no usable authorization code".into())
+            })?;
+        let token_url = self.token_url(&provider, callback.hostname)?;
+        let mut form: Vec<FormField> = vec![
+            ("grant_type".into(), Sensitive::new("authorization_code")),
+            ("code".into(), Sensitive::new(code)),
+            (
+                "redirect_uri".into(),
+                Sensitive::new(self.deps.redirect_uri.as_str()),
+            ),
+        ];
+        provider.push_client_auth(&mut form);
+        if let Some(verifier) = &login_state.verifier {
+            form.push(("code_verifier".into(), verifier.clone()));
+        }
+        if !provider.no_state_for_token_request {
+            form.push(("state".into(), Sensitive::new(state_text)));
+        }
+        provider.push_additional(&mut form);
+        let grant = self.token_request(&provider, &token_url, &form).await?;
+        self.authid_from(&provider, grant)
+            .map(|authid| (provider, authid))
+    }
+
+    /// The token endpoint for a code exchange. pCloud names its regional API
+    /// host in the callback; only hosts in `allowedHosts` are contacted.
+    fn token_url(&self, provider: &Provider, hostname: Option<&str>) -> Result<Url, LoginError> {
+        let Some(hostname) = hostname.filter(|_| provider.access_token_only) else {
+            return Ok(provider.token_url.clone());
+        };
+        let refuse = || LoginError::HostNotAllowed("API host named by the provider's callback");
+        let (host, port) = hosts::parse_host_port(hostname).ok_or_else(refuse)?;
+        if !hosts::is_allowed(&provider.allowed_hosts, &host, port) {
+            tracing::warn!(provider = %provider.id, "callback named an API host outside allowedHosts");
+            return Err(refuse());
+        }
+        let mut url = provider.token_url.clone();
+        url.set_host(Some(&host)).map_err(|_| refuse())?;
+        url.set_port(port).map_err(|_| refuse())?;
+        Ok(url)
+    }
+
+    async fn token_request(
+        &self,
+        provider: &Provider,
+        url: &Url,
+        form: &[FormField],
+    ) -> Result<TokenGrant, LoginError> {
+        self.deps
+            .client
+            .post_form(url, form, None)
+            .await
+            .map_err(UpstreamError::from)
+            .and_then(|raw| classify(&raw, self.now()))
+            .map_err(|error| LoginError::Upstream {
+                provider: provider.id.clone(),
+                error,
+            })
+    }
+
+    /// Seals the refresh token (or, for access-token-only providers, hands
+    /// out the access token itself).
+    fn authid_from(&self, provider: &Provider, grant: TokenGrant) -> Result<Sensitive, LoginError> {
+        if provider.access_token_only {
+            return Ok(grant.access_token);
+        }
+        let refresh_token = grant
+            .refresh_token
+            .ok_or_else(|| LoginError::NoRefreshToken {
+                provider: provider.id.clone(),
+            })?;
+        let claims = Claims::new(provider.id.clone(), refresh_token, self.now());
+        self.deps
+            .keyring
+            .seal(&claims)
+            .map(Sensitive::new)
+            .map_err(|_| LoginError::Seal)
+    }
+
+    /// Logs the outcome and completes the fetch token either way, so a
+    /// polling client stops waiting.
+    async fn conclude(
+        &self,
+        result: Result<(Arc<Provider>, Sensitive), LoginError>,
+        fetch_token: Option<FetchToken>,
+        login: &str,
+    ) -> Result<Finished, LoginError> {
+        let now = self.now();
+        match result {
+            Ok((provider, authid)) => {
+                tracing::info!(provider = %provider.id, login = %login, "login finished");
+                if let Some(t) = &fetch_token {
+                    self.deps
+                        .fetch_store
+                        .complete(t, Ok(authid.clone()), now)
+                        .await;
+                }
+                Ok(Finished {
+                    provider,
+                    authid,
+                    fetch_token,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(login = %login, reason = e.label(), "login failed");
+                if let Some(t) = &fetch_token {
+                    self.deps
+                        .fetch_store
+                        .complete(t, Err(e.message()), now)
+                        .await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// `/cli-token-login`: Jottacloud's personal login token, exchanged with
+    /// the `password` grant at the token endpoint its identity server names.
+    pub async fn cli_token_login(
+        &self,
+        name: &str,
+        token_text: &str,
+        fetch_token: Option<FetchToken>,
+    ) -> Result<Finished, LoginError> {
+        let provider = Arc::clone(self.provider(name)?);
+        if !provider.cli_token {
+            return Err(LoginError::BadInput(format!(
+                "{} does not log in with a token; use its login link",
+                provider.name
+            )));
+        }
+        let login = fingerprint(state::random_id().as_bytes());
+        let result = self.cli_token_exchange(&provider, token_text).await;
+        self.conclude(result.map(|a| (provider, a)), fetch_token, &login)
+            .await
+    }
+
+    async fn cli_token_exchange(
+        &self,
+        provider: &Provider,
+        token_text: &str,
+    ) -> Result<Sensitive, LoginError> {
+        let token = cli_token::parse(token_text).map_err(|e| LoginError::BadInput(e.into()))?;
+        let well_known = hosts::check_url(&provider.allowed_hosts, &token.well_known_link).ok_or(
+            LoginError::HostNotAllowed("identity server named by the login token"),
+        )?;
+        let upstream = |error| LoginError::Upstream {
+            provider: provider.id.clone(),
+            error,
+        };
+        let raw = self
+            .deps
+            .client
+            .get_json(&well_known)
+            .await
+            .map_err(|e| upstream(UpstreamError::from(e)))?;
+        if !(200..300).contains(&raw.status) {
+            return Err(upstream(UpstreamError::Unavailable {
+                detail: "the identity server's discovery document is unavailable",
+            }));
+        }
+        let endpoint = serde_json::from_slice::<Value>(&raw.body)
+            .ok()
+            .and_then(|doc| doc.get("token_endpoint")?.as_str().map(str::to_string))
+            .ok_or_else(|| {
+                upstream(UpstreamError::Unavailable {
+                    detail: "the discovery document names no token endpoint",
+                })
+            })?;
+        let token_url = hosts::check_url(&provider.allowed_hosts, &endpoint).ok_or(
+            LoginError::HostNotAllowed("token endpoint named by the identity server"),
+        )?;
+        let scope = if provider.scope.is_empty() {
+            CLI_TOKEN_SCOPE
+        } else {
+            provider.scope.as_str()
+        };
+        let mut form: Vec<FormField> = vec![("grant_type".into(), Sensitive::new("password"))];
+        provider.push_client_auth(&mut form);
+        form.push(("username".into(), Sensitive::new(token.username.as_str())));
+        form.push(("password".into(), token.auth_token.clone()));
+        form.push(("scope".into(), Sensitive::new(scope)));
+        provider.push_additional(&mut form);
+        let grant = self.token_request(provider, &token_url, &form).await?;
+        self.authid_from(provider, grant)
+    }
+}
+
+/// OAuth error codes are short ASCII words; anything else is not echoed.
+fn is_oauth_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= 64
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}

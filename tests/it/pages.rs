@@ -1,0 +1,277 @@
+//! The pages and JSON routes around a login: provider list, fetch
+//! rendezvous (JSON and JSONP), revocation, and no open redirects.
+
+use crate::login::{authid_in, full_login};
+use crate::support::broker::{Broker, CLIENT_SECRET, assert_error_shape};
+use crate::support::mock_provider::MockProvider;
+
+const TOKEN: &str = "fetch-token-0123456789abcdef";
+
+#[tokio::test]
+async fn index_lists_providers_and_type_shows_one() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    let all = broker.get("/").await;
+    assert_eq!(all.status, 200);
+    assert!(all.body.contains("href=\"/login?id=googledrive\""));
+    assert!(all.body.contains("href=\"/cli-token?id=jottacloud\""));
+    assert!(all.body.contains("<meta name=\"viewport\""));
+    assert!(all.body.contains("href=\"/static/site.css\""));
+    assert!(
+        !all.body.contains("http://") && !all.body.contains("https://cdn"),
+        "no external resources"
+    );
+
+    let boxcom = broker.get("/?type=box").await;
+    assert_eq!(boxcom.status, 200);
+    assert!(boxcom.body.contains("Box.com"));
+    assert!(boxcom.body.contains("href=\"/login?id=box.com\""));
+    assert!(!boxcom.body.contains("googledrive"));
+
+    let unknown = broker.get("/?type=nosuch").await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.body.contains("no provider by that name"));
+
+    // Some clients open /refresh?type=ID by mistake.
+    let r = broker.get("/refresh?type=box").await;
+    assert!(r.status.is_redirection());
+    assert_eq!(r.header("location"), Some("/?type=box"));
+
+    for (path, kind) in [
+        ("/static/site.css", "text/css"),
+        ("/static/login.js", "text/javascript"),
+    ] {
+        let r = broker.get(path).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert!(r.header("content-type").unwrap().starts_with(kind));
+    }
+    assert_eq!(broker.get("/static/../Cargo.toml").await.status, 404);
+    assert_eq!(broker.get("/static/nope.js").await.status, 404);
+    let privacy = broker.get("/privacy-policy").await;
+    assert_eq!(privacy.status, 200);
+    assert!(privacy.body.contains("Privacy policy"));
+}
+
+#[tokio::test]
+async fn fetch_token_flow_hands_the_authid_to_the_polling_client() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+
+    let unknown = broker.get(&format!("/fetch?token={TOKEN}")).await;
+    assert_eq!(unknown.status, 404);
+    assert_error_shape(&unknown);
+
+    let page = broker
+        .get(&format!("/?type=googledrive&token={TOKEN}"))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains(&format!("href=\"/login?id=googledrive&amp;token={TOKEN}\"")),
+        "{}",
+        page.body
+    );
+    let wait = broker.get(&format!("/fetch?token={TOKEN}")).await;
+    assert_eq!(wait.status, 200);
+    assert_eq!(wait.json(), serde_json::json!({"wait": "Not ready"}));
+    let state = broker.get(&format!("/token-state?token={TOKEN}")).await;
+    assert_eq!(state.json(), serde_json::json!({"wait": "Not ready"}));
+
+    let logged_in = full_login(&broker, &format!("/login?id=googledrive&token={TOKEN}")).await;
+    let authid = authid_in(&logged_in.body).expect("AuthID");
+    assert!(logged_in.body.contains(&format!("data-token=\"{TOKEN}\"")));
+
+    let state = broker.get(&format!("/token-state?token={TOKEN}")).await;
+    assert_eq!(state.json(), serde_json::json!({"success": false}));
+    let fetched = broker.get(&format!("/fetch?token={TOKEN}")).await;
+    assert_eq!(fetched.status, 200);
+    assert_eq!(fetched.header("cache-control"), Some("no-store"));
+    assert_eq!(fetched.json()["authid"], authid.as_str());
+    let state = broker.get(&format!("/token-state?token={TOKEN}")).await;
+    assert_eq!(state.json(), serde_json::json!({"success": true}));
+
+    for bad in ["short", "has%20space-0123456789", "%3Cscript%3E0123456789"] {
+        let r = broker.get(&format!("/fetch?token={bad}")).await;
+        assert_eq!(r.status, 400, "{bad}");
+        assert_error_shape(&r);
+        let r = broker.get(&format!("/?token={bad}")).await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    assert_eq!(broker.get("/fetch").await.status, 400);
+}
+
+#[tokio::test]
+async fn jsonp_only_for_plain_callback_names() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    broker.get(&format!("/?token={TOKEN}")).await;
+
+    let ok = broker
+        .get(&format!(
+            "/fetch?token={TOKEN}&callback=angular.callbacks._0"
+        ))
+        .await;
+    assert_eq!(ok.status, 200);
+    assert!(
+        ok.header("content-type")
+            .unwrap()
+            .starts_with("application/javascript")
+    );
+    assert_eq!(
+        ok.body,
+        "/**/angular.callbacks._0({\"wait\":\"Not ready\"});"
+    );
+
+    for evil in ["alert(1);x", "a%3Bb", "x.y(", "%3C%2Fscript%3E", "1abc"] {
+        let r = broker
+            .get(&format!("/fetch?token={TOKEN}&callback={evil}"))
+            .await;
+        assert_eq!(r.status, 400, "{evil}");
+        assert_error_shape(&r);
+        assert!(!r.body.contains("alert"));
+    }
+    let long = "a".repeat(200);
+    assert_eq!(
+        broker
+            .get(&format!("/fetch?token={TOKEN}&callback={long}"))
+            .await
+            .status,
+        400
+    );
+    // JSONP errors reach the page (a failed script load would tell it nothing).
+    let unknown = broker
+        .get("/fetch?token=never-registered-0000&callback=cb")
+        .await;
+    assert_eq!(unknown.status, 200);
+    assert!(
+        unknown.body.starts_with("/**/cb({\"error\":"),
+        "{}",
+        unknown.body
+    );
+    assert!(unknown.header("x-reason").is_some());
+}
+
+async fn revoke_json(broker: &Broker, authid: &str) -> crate::support::broker::Reply {
+    let request = axum::http::Request::builder()
+        .method("POST")
+        .uri("/revoke")
+        .header("X-AuthID", authid)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    broker.request(request).await
+}
+
+#[tokio::test]
+async fn revocation_google_style_sends_only_the_token() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    mock.set_revoke_requires_client_auth(false);
+    let rt = mock.issue_refresh_token();
+    let authid = broker.seal("googledrive", &rt);
+    assert_eq!(broker.refresh(&authid).await.status, 200);
+
+    let r = revoke_json(&broker, &authid).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["result"], "revoked");
+    assert_eq!(mock.revoked(), vec![rt.clone()]);
+    let sent = mock.last_revoke_request().unwrap();
+    assert_eq!(sent["token"], rt);
+    assert!(!sent.contains_key("client_secret"));
+    // The cached access token is gone too: the next refresh asks the
+    // provider, which refuses.
+    let after = broker.refresh(&authid).await;
+    assert_eq!(after.status, 401, "{}", after.body);
+}
+
+#[tokio::test]
+async fn revocation_box_style_authenticates_the_client() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    let rt = mock.issue_refresh_token();
+    let authid = broker.seal("box.com", &rt);
+    let page = broker
+        .post_form("/revoked", &format!("authid={}", urlencode(&authid)))
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("AuthID revoked"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert_eq!(mock.revoked(), vec![rt.clone()]);
+    let sent = mock.last_revoke_request().unwrap();
+    assert_eq!(sent["client_secret"], CLIENT_SECRET);
+    assert!(!mock.is_valid_refresh_token(&rt));
+
+    let form = broker.get("/revoke").await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("action=\"/revoked\""));
+    assert!(form.body.contains("<label for=\"authid-input\">"));
+}
+
+#[tokio::test]
+async fn revocation_without_an_endpoint_points_to_the_provider() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    let authid = broker.seal("onedrivev2", &mock.issue_refresh_token());
+    let r = revoke_json(&broker, &authid).await;
+    assert_eq!(r.status, 422);
+    assert_error_shape(&r);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("https://account.live.com/consent/Manage")
+    );
+    let page = broker
+        .post_form("/revoked", &format!("authid={}", urlencode(&authid)))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains("href=\"https://account.live.com/consent/Manage\"")
+    );
+    assert_eq!(mock.revoke_calls(), 0);
+
+    let missing = revoke_json(&broker, "").await;
+    assert_eq!(missing.status, 400);
+    assert_error_shape(&missing);
+    let bad = revoke_json(&broker, "v3:not.a.real.jwe.x").await;
+    assert!(bad.status.is_client_error());
+    assert_error_shape(&bad);
+    let page = broker.post_form("/revoked", "authid=garbage").await;
+    assert_eq!(page.status, 400);
+}
+
+#[tokio::test]
+async fn no_open_redirect_through_any_parameter() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    for uri in [
+        "/login?id=https://evil.example",
+        "/login?id=//evil.example",
+        "/login?id=%2F%2Fevil.example",
+        "/login?id=googledrive&token=//evil.example",
+        "/login?id=jottacloud&token=https://evil.example",
+        "/refresh?type=//evil.example",
+        "/refresh?type=https://evil.example",
+        "/?type=https://evil.example",
+        "/cli-token?id=//evil.example",
+        "/logged-in?state=x&redirect_uri=https://evil.example",
+        "/login?id=googledrive&redirect_uri=https://evil.example&next=https://evil.example",
+    ] {
+        let r = broker.get(uri).await;
+        match r.header("location") {
+            None => assert!(r.status.is_client_error(), "{uri}: {}", r.status),
+            Some(location) => {
+                let local = location.starts_with('/') && !location.starts_with("//");
+                assert!(
+                    local || location.starts_with(&mock.authorize_url()),
+                    "{uri} -> {location}"
+                );
+                assert!(!location.contains("evil"), "{uri} -> {location}");
+            }
+        }
+    }
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
