@@ -11,6 +11,7 @@ use super::page::{self, LOGIN_COOKIE, Page};
 use crate::app::{App, SharedApp};
 use crate::login::state::STATE_LIFETIME;
 use crate::login::{Callback, Finished, LoginError, LoginService, Start};
+use crate::metrics::{Metrics, OutcomeLabels};
 
 /// `GET /login?id=ID[&token=T]`: to the provider's consent screen, with
 /// the login bound to this browser by a cookie.
@@ -21,8 +22,17 @@ pub async fn login(State(app): State<SharedApp>, request: Request) -> Response {
             return page::error_page(&app, e.status, "Bad request", &e.message).into_response();
         }
     };
-    let started = LoginService::fetch_token(params.get("token"))
-        .and_then(|token| app.login.start(params.get("id").unwrap_or(""), token));
+    let id = params.get("id").unwrap_or("");
+    let started =
+        LoginService::fetch_token(params.get("token")).and_then(|token| app.login.start(id, token));
+    if started.is_ok() {
+        if let Some(p) = app.catalogue().get(id) {
+            app.metrics
+                .logins_started
+                .get_or_create(&Metrics::provider(&p.id))
+                .inc();
+        }
+    }
     match started {
         Ok(Start::Authorize { url, nonce }) => {
             let cookie = page::login_cookie(&app, &nonce, STATE_LIFETIME);
@@ -70,6 +80,7 @@ pub async fn logged_in(State(app): State<SharedApp>, request: Request) -> Page {
         hostname: params.get("hostname"),
     };
     let result = app.login.finish(callback, cookie.as_deref()).await;
+    record_finish(&app, &result);
     // The cookie is spent once this browser's login was checked; a callback
     // from elsewhere must not disturb a login in progress here.
     let clear = match &result {
@@ -113,10 +124,25 @@ pub async fn cli_token_login(State(app): State<SharedApp>, request: Request) -> 
             fetch_token,
         )
         .await;
+    record_finish(&app, &result);
     match result {
         Ok(finished) => success_page(&app, &finished),
         Err(e) => page::login_error(&app, &e),
     }
+}
+
+fn record_finish(app: &App, result: &Result<Finished, LoginError>) {
+    let (provider, outcome) = match result {
+        Ok(f) => (f.provider.id.as_str(), "ok"),
+        Err(e) => ("-", e.label()),
+    };
+    app.metrics
+        .logins_finished
+        .get_or_create(&OutcomeLabels {
+            provider: provider.to_string(),
+            outcome: outcome.to_string(),
+        })
+        .inc();
 }
 
 fn success_page(app: &App, finished: &Finished) -> Page {

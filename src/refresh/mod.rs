@@ -215,7 +215,13 @@ impl Refresher {
         let inner = &self.inner;
         let now = inner.deps.clock.now();
         let text_key = TokenCache::text_key(text);
-        if let Some(hit) = inner.cache.by_text(&text_key, now) {
+        // A hit needs the login's entry too: forgetting a login (revocation)
+        // removes that one entry and so every AuthID text of the login.
+        if let Some(hit) = inner
+            .cache
+            .by_text(&text_key, now)
+            .filter(|hit| inner.cache.by_login(&hit.login_key, now).is_some())
+        {
             inner
                 .login_requests
                 .hit(&hit.login_key, now)

@@ -344,3 +344,30 @@ fn refresh_form_follows_provider_quirks() {
         ]
     );
 }
+
+#[tokio::test]
+async fn forgetting_a_login_drops_every_authid_text_of_it() {
+    let f = fixture();
+    f.client.push(
+        200,
+        r#"{"access_token":"at-1","expires_in":3600,"refresh_token":"rt-2"}"#,
+    );
+    let authid = f.authid("box.com", "rt-1");
+    let newest = f
+        .refresher
+        .refresh_for(&authid)
+        .await
+        .unwrap()
+        .new_authid
+        .unwrap();
+    let login = f.refresher.open(&authid).unwrap();
+    f.refresher.forget(&authid, &login);
+    f.client.push(400, r#"{"error":"invalid_grant"}"#);
+    let err = f.refresher.refresh_for(&newest).await.unwrap_err();
+    assert_eq!(
+        err.label(),
+        "reauthorize",
+        "the other AuthID text is not served from cache"
+    );
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), 2);
+}

@@ -7,6 +7,7 @@
 mod authid_props;
 mod bad_authids;
 mod browser;
+mod demo;
 mod interop;
 mod lifecycle;
 mod login;
