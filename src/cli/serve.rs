@@ -271,15 +271,34 @@ pub async fn serve_on(listener: tokio::net::TcpListener, app: Arc<App>) -> anyho
     spawn_reload_on_sighup(Arc::clone(&app));
     spawn_key_dir_watch(Arc::clone(&app));
     let router = crate::http::router(app);
-    axum::serve(
+    let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping.send(true);
+    });
+    // In-flight requests get a bounded time to finish (each is itself
+    // bounded by the request timeout); then the process exits anyway.
+    let grace = async move {
+        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = grace => tracing::warn!("shutdown grace period over; closing the remaining connections"),
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Longest wait for in-flight requests after SIGTERM: above the request
+/// timeout, so no request that can still succeed is cut. Orchestrators
+/// should allow this long before they kill (Docker `stop_grace_period`,
+/// Kubernetes `terminationGracePeriodSeconds`).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(35);
 
 fn spawn_reload_on_sighup(app: Arc<App>) {
     tokio::spawn(async move {
