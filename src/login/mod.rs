@@ -290,16 +290,30 @@ impl LoginService {
         url: &Url,
         form: &[FormField],
     ) -> Result<TokenGrant, LoginError> {
-        self.deps
+        // Logins obey the same per-registration backoff as refreshes.
+        let protection = self.deps.refresher.protection();
+        if let Some(left) = protection.blocked(&provider.id, self.now()) {
+            return Err(LoginError::Upstream {
+                provider: provider.id.clone(),
+                error: UpstreamError::Throttled {
+                    retry_after: Some(std::time::Duration::from_secs(left)),
+                },
+            });
+        }
+        let result = self
+            .deps
             .client
             .post_form(url, form, None)
             .await
             .map_err(UpstreamError::from)
-            .and_then(|raw| classify(&raw, self.now()))
-            .map_err(|error| LoginError::Upstream {
-                provider: provider.id.clone(),
-                error,
-            })
+            .and_then(|raw| classify(&raw, self.now()));
+        if let Err(UpstreamError::Throttled { retry_after }) = &result {
+            protection.throttled(&provider.id, *retry_after, self.now());
+        }
+        result.map_err(|error| LoginError::Upstream {
+            provider: provider.id.clone(),
+            error,
+        })
     }
 
     /// Seals the refresh token (or, for access-token-only providers, hands

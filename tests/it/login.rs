@@ -551,3 +551,25 @@ async fn state_sealed_before_a_key_rotation_still_finishes() {
     let authid = authid_in(&page.body).unwrap();
     assert_eq!(broker.refresh(&authid).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_throttled_provider_gets_no_code_exchange_until_its_retry_after() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    mock.push_fault(crate::support::mock_provider::Fault::Throttle {
+        status: 429,
+        retry_after: Some("120".into()),
+    });
+    let first = full_login(&broker, "/login?id=googledrive").await;
+    assert_eq!(first.status, 503, "{}", first.body);
+    assert_eq!(mock.token_calls(), 1);
+    // Another login, and a refresh, for the same registration: nothing sent.
+    let second = full_login(&broker, "/login?id=googledocs").await;
+    assert_eq!(second.status, 503);
+    assert!(authid_in(&second.body).is_none());
+    let refresh = broker
+        .refresh(&broker.seal("googledrive", &mock.issue_refresh_token()))
+        .await;
+    assert_eq!(refresh.status, 503);
+    assert_eq!(mock.token_calls(), 1);
+}
