@@ -19,6 +19,8 @@ const MAX_HEADER_LEN: usize = 1024;
 pub(super) struct Header {
     pub alg: String,
     pub kid: String,
+    /// The whole protected header, for the key agreement's parameters.
+    pub members: Map<String, Value>,
 }
 
 pub(super) fn inspect(compact: &str) -> Result<Header, AuthIdError> {
@@ -81,5 +83,9 @@ pub(super) fn inspect(compact: &str) -> Result<Header, AuthIdError> {
             "the encrypted key has the wrong length",
         ));
     }
-    Ok(Header { alg, kid })
+    Ok(Header {
+        alg,
+        kid,
+        members: map,
+    })
 }

@@ -1,14 +1,16 @@
 //! One server key: a P-256 private JWK with its pinned algorithm, and the
-//! JOSE encrypter and decrypter built from it once at load.
+//! JOSE encrypter and the key-agreement key built from it once at load.
 
 use hkdf::Hkdf;
-use josekit::jwe::alg::ecdh_es::{EcdhEsJweAlgorithm, EcdhEsJweDecrypter, EcdhEsJweEncrypter};
+use josekit::jwe::alg::ecdh_es::{EcdhEsJweAlgorithm, EcdhEsJweEncrypter};
 use josekit::jwe::{ECDH_ES, ECDH_ES_A256KW, JweHeader};
 use josekit::jwk::Jwk;
 use josekit::jwk::alg::ec::{EcCurve, EcKeyPair};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
+
+use super::decrypt::Agreement;
 
 /// The only content encryption this broker produces or accepts.
 pub const CONTENT_ENCRYPTION: &str = "A256GCM";
@@ -51,7 +53,7 @@ pub struct ServerKey {
     alg: KeyAlg,
     created: Option<i64>,
     encrypter: EcdhEsJweEncrypter,
-    decrypter: EcdhEsJweDecrypter,
+    agreement: Agreement,
     public_jwk: Jwk,
     derivation_secret: Zeroizing<Vec<u8>>,
 }
@@ -135,10 +137,11 @@ impl ServerKey {
             Some(Value::String(d)) => Zeroizing::new(d.clone()),
             _ => return Err("the file holds no private key (\"d\")".into()),
         };
-        let decrypter = alg
-            .algorithm()
-            .decrypter_from_jwk(&jwk)
-            .map_err(|_| "the private key is invalid".to_string())?;
+        let coordinate = |name: &str| match jwk.parameter(name) {
+            Some(Value::String(v)) => Ok(v.clone()),
+            _ => Err("the key lacks its public coordinates (\"x\", \"y\")".to_string()),
+        };
+        let agreement = Agreement::from_jwk(&d, &coordinate("x")?, &coordinate("y")?)?;
         let mut public_jwk = jwk
             .to_public_key()
             .map_err(|_| "the public key cannot be derived".to_string())?;
@@ -158,7 +161,7 @@ impl ServerKey {
             alg,
             created,
             encrypter,
-            decrypter,
+            agreement,
             public_jwk,
             derivation_secret,
         })
@@ -206,10 +209,12 @@ impl ServerKey {
     }
 
     /// Opens a compact JWE whose header has already been checked.
-    pub(super) fn open(&self, compact: &str) -> Option<Zeroizing<Vec<u8>>> {
-        josekit::jwe::deserialize_compact(compact, &self.decrypter)
-            .ok()
-            .map(|(payload, _)| Zeroizing::new(payload))
+    pub(super) fn open(
+        &self,
+        compact: &str,
+        header: &Map<String, Value>,
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        self.agreement.open(self.alg, compact, header)
     }
 }
 

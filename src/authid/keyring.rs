@@ -107,7 +107,9 @@ impl Keyring {
         if header.alg != key.alg().name() {
             return Err(AuthIdError::Algorithm);
         }
-        let payload = key.open(compact).ok_or(AuthIdError::Decrypt)?;
+        let payload = key
+            .open(compact, &header.members)
+            .ok_or(AuthIdError::Decrypt)?;
         let claims = Claims::from_payload(&payload)?;
         Ok(Opened {
             claims,

@@ -5,6 +5,7 @@
 //! form of the older services is parsed too, so it can be upgraded.
 
 mod claims;
+mod decrypt;
 mod error;
 mod jwe;
 mod key;
