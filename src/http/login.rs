@@ -100,17 +100,9 @@ pub async fn logged_in(State(app): State<SharedApp>, request: Request) -> Page {
 
 /// `POST /cli-token-login` (form `id`, `token`, optional `fetchtoken`).
 pub async fn cli_token_login(State(app): State<SharedApp>, request: Request) -> Page {
-    if !page::same_site_form(&app, request.headers()) {
-        return page::error_page(
-            &app,
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "This form can only be sent from this site's own page",
-        );
-    }
-    let params = match read_params(request).await {
+    let params = match page::read_own_form(&app, request).await {
         Ok(p) => p,
-        Err(e) => return page::error_page(&app, e.status, "Bad request", &e.message),
+        Err(page) => return page,
     };
     let fetch_token = match LoginService::fetch_token(params.get("fetchtoken")) {
         Ok(t) => t,

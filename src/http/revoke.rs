@@ -51,15 +51,11 @@ pub async fn revoke_json(
 
 /// `POST /revoked` (form `authid`): the same, as a page.
 pub async fn revoked_page(State(app): State<SharedApp>, request: Request) -> Page {
-    if !page::same_site_form(&app, request.headers()) {
-        return page::error_page(
-            &app,
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "This form can only be sent from this site's own page",
-        );
-    }
-    let authid = match read_params(request).await.and_then(|p| p.authid()) {
+    let params = match page::read_own_form(&app, request).await {
+        Ok(p) => p,
+        Err(page) => return page,
+    };
+    let authid = match params.authid() {
         Ok(Some(a)) => a,
         Ok(None) => {
             return page::error_page(

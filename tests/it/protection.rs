@@ -10,7 +10,7 @@ use oauth_broker::clock::{Clock, ManualClock, SystemClock};
 use oauth_broker::config::Limits;
 use oauth_broker::provider::retry_after::http_date;
 
-use crate::support::broker::{Broker, Setup, assert_error_shape};
+use crate::support::broker::{Broker, Setup, assert_error_shape, concurrent_refreshes};
 use crate::support::mock_provider::{Fault, MockProvider, Rotation};
 
 fn manual_clock() -> ManualClock {
@@ -283,20 +283,12 @@ async fn fifty_concurrent_refreshes_of_a_single_use_login_make_one_call() {
     mock.set_rotation(Rotation::SingleUse);
     mock.push_fault(Fault::Delay(Duration::from_millis(300)));
     let broker = Arc::new(Setup::new(&mock, &["box.com"]).build());
-    let authid = Arc::new(broker.seal("box.com", &mock.issue_refresh_token()));
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let broker = Arc::clone(&broker);
-            let authid = Arc::clone(&authid);
-            tokio::spawn(async move { broker.refresh(&authid).await })
-        })
+    let authid = broker.seal("box.com", &mock.issue_refresh_token());
+    let v2: std::collections::HashSet<String> = concurrent_refreshes(&broker, &authid, 50)
+        .await
+        .iter()
+        .map(|body| body["v2_authid"].as_str().unwrap().to_string())
         .collect();
-    let mut v2 = std::collections::HashSet::new();
-    for task in tasks {
-        let reply = task.await.unwrap();
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        v2.insert(reply.json()["v2_authid"].as_str().unwrap().to_string());
-    }
     assert_eq!(mock.token_calls(), 1);
     assert_eq!(v2.len(), 1, "everyone gets the same new AuthID");
     assert_eq!(mock.spent_token_presentations(), 0);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use oauth_broker::clock::ManualClock;
 
-use crate::support::broker::{BUILTIN, Broker, assert_error_shape};
+use crate::support::broker::{BUILTIN, Broker, assert_error_shape, concurrent_refreshes};
 use crate::support::logs;
 use crate::support::mock_provider::{Fault, MockProvider, RedirectRule, Rotation};
 
@@ -102,20 +102,12 @@ async fn fifty_concurrent_refreshes_of_a_fresh_authid_make_one_upstream_call() {
     let mock = MockProvider::start().await;
     mock.push_fault(Fault::Delay(std::time::Duration::from_millis(300)));
     let broker = Arc::new(Broker::new(&mock));
-    let authid = Arc::new(broker.seal("googledrive", &mock.issue_refresh_token()));
-    let tasks: Vec<_> = (0..50)
-        .map(|_| {
-            let broker = Arc::clone(&broker);
-            let authid = Arc::clone(&authid);
-            tokio::spawn(async move { broker.refresh(&authid).await })
-        })
+    let authid = broker.seal("googledrive", &mock.issue_refresh_token());
+    let tokens: std::collections::HashSet<String> = concurrent_refreshes(&broker, &authid, 50)
+        .await
+        .iter()
+        .map(|body| body["access_token"].as_str().unwrap().to_string())
         .collect();
-    let mut tokens = std::collections::HashSet::new();
-    for task in tasks {
-        let reply = task.await.unwrap();
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-        tokens.insert(reply.json()["access_token"].as_str().unwrap().to_string());
-    }
     assert_eq!(tokens.len(), 1);
     assert_eq!(mock.token_calls(), 1);
 }

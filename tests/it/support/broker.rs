@@ -311,6 +311,26 @@ impl Broker {
     }
 }
 
+/// `n` refreshes of one AuthID at once, as separate tasks; every reply
+/// must be 200. Returns the JSON bodies.
+pub async fn concurrent_refreshes(broker: &Arc<Broker>, authid: &str, n: usize) -> Vec<Value> {
+    let authid: Arc<str> = Arc::from(authid);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let broker = Arc::clone(broker);
+            let authid = Arc::clone(&authid);
+            tokio::spawn(async move { broker.refresh(&authid).await })
+        })
+        .collect();
+    let mut bodies = Vec::with_capacity(n);
+    for task in tasks {
+        let reply = task.await.expect("task");
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        bodies.push(reply.json());
+    }
+    bodies
+}
+
 /// Asserts the shape of every error answer: JSON `{"error"}`, a one-line
 /// `X-Reason` equal to it, the expose header, and never HTML.
 pub fn assert_error_shape(reply: &Reply) {
