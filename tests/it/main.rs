@@ -8,6 +8,8 @@ mod authid_props;
 mod bad_authids;
 mod browser;
 mod demo;
+mod faults;
+mod fuzz_seeds;
 mod interop;
 mod lifecycle;
 mod login;

@@ -117,6 +117,14 @@ impl<'a> Setup<'a> {
         self
     }
 
+    /// Edits the whole list of entries before loading; unlike
+    /// [`Setup::tweak`] it may capture (e.g. the address of a server
+    /// started by the test).
+    pub fn adjust(mut self, adjust: impl FnOnce(&mut Vec<Value>) + 'a) -> Self {
+        self.adjust = Some(Box::new(adjust));
+        self
+    }
+
     pub fn build(self) -> Broker {
         logs::install();
         let mut entries = Vec::new();
@@ -179,6 +187,18 @@ impl Reply {
 
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// A reply received over HTTP from a served broker.
+    pub async fn from_reqwest(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("body");
+        Self {
+            status,
+            headers,
+            body,
+        }
     }
 }
 
