@@ -18,8 +18,12 @@ pub enum KeysCommand {
         #[command(flatten)]
         keys: KeyArgs,
     },
-    /// Show every key: kid, creation time, primary or not.
+    /// Show every key: kid, creation time, primary or not, and how many
+    /// AuthIDs the local server opened with it since it started.
     List {
+        /// Address of the local server to ask for the counts.
+        #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
         #[command(flatten)]
         keys: KeyArgs,
     },
@@ -64,7 +68,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        KeysCommand::List { keys } => {
+        KeysCommand::List { listen, keys } => {
             let rows = match keys.source() {
                 KeySource::Dir(dir) => KeyDir::new(dir)
                     .list()
@@ -81,12 +85,26 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                         .collect()
                 }
             };
+            let opened = opened_counts(&listen);
             let mut out = std::io::stdout().lock();
-            writeln!(out, "{:<24} {:<22} PRIMARY", "KID", "CREATED")?;
+            writeln!(
+                out,
+                "{:<24} {:<22} {:<8} OPENED",
+                "KID", "CREATED", "PRIMARY"
+            )?;
             for row in rows {
                 let created = row.created.map(format_time).unwrap_or_else(|| "-".into());
                 let primary = if row.primary { "yes" } else { "no" };
-                writeln!(out, "{:<24} {:<22} {primary}", row.kid, created)?;
+                let count = match &opened {
+                    Some(counts) => counts.get(&row.kid).copied().unwrap_or(0).to_string(),
+                    None => "-".to_string(),
+                };
+                writeln!(out, "{:<24} {:<22} {primary:<8} {count}", row.kid, created)?;
+            }
+            if opened.is_none() {
+                eprintln!(
+                    "(OPENED: no server answered on {listen}; counts are per running server since its start)"
+                );
             }
             Ok(())
         }
@@ -126,6 +144,27 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     }
 }
 
+/// AuthIDs opened per key by the server on `listen`, from its metrics.
+fn opened_counts(listen: &str) -> Option<std::collections::HashMap<String, u64>> {
+    let response = super::local_get(listen, "/metrics", 1 << 20).ok()?;
+    if !response.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    Some(parse_opened(&response))
+}
+
+fn parse_opened(metrics: &str) -> std::collections::HashMap<String, u64> {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("oauth_broker_authids_opened{kid=\""))
+        .filter_map(|rest| {
+            let (kid, rest) = rest.split_once('"')?;
+            let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
+            Some((kid.to_string(), value as u64))
+        })
+        .collect()
+}
+
 fn writable_dir(keys: &KeyArgs) -> anyhow::Result<KeyDir> {
     match keys.source() {
         KeySource::Dir(dir) => Ok(KeyDir::new(dir)),
@@ -145,6 +184,18 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
         answer.trim().to_ascii_lowercase().as_str(),
         "y" | "yes"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn opened_counts_come_from_the_metrics_text() {
+        let text = "# HELP x\noauth_broker_authids_opened{kid=\"20261128-aa\"} 12\noauth_broker_authids_opened{kid=\"b\"} 0\nother 5\n";
+        let counts = super::parse_opened(text);
+        assert_eq!(counts["20261128-aa"], 12);
+        assert_eq!(counts["b"], 0);
+        assert_eq!(counts.len(), 2);
+    }
 }
 
 pub(super) fn format_time(secs: i64) -> String {

@@ -124,11 +124,25 @@ fn init_cli_logging() {
 }
 
 fn healthcheck(listen: &str) -> anyhow::Result<()> {
+    let response = local_get(listen, "/health", 4096)?;
+    if response.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "unhealthy: {}",
+            response.lines().next().unwrap_or("no answer")
+        )
+    }
+}
+
+/// A plain HTTP GET to the local server on `listen` (a server bound to a
+/// wildcard address is reached on loopback); returns the raw response, at
+/// most `limit` bytes. Blocking and dependency-free, for admin commands.
+pub(crate) fn local_get(listen: &str, path: &str, limit: u64) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
     use std::time::Duration;
 
-    // A server bound to a wildcard address is reached on loopback.
     let target = listen
         .replace("0.0.0.0:", "127.0.0.1:")
         .replace("[::]:", "[::1]:");
@@ -142,16 +156,9 @@ fn healthcheck(listen: &str) -> anyhow::Result<()> {
     stream.set_write_timeout(Some(timeout))?;
     write!(
         stream,
-        "GET /health HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n"
     )?;
     let mut response = String::new();
-    stream.take(4096).read_to_string(&mut response)?;
-    if response.starts_with("HTTP/1.1 200") {
-        Ok(())
-    } else {
-        anyhow::bail!(
-            "unhealthy: {}",
-            response.lines().next().unwrap_or("no answer")
-        )
-    }
+    stream.take(limit).read_to_string(&mut response)?;
+    Ok(response)
 }

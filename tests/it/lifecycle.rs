@@ -353,3 +353,44 @@ async fn metrics_parse_as_prometheus_text_and_count_a_refresh() {
     );
     assert!(!text.contains(&authid[3..20]), "no AuthID in labels");
 }
+
+#[tokio::test]
+async fn keys_list_shows_how_many_authids_the_running_server_opened() {
+    let mock = MockProvider::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = KeyDir::new(tmp.path().join("keys"));
+    let kid = keys.generate(SystemClock.now(), true).unwrap();
+    let server = process::start(&["serve"], &provider_env(&mock), tmp.path());
+    let client = reqwest::Client::new();
+    for _ in 0..2 {
+        let reply = client
+            .get(format!("{}/refresh", server.base))
+            .header("X-AuthID", seal(&keys, &mock.issue_refresh_token()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+    let listen = server.base.trim_start_matches("http://").to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["keys", "list", "--listen", &listen])
+            .current_dir(tmp.path())
+            .env_clear()
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with(&kid))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        row.split_whitespace()
+            .collect::<Vec<_>>()
+            .ends_with(&["yes", "2"]),
+        "{row}"
+    );
+}
