@@ -186,18 +186,6 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn opened_counts_come_from_the_metrics_text() {
-        let text = "# HELP x\noauth_broker_authids_opened{kid=\"20261128-aa\"} 12\noauth_broker_authids_opened{kid=\"b\"} 0\nother 5\n";
-        let counts = super::parse_opened(text);
-        assert_eq!(counts["20261128-aa"], 12);
-        assert_eq!(counts["b"], 0);
-        assert_eq!(counts.len(), 2);
-    }
-}
-
 pub(super) fn format_time(secs: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs)
         .ok()
@@ -208,4 +196,16 @@ pub(super) fn format_time(secs: i64) -> String {
             .ok()
         })
         .unwrap_or_else(|| secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn opened_counts_come_from_the_metrics_text() {
+        let text = "# HELP x\noauth_broker_authids_opened{kid=\"20261128-aa\"} 12\noauth_broker_authids_opened{kid=\"b\"} 0\nother 5\n";
+        let counts = super::parse_opened(text);
+        assert_eq!(counts["20261128-aa"], 12);
+        assert_eq!(counts["b"], 0);
+        assert_eq!(counts.len(), 2);
+    }
 }
