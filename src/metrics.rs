@@ -1,7 +1,10 @@
 //! Prometheus metrics. Labels carry only provider ids, key ids, routes,
 //! statuses and outcome names: never a token, an AuthID or an address.
 
-use std::sync::Mutex;
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Mutex, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -34,6 +37,71 @@ pub struct KeyLabels {
 
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
+/// Counter handles of a two-label family, kept by label value, so counting
+/// a series seen before is two hash lookups under a read lock and allocates
+/// nothing (the cache-hit path of `/refresh` counts twice per request).
+/// Label values are bounded (provider ids, routes, statuses, outcomes).
+pub struct Counters<L, K> {
+    family: Family<L, Counter>,
+    handles: RwLock<HashMap<String, HashMap<K, Counter>>>,
+    labels: fn(&str, &K) -> L,
+}
+
+impl<L, K> Counters<L, K>
+where
+    L: Clone + Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+    K: Hash + Eq,
+{
+    fn new(labels: fn(&str, &K) -> L) -> Self {
+        Self {
+            family: Family::default(),
+            handles: RwLock::new(HashMap::new()),
+            labels,
+        }
+    }
+
+    pub fn inc<Q>(&self, first: &str, second: &Q)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let handles = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = handles.get(first).and_then(|m| m.get(second)) {
+            counter.inc();
+            return;
+        }
+        drop(handles);
+        let second = second.to_owned();
+        let counter = self
+            .family
+            .get_or_create(&(self.labels)(first, &second))
+            .clone();
+        counter.inc();
+        self.handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(first.to_string())
+            .or_default()
+            .insert(second, counter);
+    }
+}
+
+// The signature is `fn(&str, &K)` with K = String, as `Counters` stores it.
+#[allow(clippy::ptr_arg)]
+fn outcome_labels(provider: &str, outcome: &String) -> OutcomeLabels {
+    OutcomeLabels {
+        provider: provider.to_string(),
+        outcome: outcome.clone(),
+    }
+}
+
+fn route_labels(route: &str, status: &u16) -> RouteLabels {
+    RouteLabels {
+        route: route.to_string(),
+        status: *status,
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 5 ms to ~20 s.
     Histogram::new(exponential_buckets(0.005, 2.0, 13))
@@ -41,13 +109,13 @@ fn latency_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Mutex<Registry>,
-    pub http_requests: Family<RouteLabels, Counter>,
-    pub refreshes: Family<OutcomeLabels, Counter>,
+    pub http_requests: Counters<RouteLabels, u16>,
+    pub refreshes: Counters<OutcomeLabels, String>,
     pub upstream_latency: HistogramFamily,
-    pub throttled: Family<OutcomeLabels, Counter>,
+    pub throttled: Counters<OutcomeLabels, String>,
     pub rotations: Family<ProviderLabels, Counter>,
     pub logins_started: Family<ProviderLabels, Counter>,
-    pub logins_finished: Family<OutcomeLabels, Counter>,
+    pub logins_finished: Counters<OutcomeLabels, String>,
     pub authids_opened: Family<KeyLabels, Gauge>,
     pub active_backoffs: Gauge,
     pub rotation_store_entries: Gauge,
@@ -63,17 +131,17 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("oauth_broker");
-        let http_requests = Family::<RouteLabels, Counter>::default();
+        let http_requests = Counters::new(route_labels);
         registry.register(
             "http_requests",
             "HTTP requests by route and status",
-            http_requests.clone(),
+            http_requests.family.clone(),
         );
-        let refreshes = Family::<OutcomeLabels, Counter>::default();
+        let refreshes = Counters::new(outcome_labels);
         registry.register(
             "refreshes",
             "Refresh requests by provider and outcome (cache_hit, refreshed, rotated, reauthorize, throttled, limited, error, timeout, misconfigured, bad_authid)",
-            refreshes.clone(),
+            refreshes.family.clone(),
         );
         let upstream_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
         registry.register(
@@ -81,11 +149,11 @@ impl Metrics {
             "Time for a provider's token endpoint to answer",
             upstream_latency.clone(),
         );
-        let throttled = Family::<OutcomeLabels, Counter>::default();
+        let throttled = Counters::new(outcome_labels);
         registry.register(
             "throttled",
             "Calls not made or refused for throttling, by provider and source (provider, backoff, quota, busy)",
-            throttled.clone(),
+            throttled.family.clone(),
         );
         let rotations = Family::<ProviderLabels, Counter>::default();
         registry.register(
@@ -95,11 +163,11 @@ impl Metrics {
         );
         let logins_started = Family::<ProviderLabels, Counter>::default();
         registry.register("logins_started", "Logins started", logins_started.clone());
-        let logins_finished = Family::<OutcomeLabels, Counter>::default();
+        let logins_finished = Counters::new(outcome_labels);
         registry.register(
             "logins_finished",
             "Logins finished, by result",
-            logins_finished.clone(),
+            logins_finished.family.clone(),
         );
         let authids_opened = Family::<KeyLabels, Gauge>::default();
         registry.register(
@@ -142,21 +210,11 @@ impl Metrics {
     }
 
     pub fn refresh(&self, provider: &str, outcome: &str) {
-        self.refreshes
-            .get_or_create(&OutcomeLabels {
-                provider: provider.to_string(),
-                outcome: outcome.to_string(),
-            })
-            .inc();
+        self.refreshes.inc(provider, outcome);
     }
 
     pub fn throttle(&self, provider: &str, source: &str) {
-        self.throttled
-            .get_or_create(&OutcomeLabels {
-                provider: provider.to_string(),
-                outcome: source.to_string(),
-            })
-            .inc();
+        self.throttled.inc(provider, source);
     }
 
     pub fn provider(provider: &str) -> ProviderLabels {

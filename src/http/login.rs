@@ -11,7 +11,7 @@ use super::page::{self, LOGIN_COOKIE, Page};
 use crate::app::{App, SharedApp};
 use crate::login::state::STATE_LIFETIME;
 use crate::login::{Callback, Finished, LoginError, LoginService, Start};
-use crate::metrics::{Metrics, OutcomeLabels};
+use crate::metrics::Metrics;
 
 /// `GET /login?id=ID[&token=T]`: to the provider's consent screen, with
 /// the login bound to this browser by a cookie.
@@ -128,13 +128,7 @@ fn record_finish(app: &App, result: &Result<Finished, LoginError>) {
         Ok(f) => (f.provider.id.as_str(), "ok"),
         Err(e) => ("-", e.label()),
     };
-    app.metrics
-        .logins_finished
-        .get_or_create(&OutcomeLabels {
-            provider: provider.to_string(),
-            outcome: outcome.to_string(),
-        })
-        .inc();
+    app.metrics.logins_finished.inc(provider, outcome);
 }
 
 fn success_page(app: &App, finished: &Finished) -> Page {

@@ -28,7 +28,7 @@ use tower::ServiceBuilder;
 
 use super::ApiError;
 use super::error;
-use crate::metrics::{Metrics, RouteLabels};
+use crate::metrics::Metrics;
 
 /// Largest request body accepted (forms carrying an AuthID are far smaller).
 const BODY_LIMIT: usize = 64 * 1024;
@@ -69,12 +69,17 @@ fn span_for<B>(request: &Request<B>) -> Span {
     )
 }
 
+/// One line per answer: errors at info (client) and warn (server), the
+/// rest at debug, so a busy instance does not spend its time logging
+/// successes (the metrics count them).
 fn on_response<B>(response: &Response<B>, latency: Duration, _span: &Span) {
-    tracing::info!(
-        status = response.status().as_u16(),
-        ms = latency.as_millis() as u64,
-        "answered"
-    );
+    let status = response.status().as_u16();
+    let ms = latency.as_millis() as u64;
+    match status {
+        500.. => tracing::warn!(status, ms, "answered"),
+        400..=499 => tracing::info!(status, ms, "answered"),
+        _ => tracing::debug!(status, ms, "answered"),
+    }
 }
 
 /// Total size and count of request headers accepted.
@@ -103,19 +108,12 @@ async fn count_requests(
     request: axum::extract::Request,
     next: Next,
 ) -> Response<Body> {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "other".to_string());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
+    let route = route.as_ref().map_or("other", MatchedPath::as_str);
     metrics
         .http_requests
-        .get_or_create(&RouteLabels {
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
+        .inc(route, &response.status().as_u16());
     response
 }
 
