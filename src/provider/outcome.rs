@@ -112,15 +112,7 @@ pub fn classify(answer: &RawAnswer, now: i64) -> Result<TokenGrant, UpstreamErro
     }
     let json: Option<serde_json::Map<String, Value>> = serde_json::from_slice(&answer.body).ok();
     let Some(json) = json else {
-        return Err(if answer.status >= 500 {
-            UpstreamError::Unavailable {
-                detail: "server error",
-            }
-        } else {
-            UpstreamError::Unavailable {
-                detail: "answer is not JSON",
-            }
-        });
+        return Err(unavailable(answer.status, "answer is not JSON"));
     };
     let description = json
         .get("error_description")
@@ -140,15 +132,7 @@ pub fn classify(answer: &RawAnswer, now: i64) -> Result<TokenGrant, UpstreamErro
         return Err(classify_oauth_error(error, answer.status, retry_after));
     }
     if !(200..300).contains(&answer.status) {
-        return Err(if answer.status >= 500 {
-            UpstreamError::Unavailable {
-                detail: "server error",
-            }
-        } else {
-            UpstreamError::Unavailable {
-                detail: "unexpected status",
-            }
-        });
+        return Err(unavailable(answer.status, "unexpected status"));
     }
     let access_token = json
         .get("access_token")
@@ -172,6 +156,17 @@ pub fn classify(answer: &RawAnswer, now: i64) -> Result<TokenGrant, UpstreamErro
         expires_in,
         refresh_token,
     })
+}
+
+/// A failed answer without an OAuth error: a server error, or `detail`.
+fn unavailable(status: u16, detail: &'static str) -> UpstreamError {
+    UpstreamError::Unavailable {
+        detail: if status >= 500 {
+            "server error"
+        } else {
+            detail
+        },
+    }
 }
 
 fn classify_oauth_error(
