@@ -8,7 +8,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
@@ -21,7 +20,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{MatchedPath, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
 use tower::ServiceBuilder;
@@ -86,31 +85,30 @@ fn on_response<B>(response: &Response<B>, latency: Duration, _span: &Span) {
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
-async fn limit_headers(request: axum::extract::Request, next: Next) -> Response<Body> {
-    let headers = request.headers();
-    let size: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
-    if size > MAX_HEADER_BYTES || headers.len() > MAX_HEADERS {
-        return ApiError::new(
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "The request headers are too large",
-        )
-        .into_response();
-    }
-    next.run(request).await
-}
-
-/// Counts requests by route template (never the raw path) and status.
-async fn count_requests(
+/// Per matched route: refuses oversized headers, and counts requests by
+/// route template (never the raw path) and status. One function, so the
+/// route service is cloned once per request, not once per concern.
+async fn per_route(
     State(metrics): State<Arc<Metrics>>,
     request: axum::extract::Request,
     next: Next,
 ) -> Response<Body> {
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
     let route = route.as_ref().map_or("other", MatchedPath::as_str);
+    let headers = request.headers();
+    let size: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    let response = if size > MAX_HEADER_BYTES || headers.len() > MAX_HEADERS {
+        ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "The request headers are too large",
+        )
+        .into_response()
+    } else {
+        next.run(request).await
+    };
     metrics
         .http_requests
         .inc(route, &response.status().as_u16());
@@ -125,37 +123,15 @@ async fn overloaded(_: tower::BoxError) -> ApiError {
     .with_retry_after(1)
 }
 
+/// The whole stack in one `ServiceBuilder`, applied once: each separate
+/// `Router::layer` call would box and clone the route service again on
+/// every request. Outermost first.
 pub fn apply(routes: Router, metrics: Arc<Metrics>, max_concurrent: usize) -> Router {
     let ids = Ids {
         prefix: rand::random(),
     };
-    routes
-        .route_layer(axum::middleware::from_fn_with_state(
-            metrics,
-            count_requests,
-        ))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overloaded))
-                .load_shed()
-                .concurrency_limit(max_concurrent.max(1)),
-        )
-        .layer(axum::middleware::from_fn(limit_headers))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
-        .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+    let stack = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), ids))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(span_for)
@@ -163,5 +139,25 @@ pub fn apply(routes: Router, metrics: Arc<Metrics>, max_concurrent: usize) -> Ro
                 .on_response(on_response)
                 .on_failure(DefaultOnFailure::new().level(Level::WARN)),
         )
-        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), ids))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(CatchPanicLayer::custom(error::panic_response))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .concurrency_limit(max_concurrent.max(1));
+    routes
+        .route_layer(axum::middleware::from_fn_with_state(metrics, per_route))
+        .layer(stack)
 }
