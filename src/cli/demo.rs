@@ -25,6 +25,8 @@ pub struct DemoArgs {
     pub public_url: Option<String>,
     #[command(flatten)]
     pub keys: KeyArgs,
+    #[command(flatten)]
+    pub limits: super::serve::LimitArgs,
     /// Log format: text or json.
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -44,6 +46,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let public_url = parse_public_url(&public).map_err(anyhow::Error::msg)?;
         let mut settings = Settings::for_url(public_url.as_str()).map_err(anyhow::Error::msg)?;
         settings.listen = address.to_string();
+        let mut problems = Vec::new();
+        settings.limits = args.limits.limits(&mut problems);
+        if !problems.is_empty() {
+            anyhow::bail!("{}", problems.join("; "));
+        }
         let base = settings.public_base().to_string();
         let (keyring, source) = demo_keys(&args.keys)?;
         let demo = Arc::new(DemoProvider::new(settings.redirect_uri()));

@@ -81,7 +81,7 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
-    fn limits(&self, problems: &mut Vec<String>) -> Limits {
+    pub(super) fn limits(&self, problems: &mut Vec<String>) -> Limits {
         let trusted_proxies = parse_proxies(&self.trusted_proxies).unwrap_or_else(|e| {
             problems.push(e);
             Vec::new()
