@@ -17,32 +17,21 @@ use crate::provider::{Catalogue, HttpTokenClient};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// Address to bind (port 0 picks a free one).
-    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// External base URL; defaults to the address bound.
-    #[arg(long, env = "PUBLIC_URL")]
-    pub public_url: Option<String>,
+    #[command(flatten)]
+    pub server: super::serve::ListenArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
     pub limits: super::serve::LimitArgs,
-    /// Log format: text or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    super::serve::init_logging(&args.log_format);
+    super::serve::init_logging(&args.server.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+        let listener = tokio::net::TcpListener::bind(&args.server.listen).await?;
         let address = listener.local_addr()?;
-        let public = args
-            .public_url
-            .clone()
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| crate::config::url_for_listen(&address.to_string()));
+        let public = args.server.public_url_or(&address.to_string());
         let public_url = parse_public_url(&public).map_err(anyhow::Error::msg)?;
         let mut settings = Settings::for_url(public_url.as_str()).map_err(anyhow::Error::msg)?;
         settings.listen = address.to_string();

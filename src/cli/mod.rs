@@ -162,3 +162,15 @@ pub(crate) fn local_get(listen: &str, path: &str, limit: u64) -> anyhow::Result<
     stream.take(limit).read_to_string(&mut response)?;
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks its definitions (unique names, valid defaults) only
+    /// when a command is parsed; this checks every command at once.
+    #[test]
+    fn command_line_definitions_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -15,15 +15,35 @@ use crate::config::{
 use crate::provider::catalogue::CatalogueSource;
 use crate::provider::{Catalogue, HttpTokenClient};
 
+/// Where the server listens and how it logs; shared by `serve` and `demo`.
 #[derive(Debug, Clone, Args)]
-pub struct ServeArgs {
-    /// Address to bind.
+pub struct ListenArgs {
+    /// Address to bind (port 0 picks a free one).
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
     /// External base URL; the OAuth redirect URI is PUBLIC_URL/logged-in.
-    /// Defaults to http://LISTEN.
+    /// Defaults to http://LISTEN (the address bound).
     #[arg(long, env = "PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl ListenArgs {
+    /// `PUBLIC_URL`, or the URL of `bound` when it is not set.
+    pub fn public_url_or(&self, bound: &str) -> String {
+        self.public_url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| url_for_listen(bound))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub server: ListenArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
@@ -49,9 +69,6 @@ pub struct ServeArgs {
     /// comma-separated; * (the default) posts to any opener.
     #[arg(long, env = "OPENER_ORIGINS", default_value = "*")]
     pub opener_origins: String,
-    /// Log format: text or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
 }
 
 /// Protection of providers and of the server.
@@ -158,11 +175,7 @@ impl ServeArgs {
     /// Validates the settings alone.
     pub fn settings(&self) -> Result<Settings, Vec<String>> {
         let mut problems = Vec::new();
-        let public_url = self
-            .public_url
-            .clone()
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| url_for_listen(&self.listen));
+        let public_url = self.server.public_url_or(&self.server.listen);
         let public_url = parse_public_url(&public_url)
             .map_err(|e| problems.push(e))
             .ok();
@@ -191,7 +204,7 @@ impl ServeArgs {
         };
         match public_url {
             Some(public_url) if problems.is_empty() => Ok(Settings {
-                listen: self.listen.clone(),
+                listen: self.server.listen.clone(),
                 public_url,
                 app_name: fallback(&self.app_name, "APPNAME", "oauth-broker"),
                 display_name: fallback(&self.display_name, "DISPLAYNAME", "OAuth login"),
@@ -242,7 +255,7 @@ impl ServeArgs {
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(&args.log_format);
+    init_logging(&args.server.log_format);
     let app = args.load_app().map_err(|problems| {
         for p in &problems {
             tracing::error!("{p}");
