@@ -443,22 +443,17 @@ fn build_provider(
     let id = entry.id.clone().unwrap_or_default();
     let mut problems = Vec::new();
     let mut missing = Vec::new();
-    let mut field = |name: &str, value: Option<&String>| -> Option<Sensitive> {
-        let value = value?;
-        match substitute(value, secrets, env) {
-            Ok(v) => Some(v),
-            Err(mut names) => {
-                missing.append(&mut names);
-                let _ = name;
-                None
-            }
-        }
+    // A %NAME% without a value disables the provider and names what to set.
+    let mut field = |value: Option<&String>| -> Option<Sensitive> {
+        substitute(value?, secrets, env)
+            .map_err(|mut names| missing.append(&mut names))
+            .ok()
     };
-    let client_id = field("clientId", entry.client_id.as_ref());
-    let client_secret = field("clientSecret", entry.client_secret.as_ref());
-    let auth_url = field("authUrl", entry.auth_url.as_ref());
-    let login_url = field("loginUrl", entry.login_url.as_ref());
-    let revoke_url = field("revokeUrl", entry.revoke_url.as_ref());
+    let client_id = field(entry.client_id.as_ref());
+    let client_secret = field(entry.client_secret.as_ref());
+    let auth_url = field(entry.auth_url.as_ref());
+    let login_url = field(entry.login_url.as_ref());
+    let revoke_url = field(entry.revoke_url.as_ref());
     let credential_gap = !missing.is_empty();
     let client_id = client_id
         .map(|s| s.expose().to_string())
