@@ -31,7 +31,7 @@ pub async fn refresh(State(app): State<SharedApp>, request: Request) -> Result<R
     };
     let answer = app
         .refresher
-        .refresh(authid.expose(), client)
+        .refresh(authid, client)
         .await
         .map_err(|e| ApiError::from_refresh(e, app.settings.public_base()))?;
     Ok(token_response(&answer))
@@ -51,10 +51,10 @@ fn no_authid(method: &Method, params: &Params) -> Result<Response, ApiError> {
 
 fn token_response(answer: &RefreshAnswer) -> Response {
     let body = RefreshBody {
-        access_token: answer.access_token.expose(),
+        access_token: answer.access_token().expose(),
         expires: answer.expires,
-        service: &answer.service,
-        v2_authid: answer.new_authid.as_deref(),
+        service: answer.service(),
+        v2_authid: answer.new_authid(),
     };
     let mut response = axum::Json(body).into_response();
     no_store(response.headers_mut());

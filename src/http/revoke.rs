@@ -25,7 +25,7 @@ pub async fn revoke_json(
     let authid = params
         .authid()?
         .ok_or_else(|| ApiError::bad_request("Missing AuthID: send it in the X-AuthID header"))?;
-    match app.login.revoke(authid.expose()).await {
+    match app.login.revoke(authid).await {
         Ok(RevokeOutcome::Revoked { provider }) => {
             let mut response =
                 axum::Json(json!({ "result": "revoked", "type": provider.id })).into_response();
@@ -67,7 +67,7 @@ pub async fn revoked_page(State(app): State<SharedApp>, request: Request) -> Pag
         }
         Err(e) => return page::error_page(&app, e.status, "Not revoked", &e.message),
     };
-    let (revoked, provider) = match app.login.revoke(authid.expose()).await {
+    let (revoked, provider) = match app.login.revoke(authid).await {
         Ok(RevokeOutcome::Revoked { provider }) => (true, provider),
         Ok(RevokeOutcome::NoEndpoint { provider }) => (false, provider),
         Err(e) => {

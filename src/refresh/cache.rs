@@ -32,6 +32,20 @@ pub struct CachedToken {
     pub rotated: bool,
 }
 
+// By hand: the new AuthID must never reach a log through `Debug`.
+impl std::fmt::Debug for CachedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedToken")
+            .field("service", &self.service)
+            .field("expires_at", &self.expires_at)
+            .field(
+                "new_authid",
+                &self.new_authid.as_ref().map(|_| "[redacted]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 impl CachedToken {
     pub fn fresh_at(&self, now: i64) -> bool {
         self.expires_at - now > MIN_REMAINING_SECS
@@ -155,6 +169,22 @@ mod tests {
         assert!(cache.by_text(&k, now).is_some());
         assert!(cache.by_text(&k, now + 3600 - 61).is_some());
         assert!(cache.by_text(&k, now + 3600 - 60).is_none());
+    }
+
+    #[test]
+    fn debug_shows_no_token_or_authid() {
+        let mut t = CachedToken {
+            access_token: Sensitive::new("at-secret"),
+            expires_at: 1,
+            service: "x".into(),
+            new_authid: Some(Arc::from("v3:secret-authid")),
+            login_key: [0; 32],
+            rotated: true,
+        };
+        let text = format!("{t:?}");
+        assert!(!text.contains("secret"), "{text}");
+        t.new_authid = None;
+        assert!(!format!("{t:?}").contains("secret"));
     }
 
     #[test]

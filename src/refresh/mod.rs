@@ -36,16 +36,29 @@ const DEFAULT_EXPIRES_IN: u64 = 3600;
 /// long before the same token is tried again.
 pub const INTERRUPTED_COOLDOWN_SECS: i64 = 30;
 
-/// What `/refresh` answers on success.
+/// What `/refresh` answers on success: the cached answer itself (shared,
+/// not copied) and the seconds it has left.
 #[derive(Debug, Clone)]
 pub struct RefreshAnswer {
-    pub access_token: Sensitive,
+    token: Arc<CachedToken>,
     /// Whole seconds left.
     pub expires: u64,
+}
+
+impl RefreshAnswer {
+    pub fn access_token(&self) -> &Sensitive {
+        &self.token.access_token
+    }
+
     /// The provider id.
-    pub service: String,
+    pub fn service(&self) -> &str {
+        &self.token.service
+    }
+
     /// Present when the client should switch to a new AuthID.
-    pub new_authid: Option<Arc<str>>,
+    pub fn new_authid(&self) -> Option<&str> {
+        self.token.new_authid.as_deref()
+    }
 }
 
 /// Why a refresh failed; each maps to one HTTP status.
@@ -201,7 +214,7 @@ impl Refresher {
         let result = self.refresh_inner(text.trim(), client).await;
         let metrics = &self.inner.deps.metrics;
         match &result {
-            Ok((answer, outcome)) => metrics.refresh(&answer.service, outcome),
+            Ok((answer, outcome)) => metrics.refresh(answer.service(), outcome),
             Err((provider, e)) => metrics.refresh(provider, e.label()),
         }
         result.map(|(answer, _)| answer).map_err(|(_, e)| e)
@@ -226,7 +239,7 @@ impl Refresher {
                 .login_requests
                 .hit(&hit.login_key, now)
                 .map_err(|s| (hit.service.clone(), too_many_requests(s)))?;
-            return Ok((answer(&hit, now), "cache_hit"));
+            return Ok((answer(hit, now), "cache_hit"));
         }
         if let Some(ip) = client {
             inner.bad_authids.check(&ip, now).map_err(|s| {
@@ -256,7 +269,7 @@ impl Refresher {
             .map_err(|s| fail(too_many_requests(s)))?;
         if let Some(hit) = inner.cache.by_login(&login.key, now) {
             inner.cache.insert_text(text_key, Arc::clone(&hit));
-            return Ok((answer(&hit, now), "cache_hit"));
+            return Ok((answer(hit, now), "cache_hit"));
         }
         if let Some(left) = inner.protection.blocked(&provider_id, now) {
             inner.deps.metrics.throttle(&provider_id, "backoff");
@@ -279,7 +292,7 @@ impl Refresher {
         } else {
             "refreshed"
         };
-        Ok((answer(&token, inner.deps.clock.now()), outcome))
+        Ok((answer(token, inner.deps.clock.now()), outcome))
     }
 
     /// Drops everything held for a login (after revocation).
@@ -347,12 +360,10 @@ fn too_many_requests(retry_after: u64) -> RefreshError {
     }
 }
 
-fn answer(token: &CachedToken, now: i64) -> RefreshAnswer {
+fn answer(token: Arc<CachedToken>, now: i64) -> RefreshAnswer {
     RefreshAnswer {
-        access_token: token.access_token.clone(),
         expires: (token.expires_at - now).max(0) as u64,
-        service: token.service.clone(),
-        new_authid: token.new_authid.clone(),
+        token,
     }
 }
 

@@ -132,9 +132,9 @@ async fn sequential_refreshes_hit_the_cache() {
     let authid = f.authid("googledrive", "rt-1");
     for i in 0..20 {
         let a = f.refresher.refresh_for(&authid).await.unwrap();
-        assert_eq!(a.access_token.expose(), "at-default");
-        assert_eq!(a.service, "googledrive");
-        assert!(a.new_authid.is_none());
+        assert_eq!(a.access_token().expose(), "at-default");
+        assert_eq!(a.service(), "googledrive");
+        assert!(a.new_authid().is_none());
         assert_eq!(a.expires, 3600 - i);
         f.clock.advance(1);
     }
@@ -177,7 +177,7 @@ async fn concurrent_refreshes_make_one_upstream_call() {
     release.send(true).unwrap();
     for t in tasks {
         assert_eq!(
-            t.await.unwrap().unwrap().access_token.expose(),
+            t.await.unwrap().unwrap().access_token().expose(),
             "at-default"
         );
     }
@@ -193,15 +193,15 @@ async fn rotated_refresh_token_comes_back_as_a_new_authid() {
     );
     let authid = f.authid("box.com", "rt-1");
     let a = f.refresher.refresh_for(&authid).await.unwrap();
-    let new = a.new_authid.clone().expect("v2_authid");
+    let new = a.new_authid().map(str::to_string).expect("v2_authid");
     let opened = f.keyring.open(new.strip_prefix("v3:").unwrap()).unwrap();
     assert_eq!(opened.claims.rt.expose(), "rt-2");
     let original = f.keyring.open(authid.strip_prefix("v3:").unwrap()).unwrap();
     assert_eq!(opened.claims.jti, original.claims.jti, "same login");
     // The new AuthID is served from cache without another call.
     let b = f.refresher.refresh_for(&new).await.unwrap();
-    assert_eq!(b.access_token.expose(), "at-1");
-    assert!(b.new_authid.is_some());
+    assert_eq!(b.access_token().expose(), "at-1");
+    assert!(b.new_authid().is_some());
     assert_eq!(f.client.calls.load(Ordering::SeqCst), 1);
 }
 
@@ -217,7 +217,7 @@ async fn same_refresh_token_back_is_not_a_rotation() {
         .refresh_for(&f.authid("googledrive", "rt-1"))
         .await
         .unwrap();
-    assert!(a.new_authid.is_none());
+    assert!(a.new_authid().is_none());
 }
 
 #[tokio::test]
@@ -228,7 +228,7 @@ async fn legacy_and_old_key_authids_are_resealed() {
         .refresh_for("v2:googledrive:rt-legacy")
         .await
         .unwrap();
-    let new = a.new_authid.expect("upgraded");
+    let new = a.new_authid().map(str::to_string).expect("upgraded");
     let opened = f.keyring.open(new.strip_prefix("v3:").unwrap()).unwrap();
     assert_eq!(opened.claims.rt.expose(), "rt-legacy");
     assert_eq!(opened.claims.svc, "googledrive");
@@ -239,7 +239,7 @@ async fn legacy_and_old_key_authids_are_resealed() {
     f.keyring
         .replace(Keyring::new([old_key, new_key], "next", HashSet::new()).unwrap());
     let a = f.refresher.refresh_for(&old).await.unwrap();
-    let resealed = a.new_authid.expect("re-sealed");
+    let resealed = a.new_authid().map(str::to_string).expect("re-sealed");
     assert_eq!(
         f.keyring
             .open(resealed.strip_prefix("v3:").unwrap())
@@ -358,8 +358,9 @@ async fn forgetting_a_login_drops_every_authid_text_of_it() {
         .refresh_for(&authid)
         .await
         .unwrap()
-        .new_authid
-        .unwrap();
+        .new_authid()
+        .unwrap()
+        .to_string();
     let login = f.refresher.open(&authid).unwrap();
     f.refresher.forget(&authid, &login);
     f.client.push(400, r#"{"error":"invalid_grant"}"#);
