@@ -16,3 +16,4 @@ pub mod metrics;
 pub mod provider;
 pub mod refresh;
 pub mod secret;
+pub mod store;
