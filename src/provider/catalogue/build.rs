@@ -1,0 +1,373 @@
+//! Building the catalogue: the built-in entries merged with `CONFIGFILE`,
+//! `%NAME%` secrets filled in, each entry checked and turned into a
+//! provider, and `SERVICES` applied. Every problem is collected, so an
+//! operator sees them all at once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+use url::Url;
+
+use super::Catalogue;
+use super::entry::{Entry, builtin_entries, merge_entries, read_configfile};
+use super::model::{Provider, RateLimit, Rotation};
+use crate::authid::is_service_id;
+use crate::provider::secrets::{EnvLookup, Secrets, substitute};
+use crate::secret::Sensitive;
+
+/// Inputs to the catalogue besides the environment.
+#[derive(Debug, Default)]
+pub struct CatalogueSource<'a> {
+    /// `CONFIGFILE`: a path, `base64:...`, or inline JSON.
+    pub configfile: Option<&'a str>,
+    /// `SECRETS`: a path, `base64:...`, or inline JSON.
+    pub secrets: Option<&'a str>,
+    /// `SERVICES`: comma-separated ids; empty means all with credentials.
+    pub services: Option<&'a str>,
+}
+
+impl Catalogue {
+    /// Builds the catalogue or returns every problem found.
+    pub fn load(source: &CatalogueSource<'_>, env: EnvLookup<'_>) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        let secrets = Secrets::load(source.secrets).unwrap_or_else(|e| {
+            problems.push(e);
+            Secrets::default()
+        });
+        let mut entries = builtin_entries()?;
+        if let Some(spec) = source.configfile.map(str::trim).filter(|s| !s.is_empty()) {
+            match read_configfile(spec) {
+                Ok(overrides) => merge_entries(&mut entries, overrides),
+                Err(mut e) => problems.append(&mut e),
+            }
+        }
+        let wanted: Vec<String> = source
+            .services
+            .unwrap_or("")
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+
+        let mut catalogue = Catalogue::default();
+        for entry in entries {
+            let id = entry.id.clone().unwrap_or_default();
+            let selected = wanted.is_empty() || wanted.contains(&id);
+            match build_provider(entry, &secrets, env) {
+                Ok(provider) if selected => catalogue.add(provider, &mut problems),
+                Ok(_) => catalogue
+                    .disabled
+                    .push((id, "not listed in SERVICES".into())),
+                Err(BuildError::NoCredentials(names)) => {
+                    let reason = format!("no credentials (set {})", names.join(", "));
+                    if !wanted.is_empty() && selected {
+                        problems.push(format!("SERVICES names {id}, but it has {reason}"));
+                    }
+                    catalogue.disabled.push((id, reason));
+                }
+                Err(BuildError::Invalid(mut e)) => problems.append(&mut e),
+            }
+        }
+        for id in &wanted {
+            if !catalogue.by_name.contains_key(id)
+                && !catalogue.disabled.iter().any(|(d, _)| d == id)
+            {
+                problems.push(format!(
+                    "SERVICES names {id}, which is not a known provider"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(catalogue)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+enum BuildError {
+    NoCredentials(Vec<String>),
+    Invalid(Vec<String>),
+}
+
+fn build_provider(
+    entry: Entry,
+    secrets: &Secrets,
+    env: EnvLookup<'_>,
+) -> Result<Provider, BuildError> {
+    let id = entry.id.clone().unwrap_or_default();
+    let mut problems = Vec::new();
+    let mut missing = Vec::new();
+    // A %NAME% without a value disables the provider and names what to set.
+    let mut field = |value: Option<&String>| -> Option<Sensitive> {
+        substitute(value?, secrets, env)
+            .map_err(|mut names| missing.append(&mut names))
+            .ok()
+    };
+    let client_id = field(entry.client_id.as_ref());
+    let client_secret = field(entry.client_secret.as_ref());
+    let auth_url = field(entry.auth_url.as_ref());
+    let login_url = field(entry.login_url.as_ref());
+    let revoke_url = field(entry.revoke_url.as_ref());
+    let credential_gap = !missing.is_empty();
+    let client_id = client_id
+        .map(|s| s.expose().to_string())
+        .unwrap_or_default();
+    if credential_gap || client_id.is_empty() {
+        missing.sort();
+        missing.dedup();
+        if missing.is_empty() {
+            missing.push(format!("clientId of {id}"));
+        }
+        return Err(BuildError::NoCredentials(missing));
+    }
+    let prefix = format!("provider {id}");
+    let token_url = match auth_url {
+        Some(u) => check_url(&prefix, "authUrl", u.expose(), &mut problems),
+        None => {
+            problems.push(format!(
+                "{prefix}: authUrl (the token endpoint) is required"
+            ));
+            None
+        }
+    };
+    let authorize_url =
+        login_url.and_then(|u| check_url(&prefix, "loginUrl", u.expose(), &mut problems));
+    let revoke_url =
+        revoke_url.and_then(|u| check_url(&prefix, "revokeUrl", u.expose(), &mut problems));
+    let cli_token = entry.cli_token.unwrap_or(false);
+    if authorize_url.is_none() && !cli_token && entry.login_url.is_none() {
+        problems.push(format!(
+            "{prefix}: loginUrl (the authorize endpoint) is required unless cliToken is set"
+        ));
+    }
+    let rotation = match entry.rotation.as_deref() {
+        None => Rotation::None,
+        Some(r) => Rotation::parse(r).unwrap_or_else(|| {
+            problems.push(format!(
+                "{prefix}: rotation must be none, rotating or single-use"
+            ));
+            Rotation::None
+        }),
+    };
+    let rate_limit = entry.rate_limit.unwrap_or(RateLimit {
+        per_second: 10,
+        burst: 20,
+    });
+    if rate_limit.per_second == 0 || rate_limit.burst == 0 {
+        problems.push(format!(
+            "{prefix}: rateLimit perSecond and burst must be above 0"
+        ));
+    }
+    let allowed_hosts = entry.allowed_hosts.clone().unwrap_or_default();
+    for host in &allowed_hosts {
+        if !is_host_entry(host) {
+            problems.push(format!(
+                "{prefix}: allowedHosts entry {host:?} is not a host name (with optional :port)"
+            ));
+        }
+    }
+    let aliases = entry
+        .aliases
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .chain(entry.service_id.clone().filter(|s| s != &id))
+        .collect::<Vec<_>>();
+    for alias in &aliases {
+        if !is_service_id(alias) {
+            problems.push(format!(
+                "{prefix}: alias {alias:?} is not a lowercase provider id"
+            ));
+        }
+    }
+    let mut additional_elements = BTreeMap::new();
+    for (k, v) in entry.additional_elements.clone().unwrap_or_default() {
+        match v {
+            Value::String(s) => {
+                additional_elements.insert(k, s);
+            }
+            Value::Bool(_) | Value::Number(_) => {
+                additional_elements.insert(k, v.to_string());
+            }
+            _ => problems.push(format!("{prefix}: additionalElements.{k} must be a string")),
+        }
+    }
+    let client_secret = client_secret.unwrap_or_else(|| Sensitive::new(""));
+    if !problems.is_empty() {
+        return Err(BuildError::Invalid(problems));
+    }
+    let Some(token_url) = token_url else {
+        return Err(BuildError::Invalid(vec![format!(
+            "{prefix}: authUrl is invalid"
+        )]));
+    };
+    Ok(Provider {
+        name: entry.name.clone().unwrap_or_else(|| id.clone()),
+        id,
+        client_id,
+        client_secret,
+        token_url,
+        authorize_url,
+        revoke_url,
+        scope: entry.scope.unwrap_or_default(),
+        extra_url: entry.extra_url.unwrap_or_default(),
+        service_link: entry.service_link,
+        deauth_link: entry.de_auth_link,
+        brand_image: entry.brand_image,
+        notes: entry.notes,
+        hidden: entry.hidden.unwrap_or(false),
+        no_state_for_token_request: entry.no_state_for_token_request.unwrap_or(false),
+        no_redirect_uri_for_refresh: entry.no_redirect_uri_for_refresh_request.unwrap_or(false),
+        cli_token,
+        access_token_only: entry.access_token_only.unwrap_or(false),
+        additional_elements,
+        pkce: entry.pkce.unwrap_or(false),
+        rotation,
+        allowed_hosts,
+        rate_limit,
+        aliases,
+        refresh_token_lifetime: Duration::from_secs(
+            entry.refresh_token_lifetime.unwrap_or(90 * 24 * 3600),
+        ),
+    })
+}
+
+/// Provider endpoints must be https; plain http only on loopback (tests,
+/// demo mode).
+fn check_url(prefix: &str, field: &str, value: &str, problems: &mut Vec<String>) -> Option<Url> {
+    match Url::parse(value) {
+        Ok(url) if url.scheme() == "https" && url.host_str().is_some() => Some(url),
+        Ok(url) if url.scheme() == "http" && is_loopback(&url) => Some(url),
+        Ok(_) => {
+            problems.push(format!("{prefix}: {field} must be an https URL"));
+            None
+        }
+        Err(_) => {
+            problems.push(format!("{prefix}: {field} is not a valid URL"));
+            None
+        }
+    }
+}
+
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn is_host_entry(entry: &str) -> bool {
+    let (host, port) = match entry.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (entry, None),
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_with(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn builtins_without_credentials_are_disabled_with_a_reason() {
+        let cat = Catalogue::load(&CatalogueSource::default(), &env_with(&[])).unwrap();
+        // Jottacloud's CLI client needs no secret.
+        assert_eq!(
+            cat.providers()
+                .iter()
+                .map(|p| p.id.as_str())
+                .collect::<Vec<_>>(),
+            ["jottacloud"]
+        );
+        let (_, reason) = cat
+            .disabled()
+            .iter()
+            .find(|(id, _)| id == "googledrive")
+            .unwrap();
+        assert!(reason.contains("GD_CLIENT_ID"), "{reason}");
+    }
+
+    #[test]
+    fn credentials_from_env_enable_builtins_and_aliases_resolve() {
+        let env = env_with(&[
+            ("GD_CLIENT_ID", "gid"),
+            ("GD_CLIENT_SECRET", "gsecret"),
+            ("BOX_CLIENT_ID", "bid"),
+            ("BOX_CLIENT_SECRET", "bsecret"),
+        ]);
+        let cat = Catalogue::load(&CatalogueSource::default(), &env).unwrap();
+        let drive = cat.get("googledrive").unwrap();
+        assert_eq!(drive.client_id, "gid");
+        assert_eq!(drive.client_secret.expose(), "gsecret");
+        assert!(drive.pkce);
+        assert_eq!(cat.get("box").unwrap().id, "box.com");
+        assert_eq!(cat.get("box.com").unwrap().rotation, Rotation::SingleUse);
+        assert!(cat.get("dropbox").is_none());
+    }
+
+    #[test]
+    fn services_filters_and_every_problem_is_reported() {
+        let source = CatalogueSource {
+            configfile: Some(
+                r#"[{"id": "a", "clientId": "c", "authUrl": "http://example.com/t", "loginUrl": "ftp://x"},
+                    {"id": "b", "clientId": "c", "authUrl": "https://b/t", "loginUrl": "https://b/a", "rotation": "sometimes", "allowedHosts": ["Bad Host"]}]"#,
+            ),
+            secrets: None,
+            services: Some("a,b,nosuch,googledrive"),
+        };
+        let problems = Catalogue::load(&source, &env_with(&[])).unwrap_err();
+        let all = problems.join("\n");
+        for needle in [
+            "authUrl must be an https",
+            "loginUrl must be an https",
+            "rotation",
+            "allowedHosts",
+            "nosuch",
+            "googledrive",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn services_selects_a_subset() {
+        let env = env_with(&[("GD_CLIENT_ID", "g"), ("GD_CLIENT_SECRET", "s")]);
+        let source = CatalogueSource {
+            services: Some("googledocs"),
+            ..Default::default()
+        };
+        let cat = Catalogue::load(&source, &env).unwrap();
+        assert!(cat.get("googledocs").is_some());
+        assert!(cat.get("googledrive").is_none());
+        assert!(cat.get("jottacloud").is_none());
+    }
+
+    #[test]
+    fn duplicate_alias_is_a_problem() {
+        let source = CatalogueSource {
+            configfile: Some(
+                r#"[{"id": "x", "clientId": "c", "authUrl": "https://x/t", "loginUrl": "https://x/a", "aliases": ["jottacloud"]}]"#,
+            ),
+            ..Default::default()
+        };
+        let problems = Catalogue::load(&source, &env_with(&[])).unwrap_err();
+        assert!(problems[0].contains("already used"), "{problems:?}");
+    }
+}

@@ -1,0 +1,73 @@
+//! The provider catalogue: the enabled registrations, looked up by id or
+//! alias. The built-in entries, overridden or extended by `CONFIGFILE`
+//! entries in the field names of the C# service's `config.json`, are read in
+//! `entry`, checked and turned into providers in `build`; `model` holds what
+//! the rest of the broker sees of a provider.
+
+mod build;
+mod entry;
+mod model;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use build::{CatalogueSource, is_loopback};
+pub use model::{Provider, RateLimit, Rotation};
+
+/// The enabled providers, looked up by id or alias.
+#[derive(Debug, Default)]
+pub struct Catalogue {
+    providers: Vec<Arc<Provider>>,
+    by_name: HashMap<String, Arc<Provider>>,
+    disabled: Vec<(String, String)>,
+}
+
+impl Catalogue {
+    fn add(&mut self, provider: Provider, problems: &mut Vec<String>) {
+        let provider = Arc::new(provider);
+        for name in std::iter::once(&provider.id).chain(&provider.aliases) {
+            if self.by_name.contains_key(name) {
+                problems.push(format!(
+                    "provider {}: the id or alias {name} is already used by another provider",
+                    provider.id
+                ));
+            } else {
+                self.by_name.insert(name.clone(), Arc::clone(&provider));
+            }
+        }
+        self.providers.push(provider);
+    }
+
+    /// A catalogue of given providers (tests, demo mode).
+    pub fn from_providers(providers: Vec<Provider>) -> Result<Self, Vec<String>> {
+        let mut catalogue = Catalogue::default();
+        let mut problems = Vec::new();
+        for p in providers {
+            catalogue.add(p, &mut problems);
+        }
+        if problems.is_empty() {
+            Ok(catalogue)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Finds an enabled provider by id or alias.
+    pub fn get(&self, name: &str) -> Option<&Arc<Provider>> {
+        self.by_name.get(name)
+    }
+
+    /// Enabled providers, in catalogue order.
+    pub fn providers(&self) -> &[Arc<Provider>] {
+        &self.providers
+    }
+
+    /// Providers that are known but off, with the reason.
+    pub fn disabled(&self) -> &[(String, String)] {
+        &self.disabled
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.providers.is_empty()
+    }
+}
