@@ -29,6 +29,13 @@ impl Sensitive {
     }
 }
 
+/// Lets a secret be read straight from the command line or environment.
+impl From<String> for Sensitive {
+    fn from(value: String) -> Self {
+        Self::new(value)
+    }
+}
+
 impl std::fmt::Debug for Sensitive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("[redacted]")

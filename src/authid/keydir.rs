@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
 use super::{Keyring, ServerKey};
+use crate::secret::Sensitive;
 
 const PRIMARY_FILE: &str = "primary";
 const RETIRED_DIR: &str = "retired";
@@ -26,14 +27,14 @@ const RETIRED_DIR: &str = "retired";
 pub enum KeySource {
     Dir(PathBuf),
     /// A JWK Set as JSON text, or `base64:` followed by it.
-    Set(String),
+    Set(Sensitive),
 }
 
 impl KeySource {
     /// `KEYS` wins over `KEYS_DIR` when both are given.
     pub fn from_settings(keys: Option<&str>, keys_dir: &Path) -> Self {
         match keys.map(str::trim).filter(|k| !k.is_empty()) {
-            Some(set) => Self::Set(set.to_string()),
+            Some(set) => Self::Set(Sensitive::new(set)),
             None => Self::Dir(keys_dir.to_path_buf()),
         }
     }
@@ -42,7 +43,7 @@ impl KeySource {
     pub fn load(&self) -> Result<Keyring, Vec<String>> {
         match self {
             Self::Dir(dir) => KeyDir::new(dir).load(),
-            Self::Set(text) => load_set(text),
+            Self::Set(text) => load_set(text.expose()),
         }
     }
 
@@ -502,5 +503,12 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(load_set(&bad).unwrap_err().iter().all(|p| !p.contains(&d)));
+    }
+
+    #[test]
+    fn debug_hides_the_key_set() {
+        let source =
+            KeySource::from_settings(Some(r#"{"keys":[{"d":"secret-d"}]}"#), Path::new("k"));
+        assert!(!format!("{source:?}").contains("secret-d"));
     }
 }

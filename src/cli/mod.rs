@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
 use crate::authid::keydir::KeySource;
+use crate::secret::Sensitive;
 
 pub use serve::ServeArgs;
 
@@ -55,12 +56,12 @@ pub struct KeyArgs {
     pub keys_dir: PathBuf,
     /// A JWK Set (raw JSON or base64:...) used instead of KEYS_DIR.
     #[arg(long, env = "KEYS", hide_env_values = true)]
-    pub keys: Option<String>,
+    pub keys: Option<Sensitive>,
 }
 
 impl KeyArgs {
     pub fn source(&self) -> KeySource {
-        KeySource::from_settings(self.keys.as_deref(), &self.keys_dir)
+        KeySource::from_settings(self.keys.as_ref().map(Sensitive::expose), &self.keys_dir)
     }
 }
 
@@ -165,12 +166,26 @@ pub(crate) fn local_get(listen: &str, path: &str, limit: u64) -> anyhow::Result<
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
 
     /// clap checks its definitions (unique names, valid defaults) only
     /// when a command is parsed; this checks every command at once.
     #[test]
     fn command_line_definitions_are_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn debug_hides_keys_and_secrets() {
+        let cli = super::Cli::try_parse_from([
+            "b",
+            "serve",
+            "--keys",
+            "secret-k",
+            "--secrets",
+            "secret-s",
+        ])
+        .unwrap();
+        assert!(!format!("{cli:?}").contains("secret-"));
     }
 }

@@ -14,6 +14,7 @@ use crate::config::{
 };
 use crate::provider::catalogue::CatalogueSource;
 use crate::provider::{Catalogue, HttpTokenClient};
+use crate::secret::Sensitive;
 
 /// Where the server listens and how it logs; shared by `serve` and `demo`.
 #[derive(Debug, Clone, Args)]
@@ -154,7 +155,7 @@ pub struct ProviderArgs {
     pub configfile: Option<String>,
     /// Secrets for %NAME% references: a JSON file, or base64:...
     #[arg(long, env = "SECRETS", hide_env_values = true)]
-    pub secrets: Option<String>,
+    pub secrets: Option<Sensitive>,
     /// Comma-separated provider ids to enable; empty = all with credentials.
     #[arg(long, env = "SERVICES")]
     pub services: Option<String>,
@@ -164,7 +165,7 @@ impl ProviderArgs {
     pub fn load(&self) -> Result<Catalogue, Vec<String>> {
         let source = CatalogueSource {
             configfile: self.configfile.as_deref(),
-            secrets: self.secrets.as_deref(),
+            secrets: self.secrets.as_ref().map(Sensitive::expose),
             services: self.services.as_deref(),
         };
         Catalogue::load(&source, &|name| std::env::var(name).ok())

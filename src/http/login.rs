@@ -35,7 +35,7 @@ pub async fn login(State(app): State<SharedApp>, request: Request) -> Response {
     }
     match started {
         Ok(Start::Authorize { url, nonce }) => {
-            let cookie = page::login_cookie(&app, &nonce, STATE_LIFETIME);
+            let cookie = page::login_cookie(&app, nonce.expose(), STATE_LIFETIME);
             redirect(url.as_str(), Some(cookie))
         }
         Ok(Start::CliToken { provider }) => {

@@ -57,19 +57,31 @@ pub struct LoginService {
 #[derive(Debug)]
 pub enum Start {
     /// To the provider's authorize URL; the cookie must carry `nonce`.
-    Authorize { url: Url, nonce: String },
+    Authorize { url: Url, nonce: Sensitive },
     /// The provider logs in with a pasted token instead.
     CliToken { provider: String },
 }
 
 /// The query of a callback to `/logged-in`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Callback<'a> {
     pub state: Option<&'a str>,
     pub code: Option<&'a str>,
     pub error: Option<&'a str>,
     /// pCloud's regional API host.
     pub hostname: Option<&'a str>,
+}
+
+/// The code buys tokens until it is used: `Debug` says only whether one came.
+impl std::fmt::Debug for Callback<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callback")
+            .field("state", &self.state)
+            .field("code", &self.code.map(|_| "[redacted]"))
+            .field("error", &self.error)
+            .field("hostname", &self.hostname)
+            .finish()
+    }
 }
 
 /// A finished login.
@@ -176,7 +188,7 @@ impl LoginService {
         );
         Ok(Start::Authorize {
             url,
-            nonce: login_state.nonce,
+            nonce: Sensitive::new(login_state.nonce),
         })
     }
 
@@ -451,4 +463,24 @@ fn is_oauth_code(code: &str) -> bool {
         && code
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_code_and_the_nonce() {
+        let callback = Callback {
+            code: Some("secret-code"),
+            ..Default::default()
+        };
+        assert!(!format!("{callback:?}").contains("secret-code"));
+        let url = Url::parse("https://p.example/authorize").unwrap();
+        let start = Start::Authorize {
+            url,
+            nonce: Sensitive::new("secret-nonce"),
+        };
+        assert!(!format!("{start:?}").contains("secret-nonce"));
+    }
 }

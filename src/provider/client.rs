@@ -13,12 +13,23 @@ use crate::secret::Sensitive;
 /// Largest token-endpoint answer read; real ones are under 4 KiB.
 pub const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
-/// What came back from a provider, before interpretation.
-#[derive(Debug, Clone)]
+/// What came back from a provider, before interpretation. The body holds
+/// tokens, so `Debug` shows only its length.
+#[derive(Clone)]
 pub struct RawAnswer {
     pub status: u16,
     pub retry_after: Option<String>,
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for RawAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawAnswer")
+            .field("status", &self.status)
+            .field("retry_after", &self.retry_after)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 /// The request never produced an answer.
@@ -168,5 +179,20 @@ fn map_error(e: reqwest::Error) -> TransportError {
         TransportError::Connect
     } else {
         TransportError::Broken
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_body() {
+        let a = RawAnswer {
+            status: 200,
+            retry_after: None,
+            body: Bytes::from_static(br#"{"access_token":"secret-at"}"#),
+        };
+        assert!(!format!("{a:?}").contains("secret-at"));
     }
 }

@@ -17,7 +17,7 @@ use crate::provider::secrets::{EnvLookup, Secrets, substitute};
 use crate::secret::Sensitive;
 
 /// Inputs to the catalogue besides the environment.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct CatalogueSource<'a> {
     /// `CONFIGFILE`: a path, `base64:...`, or inline JSON.
     pub configfile: Option<&'a str>,
@@ -25,6 +25,19 @@ pub struct CatalogueSource<'a> {
     pub secrets: Option<&'a str>,
     /// `SERVICES`: comma-separated ids; empty means all with credentials.
     pub services: Option<&'a str>,
+}
+
+/// `SECRETS`, and a `CONFIGFILE` given inline, may hold client secrets:
+/// `Debug` says only whether each is given.
+impl std::fmt::Debug for CatalogueSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given = |v: Option<&str>| v.map(|_| "[given]");
+        f.debug_struct("CatalogueSource")
+            .field("configfile", &given(self.configfile))
+            .field("secrets", &given(self.secrets))
+            .field("services", &self.services)
+            .finish()
+    }
 }
 
 impl Catalogue {
@@ -100,16 +113,16 @@ fn build_provider(
     let mut problems = Vec::new();
     let mut missing = Vec::new();
     // A %NAME% without a value disables the provider and names what to set.
-    let mut field = |value: Option<&String>| -> Option<Sensitive> {
+    let mut field = |value: Option<&str>| -> Option<Sensitive> {
         substitute(value?, secrets, env)
             .map_err(|mut names| missing.append(&mut names))
             .ok()
     };
-    let client_id = field(entry.client_id.as_ref());
-    let client_secret = field(entry.client_secret.as_ref());
-    let auth_url = field(entry.auth_url.as_ref());
-    let login_url = field(entry.login_url.as_ref());
-    let revoke_url = field(entry.revoke_url.as_ref());
+    let client_id = field(entry.client_id.as_deref());
+    let client_secret = field(entry.client_secret.as_ref().map(Sensitive::expose));
+    let auth_url = field(entry.auth_url.as_deref());
+    let login_url = field(entry.login_url.as_deref());
+    let revoke_url = field(entry.revoke_url.as_deref());
     let credential_gap = !missing.is_empty();
     let client_id = client_id
         .map(|s| s.expose().to_string())
@@ -369,5 +382,15 @@ mod tests {
         };
         let problems = Catalogue::load(&source, &env_with(&[])).unwrap_err();
         assert!(problems[0].contains("already used"), "{problems:?}");
+    }
+
+    #[test]
+    fn debug_hides_inline_secrets_and_config() {
+        let source = CatalogueSource {
+            configfile: Some(r#"[{"id": "x", "clientSecret": "secret-cs"}]"#),
+            secrets: Some(r#"{"X_SECRET": "secret-xs"}"#),
+            services: None,
+        };
+        assert!(!format!("{source:?}").contains("secret-"));
     }
 }

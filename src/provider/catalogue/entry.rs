@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use super::model::RateLimit;
 use crate::authid::is_service_id;
 use crate::provider::secrets::read_file_or_inline;
+use crate::secret::Sensitive;
 
 const BUILTIN: &str = include_str!("../builtin.json");
 
@@ -20,7 +21,7 @@ pub(super) struct Entry {
     pub(super) service_id: Option<String>,
     pub(super) name: Option<String>,
     pub(super) client_id: Option<String>,
-    pub(super) client_secret: Option<String>,
+    pub(super) client_secret: Option<Sensitive>,
     pub(super) auth_url: Option<String>,
     pub(super) login_url: Option<String>,
     pub(super) scope: Option<String>,
@@ -191,6 +192,7 @@ pub(super) fn merge_entries(entries: &mut Vec<Entry>, overrides: Vec<Entry>) {
 
 #[cfg(test)]
 mod tests {
+    use super::parse_entries;
     use crate::provider::catalogue::{Catalogue, CatalogueSource, RateLimit};
 
     fn no_env(_: &str) -> Option<String> {
@@ -244,5 +246,11 @@ mod tests {
         };
         let problems = Catalogue::load(&source, &no_env).unwrap_err();
         assert!(!problems.join(" ").contains("12345678"), "{problems:?}");
+    }
+
+    #[test]
+    fn debug_hides_the_client_secret() {
+        let entries = parse_entries(r#"[{"id": "x", "clientSecret": "secret-cs"}]"#, "t").unwrap();
+        assert!(!format!("{:?}", entries[0]).contains("secret-cs"));
     }
 }
