@@ -9,7 +9,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use oauth_broker::authid::Claims;
-use oauth_broker::authid::keydir::KeySource;
+use oauth_broker::authid::keysource::KeySource;
 use oauth_broker::clock::{Clock, SystemClock};
 use oauth_broker::secret::Sensitive;
 

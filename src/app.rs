@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use crate::authid::keydir::KeySource;
+use crate::authid::keysource::KeySource;
 use crate::authid::{Keyring, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::config::Settings;

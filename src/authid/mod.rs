@@ -11,6 +11,7 @@ mod jwe;
 mod key;
 pub mod keydir;
 mod keyring;
+pub mod keysource;
 mod legacy;
 
 pub use claims::{Claims, LOGIN_SECRET_CLAIM, new_login_id};

@@ -9,7 +9,7 @@ use clap::Args;
 use super::KeyArgs;
 use crate::app::App;
 use crate::authid::Keyring;
-use crate::authid::keydir::KeySource;
+use crate::authid::keysource::KeySource;
 use crate::config::{Settings, parse_public_url};
 use crate::demo::DemoProvider;
 use crate::provider::catalogue::CatalogueSource;

@@ -5,7 +5,8 @@ use std::io::{BufRead, Write};
 use clap::Subcommand;
 
 use super::KeyArgs;
-use crate::authid::keydir::{KeyDir, KeySource};
+use crate::authid::keydir::KeyDir;
+use crate::authid::keysource::KeySource;
 use crate::clock::{Clock, SystemClock};
 
 #[derive(Debug, Subcommand)]
@@ -137,7 +138,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!(e.join("\n")))?;
             println!(
                 "{}",
-                serde_json::to_string_pretty(&crate::authid::keydir::public_set(&ring))?
+                serde_json::to_string_pretty(&crate::authid::keysource::public_set(&ring))?
             );
             Ok(())
         }

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 
-use crate::authid::keydir::KeySource;
+use crate::authid::keysource::KeySource;
 use crate::secret::Sensitive;
 
 pub use serve::ServeArgs;

@@ -335,7 +335,7 @@ const KEY_DIR_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Reloads keys when the key directory changes (a mounted secret updated,
 /// `keys activate` run on the host), so SIGHUP is not required.
 fn spawn_key_dir_watch(app: Arc<App>) {
-    let Some(crate::authid::keydir::KeySource::Dir(dir)) = app.key_source.clone() else {
+    let Some(crate::authid::keysource::KeySource::Dir(dir)) = app.key_source.clone() else {
         return;
     };
     let dir = crate::authid::keydir::KeyDir::new(dir);

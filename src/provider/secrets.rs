@@ -63,7 +63,7 @@ impl Secrets {
 pub fn read_file_or_inline(spec: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
     let spec = spec.trim();
     if spec.starts_with("base64:") {
-        return crate::authid::keydir::decode_inline(spec);
+        return crate::authid::keysource::decode_inline(spec);
     }
     if spec.starts_with('{') || spec.starts_with('[') {
         return Ok(zeroize::Zeroizing::new(spec.as_bytes().to_vec()));
