@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 
 use super::ApiError;
-use super::client_ip::client_ip;
+use super::client_ip::ClientIp;
 use super::input::{Params, read_params};
 use crate::app::SharedApp;
 use crate::authid::is_service_id;
@@ -22,9 +22,12 @@ struct RefreshBody<'a> {
     v2_authid: Option<&'a str>,
 }
 
-pub async fn refresh(State(app): State<SharedApp>, request: Request) -> Result<Response, ApiError> {
+pub async fn refresh(
+    State(app): State<SharedApp>,
+    ClientIp(client): ClientIp,
+    request: Request,
+) -> Result<Response, ApiError> {
     let method = request.method().clone();
-    let client = client_ip(&request, &app.settings.limits.trusted_proxies);
     let params = read_params(request).await?;
     let Some(authid) = params.authid()? else {
         return no_authid(&method, &params);
