@@ -30,7 +30,7 @@ pub async fn refresh(
     let method = request.method().clone();
     let params = read_params(request).await?;
     let Some(authid) = params.authid()? else {
-        return no_authid(&method, &params);
+        return no_authid(&method, &params, &super::page::base_path(&app));
     };
     let answer = app
         .refresher
@@ -41,10 +41,11 @@ pub async fn refresh(
 }
 
 /// `GET /refresh?type=X` is a login link some clients open by mistake.
-fn no_authid(method: &Method, params: &Params) -> Result<Response, ApiError> {
+/// `base` is the path of `PUBLIC_URL`, where the provider list lives.
+fn no_authid(method: &Method, params: &Params, base: &str) -> Result<Response, ApiError> {
     match params.get("type") {
         Some(service) if *method == Method::GET && is_service_id(service) => {
-            Ok(Redirect::to(&format!("/?type={service}")).into_response())
+            Ok(Redirect::to(&format!("{base}/?type={service}")).into_response())
         }
         _ => Err(ApiError::bad_request(
             "Missing AuthID: send it in the X-AuthID header",
