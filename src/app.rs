@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use crate::authid::keysource::KeySource;
 use crate::authid::{Keyring, KeyringHandle};
@@ -29,6 +30,9 @@ pub struct App {
     /// Login flows, fetch rendezvous and revocation.
     pub login: LoginService,
     pub templates: Templates,
+    /// When (clock seconds) the last warning about `X-Forwarded-For` from
+    /// an untrusted peer was logged; 0 before the first.
+    pub untrusted_forwarded_warned: AtomicI64,
 }
 
 pub type SharedApp = Arc<App>;
@@ -77,6 +81,7 @@ impl App {
             demo: None,
             login,
             templates,
+            untrusted_forwarded_warned: AtomicI64::new(0),
         }
     }
 

@@ -120,6 +120,7 @@ pub struct Metrics {
     pub active_backoffs: Gauge,
     pub rotation_store_entries: Gauge,
     pub cached_tokens: Gauge,
+    pub untrusted_forwarded: Counter,
 }
 
 impl Default for Metrics {
@@ -193,6 +194,12 @@ impl Metrics {
             "Access tokens in the cache",
             cached_tokens.clone(),
         );
+        let untrusted_forwarded = Counter::default();
+        registry.register(
+            "untrusted_forwarded",
+            "Requests whose X-Forwarded-For was ignored because the peer is not in TRUSTED_PROXIES",
+            untrusted_forwarded.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -206,6 +213,7 @@ impl Metrics {
             active_backoffs,
             rotation_store_entries,
             cached_tokens,
+            untrusted_forwarded,
         }
     }
 

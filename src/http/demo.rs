@@ -80,10 +80,11 @@ async fn consent(
 <h1>Demo provider</h1>
 <p>The application <strong>{client}</strong> asks for access to your demo files (scope <code>{scope}</code>).</p>
 <p>This provider lives inside the broker; nothing leaves this machine.</p>
-<form method="post" action="/demo/authorize">{hidden}
+<form method="post" action="{base}/demo/authorize">{hidden}
 <button type="submit" name="decision" value="approve" id="approve">Approve</button>
 <button type="submit" name="decision" value="deny" id="deny">Deny</button>
 </form></body></html>"#,
+        base = escape(&super::page::base_path(&app)),
         client = escape(field("client_id")),
         scope = escape(field("scope")),
     );

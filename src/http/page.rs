@@ -68,7 +68,7 @@ pub fn render(app: &App, status: StatusCode, template: &str, context: Value) -> 
     let context = minijinja::Value::from_serialize(Value::Object(map));
     let body = app.templates.render(template, context).unwrap_or_else(|e| {
         tracing::error!(template, error = %e, "page template failed; answering a plain page");
-        fallback_html(status)
+        fallback_html(status, &base_path(app))
     });
     Page {
         status,
@@ -79,10 +79,12 @@ pub fn render(app: &App, status: StatusCode, template: &str, context: Value) -> 
     }
 }
 
-fn fallback_html(status: StatusCode) -> String {
+/// `base` is a URL path as the `url` crate serializes it: quotes and angle
+/// brackets are percent-encoded, so it is safe inside the attribute.
+fn fallback_html(status: StatusCode, base: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{0}</title></head>\
-         <body><h1>{0}</h1><p>This page cannot be shown right now. <a href=\"/\">Start again</a>.</p></body></html>",
+         <body><h1>{0}</h1><p>This page cannot be shown right now. <a href=\"{base}/\">Start again</a>.</p></body></html>",
         status.as_u16()
     )
 }

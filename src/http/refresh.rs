@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 
 use super::ApiError;
-use super::client_ip::client_ip;
+use super::client_ip::ClientIp;
 use super::input::{Params, read_params};
 use crate::app::SharedApp;
 use crate::authid::is_service_id;
@@ -22,12 +22,15 @@ struct RefreshBody<'a> {
     v2_authid: Option<&'a str>,
 }
 
-pub async fn refresh(State(app): State<SharedApp>, request: Request) -> Result<Response, ApiError> {
+pub async fn refresh(
+    State(app): State<SharedApp>,
+    ClientIp(client): ClientIp,
+    request: Request,
+) -> Result<Response, ApiError> {
     let method = request.method().clone();
-    let client = client_ip(&request, &app.settings.limits.trusted_proxies);
     let params = read_params(request).await?;
     let Some(authid) = params.authid()? else {
-        return no_authid(&method, &params);
+        return no_authid(&method, &params, &super::page::base_path(&app));
     };
     let answer = app
         .refresher
@@ -38,10 +41,11 @@ pub async fn refresh(State(app): State<SharedApp>, request: Request) -> Result<R
 }
 
 /// `GET /refresh?type=X` is a login link some clients open by mistake.
-fn no_authid(method: &Method, params: &Params) -> Result<Response, ApiError> {
+/// `base` is the path of `PUBLIC_URL`, where the provider list lives.
+fn no_authid(method: &Method, params: &Params, base: &str) -> Result<Response, ApiError> {
     match params.get("type") {
         Some(service) if *method == Method::GET && is_service_id(service) => {
-            Ok(Redirect::to(&format!("/?type={service}")).into_response())
+            Ok(Redirect::to(&format!("{base}/?type={service}")).into_response())
         }
         _ => Err(ApiError::bad_request(
             "Missing AuthID: send it in the X-AuthID header",

@@ -49,14 +49,14 @@
     });
   }
 
+  // The browser delivers a message only when the opener's origin matches
+  // the target, and tells this page nothing either way: the text may only
+  // claim what is certain.
   if (window.opener && !window.opener.closed) {
-    var origins = (result.getAttribute('data-origins') || '*').split(' ');
+    var origins = (result.getAttribute('data-origins') || '*').split(' ').filter(Boolean);
     var message = 'authid:' + authid;
     var posted = false;
     origins.forEach(function (origin) {
-      if (!origin) {
-        return;
-      }
       try {
         window.opener.postMessage(message, origin);
         posted = true;
@@ -64,8 +64,10 @@
         // A malformed origin or a closed opener: the copy button remains.
       }
     });
-    if (posted) {
-      say('The AuthID was handed to the page that opened this window. You can close this window, or copy the AuthID below.');
+    if (posted && origins.length === 1 && origins[0] === '*') {
+      say('The AuthID was sent to the window that opened this one. If your backup client does not show it, copy the AuthID below.');
+    } else if (posted) {
+      say('If the window that opened this one shows ' + origins.join(' or ') + ', the AuthID was sent to it. If your backup client does not show it, copy the AuthID below.');
     }
   }
 

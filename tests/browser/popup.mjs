@@ -3,8 +3,11 @@
 // provider approves at once), and the logged-in page posts
 // `authid:<AuthID>` back to the opener.
 //
-// Usage: node popup.mjs <opener-url> [screenshot-dir]
-// Prints one JSON line: {"message", "origin", "popupAuthid"}.
+// Usage: node popup.mjs <opener-url> [screenshot-dir] [no-message]
+// Prints one JSON line: {"message", "origin", "popupAuthid", "status",
+// "errors"}. With `no-message` the broker is expected not to post to this
+// opener (its origin is not allowed): the run does not wait for a message,
+// reports whatever arrived, and takes no screenshots.
 // Uses the system Chromium only (/usr/bin/chromium); never downloads one.
 
 import fs from 'node:fs';
@@ -14,6 +17,7 @@ import { chromium } from 'playwright-core';
 
 const openerUrl = process.argv[2];
 const shots = process.argv[3] || path.join('target', 'screenshots');
+const expectMessage = process.argv[4] !== 'no-message';
 if (!openerUrl) {
   console.error('usage: node popup.mjs <opener-url> [screenshot-dir]');
   process.exit(2);
@@ -67,7 +71,9 @@ try {
     if (m.type() === 'error') errors.push(m.text());
   });
   await popup.waitForLoadState('load');
-  await screenshots(popup, 'index');
+  if (expectMessage) {
+    await screenshots(popup, 'index');
+  }
 
   await Promise.all([
     popup.waitForURL(/\/logged-in/, { timeout: 20000 }),
@@ -75,15 +81,20 @@ try {
   ]);
   await popup.waitForLoadState('load');
   const popupAuthid = (await popup.textContent('#authid'))?.trim() ?? null;
+  const status = (await popup.textContent('#status'))?.trim() ?? null;
 
-  await opener.waitForFunction(() => window.received !== null, null, { timeout: 10000 });
+  if (expectMessage) {
+    await opener.waitForFunction(() => window.received !== null, null, { timeout: 10000 });
+  }
   const received = await opener.evaluate(() => ({
     message: window.received,
     origin: window.receivedOrigin,
   }));
-  await screenshots(popup, 'logged-in');
+  if (expectMessage) {
+    await screenshots(popup, 'logged-in');
+  }
 
-  console.log(JSON.stringify({ ...received, popupAuthid, errors }));
+  console.log(JSON.stringify({ ...received, popupAuthid, status, errors }));
 } catch (e) {
   console.error(`browser run failed: ${e && e.message ? e.message : e}`);
   process.exitCode = 1;

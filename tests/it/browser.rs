@@ -10,7 +10,7 @@ use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
 
-use crate::support::broker::{BUILTIN, Broker};
+use crate::support::broker::{BUILTIN, Broker, Setup};
 use crate::support::mock_provider::MockProvider;
 
 const INSTALL: &str = "apt-get update && apt-get install -y chromium nodejs npm";
@@ -74,14 +74,10 @@ document.getElementById('open').addEventListener('click', function () {{
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn popup_login_in_chromium_posts_the_authid_to_the_opener() {
-    require_tools();
-    let mock = MockProvider::start().await;
-    let (broker, broker_url) = Broker::start(&mock, BUILTIN, oauth_broker::clock::system()).await;
-    mock.set_require_pkce(true);
-
-    let html = opener_page(&broker_url);
+/// Serves the opener page on 127.0.0.1:0 and runs `popup.mjs` against it;
+/// returns its JSON report.
+async fn run_popup(broker_url: &str, mode: Option<&str>) -> serde_json::Value {
+    let html = opener_page(broker_url);
     let opener = Router::new().route("/", get(move || async move { Html(html) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let opener_url = format!("http://{}/", listener.local_addr().unwrap());
@@ -89,14 +85,17 @@ async fn popup_login_in_chromium_posts_the_authid_to_the_opener() {
         let _ = axum::serve(listener, opener).await;
     });
 
-    let run = tokio::process::Command::new("node")
+    let mut command = tokio::process::Command::new("node");
+    command
         .arg(manifest_dir().join("tests/browser/popup.mjs"))
         .arg(&opener_url)
         .arg(screenshot_dir())
         .current_dir(manifest_dir())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(90), run)
+        .kill_on_drop(true);
+    if let Some(mode) = mode {
+        command.arg(mode);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(90), command.output())
         .await
         .expect("the browser run took over 90 s")
         .expect("node runs");
@@ -106,8 +105,16 @@ async fn popup_login_in_chromium_posts_the_authid_to_the_opener() {
         "browser run failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().expect("a report line")).expect("JSON report");
+    serde_json::from_str(stdout.lines().last().expect("a report line")).expect("JSON report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn popup_login_in_chromium_posts_the_authid_to_the_opener() {
+    require_tools();
+    let mock = MockProvider::start().await;
+    let (broker, broker_url) = Broker::start(&mock, BUILTIN, oauth_broker::clock::system()).await;
+    mock.set_require_pkce(true);
+    let report = run_popup(&broker_url, None).await;
 
     let message = report["message"]
         .as_str()
@@ -124,6 +131,13 @@ async fn popup_login_in_chromium_posts_the_authid_to_the_opener() {
         serde_json::json!([]),
         "no script or CSP errors"
     );
+    assert!(
+        report["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("The AuthID was sent to the window that opened this one."),
+        "{report}"
+    );
 
     let refreshed = broker.refresh(authid).await;
     assert_eq!(refreshed.status, 200, "{}", refreshed.body);
@@ -139,4 +153,32 @@ async fn popup_login_in_chromium_posts_the_authid_to_the_opener() {
             "screenshot {shot}"
         );
     }
+}
+
+/// With `OPENER_ORIGINS` set to another origin the browser drops the
+/// message; the page must not claim that the opener has the AuthID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_popup_whose_message_the_browser_drops_does_not_claim_a_hand_over() {
+    require_tools();
+    let mock = MockProvider::start().await;
+    let mut setup = Setup::new(&mock, BUILTIN);
+    setup.opener_origins = Some(vec!["https://backup.example".into()]);
+    let (_broker, broker_url) = Broker::start_with(setup).await;
+    let report = run_popup(&broker_url, Some("no-message")).await;
+
+    assert!(report["message"].is_null(), "dropped: {report}");
+    assert!(
+        report["popupAuthid"].as_str().unwrap().starts_with("v3:"),
+        "{report}"
+    );
+    let status = report["status"].as_str().unwrap();
+    for claim in ["was handed", "has received", "You can close this window"] {
+        assert!(!status.contains(claim), "{status}");
+    }
+    assert!(
+        status.starts_with("If the window that opened this one shows https://backup.example,"),
+        "{status}"
+    );
+    assert!(status.contains("copy the AuthID below"), "{status}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
 }

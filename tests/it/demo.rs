@@ -133,3 +133,27 @@ async fn demo_mode_login_refresh_rotation_and_revocation() {
         );
     }
 }
+
+/// Behind a proxy that serves the demo under `/oauth`, the consent form
+/// posts back under that prefix too.
+#[tokio::test]
+async fn the_demo_consent_form_keeps_the_path_of_public_url() {
+    let tmp = tempfile::tempdir().unwrap();
+    let public = "http://127.0.0.1:9/oauth";
+    let server = process::start(&["demo"], &[("PUBLIC_URL", public.into())], tmp.path());
+    let client = reqwest::Client::new();
+    let consent = client
+        .get(format!("{}/demo/authorize", server.base))
+        .query(&[
+            ("client_id", oauth_broker::demo::CLIENT_ID),
+            ("redirect_uri", &format!("{public}/logged-in")),
+            ("response_type", "code"),
+            ("state", "s"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(consent.status(), 200);
+    let page = consent.text().await.unwrap();
+    assert!(page.contains(r#"action="/oauth/demo/authorize""#), "{page}");
+}

@@ -8,6 +8,7 @@ mod authid_props;
 mod bad_authids;
 mod browser;
 mod demo;
+mod edge;
 mod faults;
 mod fuzz_seeds;
 mod interop;

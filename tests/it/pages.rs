@@ -275,3 +275,83 @@ async fn no_open_redirect_through_any_parameter() {
 fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+/// `PUBLIC_URL` with a path: a proxy serves the broker under `/oauth` and
+/// strips the prefix, so every URL the broker builds must carry it.
+#[tokio::test]
+async fn a_path_in_public_url_is_kept_in_every_url_the_broker_builds() {
+    let mock = MockProvider::start().await;
+    let clock = oauth_broker::clock::system();
+    let broker = Broker::build(
+        &mock,
+        crate::support::broker::BUILTIN,
+        clock,
+        "https://broker.example/oauth",
+    );
+
+    let r = broker.get("/refresh?type=box").await;
+    assert!(r.status.is_redirection());
+    assert_eq!(r.header("location"), Some("/oauth/?type=box"));
+
+    let index = broker.get(&format!("/?token={TOKEN}")).await;
+    for link in [
+        "href=\"/oauth/static/site.css\"",
+        "href=\"/oauth/\"",
+        "href=\"/oauth/revoke\"",
+        "href=\"/oauth/privacy-policy\"",
+        &format!("href=\"/oauth/login?id=googledrive&amp;token={TOKEN}\""),
+        &format!("href=\"/oauth/cli-token?id=jottacloud&amp;token={TOKEN}\""),
+    ] {
+        assert!(index.body.contains(link), "{link} in {}", index.body);
+    }
+    let cli = broker.get("/cli-token?id=jottacloud").await;
+    assert!(cli.body.contains("action=\"/oauth/cli-token-login\""));
+    let revoke = broker.get("/revoke").await;
+    assert!(revoke.body.contains("action=\"/oauth/revoked\""));
+    let error = broker.get("/?type=nosuch").await;
+    assert!(error.body.contains("href=\"/oauth/\""), "{}", error.body);
+
+    // The login: redirect URI and cookie path carry the prefix.
+    let start = broker.get("/login?id=googledrive").await;
+    assert_eq!(start.status, 302);
+    let authorize = url::Url::parse(start.header("location").unwrap()).unwrap();
+    let redirect_uri = authorize
+        .query_pairs()
+        .find(|(k, _)| k == "redirect_uri")
+        .map(|(_, v)| v.into_owned());
+    assert_eq!(
+        redirect_uri.as_deref(),
+        Some("https://broker.example/oauth/logged-in")
+    );
+    let set_cookie = start.header("set-cookie").unwrap();
+    assert!(set_cookie.contains("Path=/oauth/logged-in"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+
+    // The browser comes back through the proxy, which strips the prefix.
+    let back = crate::login::authorize(&authorize).await;
+    let back = back
+        .strip_prefix("/oauth")
+        .expect("callback under the prefix");
+    let page = broker.get_with(back, &[("cookie", &cookie)]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for link in [
+        "src=\"/oauth/static/login.js\"",
+        "data-base=\"/oauth\"",
+        "href=\"/oauth/revoke\"",
+    ] {
+        assert!(page.body.contains(link), "{link} in {}", page.body);
+    }
+
+    // Error answers send users to PUBLIC_URL with its path.
+    let foreign = Broker::new(&mock).seal("googledrive", "rt-foreign");
+    let refused = broker.refresh(&foreign).await;
+    assert_eq!(refused.status, 401);
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("https://broker.example/oauth"),
+        "{}",
+        refused.body
+    );
+}

@@ -77,8 +77,10 @@ pub struct Setup<'a> {
     /// Each mock with the provider ids it plays.
     pub providers: Vec<(&'a MockProvider, Vec<&'a str>)>,
     pub clock: SharedClock,
-    pub public_url: &'a str,
+    pub public_url: String,
     pub limits: Limits,
+    /// `OPENER_ORIGINS`; `None` keeps the default (`*`).
+    pub opener_origins: Option<Vec<String>>,
     /// Edits each provider entry before loading (e.g. a rate limit).
     pub tweak: fn(&str, &mut Value),
     /// Edits the whole list of entries before loading.
@@ -90,8 +92,9 @@ impl<'a> Setup<'a> {
         Self {
             providers: vec![(mock, ids.to_vec())],
             clock: oauth_broker::clock::system(),
-            public_url: "http://127.0.0.1:9",
+            public_url: "http://127.0.0.1:9".into(),
             limits: Limits::default(),
+            opener_origins: None,
             tweak: |_, _| {},
             adjust: None,
         }
@@ -151,9 +154,12 @@ impl<'a> Setup<'a> {
             &|_| None,
         )
         .expect("test catalogue");
-        let mut settings = Settings::for_url(self.public_url).expect("settings");
+        let mut settings = Settings::for_url(&self.public_url).expect("settings");
         settings.upstream_timeout = std::time::Duration::from_secs(2);
         settings.limits = self.limits;
+        if let Some(origins) = self.opener_origins {
+            settings.opener_origins = origins;
+        }
         let client = HttpTokenClient::new(settings.upstream_timeout).expect("client");
         let app = Arc::new(App::new(
             settings,
@@ -214,7 +220,7 @@ impl Broker {
 
     pub fn build(mock: &MockProvider, ids: &[&str], clock: SharedClock, public_url: &str) -> Self {
         let mut setup = Setup::new(mock, ids).clock(clock);
-        setup.public_url = public_url;
+        setup.public_url = public_url.to_string();
         setup.build()
     }
 
@@ -227,7 +233,7 @@ impl Broker {
         adjust: impl FnOnce(&mut Vec<Value>),
     ) -> Self {
         let mut setup = Setup::new(mock, ids).clock(clock);
-        setup.public_url = public_url;
+        setup.public_url = public_url.to_string();
         setup.adjust = Some(Box::new(adjust));
         setup.build()
     }
@@ -294,11 +300,18 @@ impl Broker {
     /// Binds 127.0.0.1:0 first, so `PUBLIC_URL` (and the redirect URI the
     /// provider sends browsers to) is the real address; then serves.
     pub async fn start(mock: &MockProvider, ids: &[&str], clock: SharedClock) -> (Self, String) {
+        Self::start_with(Setup::new(mock, ids).clock(clock)).await
+    }
+
+    /// Like [`Broker::start`], from a prepared [`Setup`] (its `public_url`
+    /// is replaced by the address bound).
+    pub async fn start_with(mut setup: Setup<'_>) -> (Self, String) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
-        let broker = Self::build(mock, ids, clock, &url);
+        setup.public_url = url.clone();
+        let broker = setup.build();
         let router = broker.router.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
