@@ -16,6 +16,7 @@ use super::ApiError;
 use super::input::read_params;
 use crate::app::SharedApp;
 use crate::demo::DemoProvider;
+use crate::login::templates::escape_html;
 
 pub fn routes(app: SharedApp) -> Router {
     Router::new()
@@ -30,19 +31,6 @@ fn demo(app: &SharedApp) -> Result<&Arc<DemoProvider>, ApiError> {
     app.demo
         .as_ref()
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "No such page"))
-}
-
-fn escape(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '&' => "&amp;".to_string(),
-            '<' => "&lt;".to_string(),
-            '>' => "&gt;".to_string(),
-            '"' => "&quot;".to_string(),
-            '\'' => "&#39;".to_string(),
-            c => c.to_string(),
-        })
-        .collect()
 }
 
 async fn consent(
@@ -67,7 +55,7 @@ async fn consent(
     .map(|k| {
         format!(
             r#"<input type="hidden" name="{k}" value="{}">"#,
-            escape(field(k))
+            escape_html(field(k))
         )
     })
     .collect();
@@ -84,9 +72,9 @@ async fn consent(
 <button type="submit" name="decision" value="approve" id="approve">Approve</button>
 <button type="submit" name="decision" value="deny" id="deny">Deny</button>
 </form></body></html>"#,
-        base = escape(&super::page::base_path(&app)),
-        client = escape(field("client_id")),
-        scope = escape(field("scope")),
+        base = escape_html(&super::page::base_path(&app)),
+        client = escape_html(field("client_id")),
+        scope = escape_html(field("scope")),
     );
     let mut response = Html(page).into_response();
     let headers = response.headers_mut();

@@ -118,8 +118,9 @@ impl Templates {
     }
 }
 
-/// Escapes the five characters that matter in HTML text and attributes.
-fn escape_html(text: &str) -> String {
+/// Escapes the five characters that matter in HTML text and attributes:
+/// for templates, and for the few pages written without one.
+pub fn escape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
