@@ -18,11 +18,11 @@ fn login_state(c: &mut Criterion) {
     // a PKCE verifier (43 to 128 characters; 64 here).
     let value = LoginState {
         provider: "googledrive".into(),
-        fetch_token: Some(state::random_id()),
+        fetch_token: Some(oauth_broker::secret::random_id()),
         verifier: Some(Sensitive::new(
             "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXkdBjftJeZ4CVP-mB92K27u",
         )),
-        nonce: state::random_id(),
+        nonce: oauth_broker::secret::random_id(),
         expires_at: 1_800_000_600,
     };
     let sealed = state::seal(&keyring, &value).unwrap();

@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
         .load()
         .map_err(|p| anyhow::anyhow!(p.join("; ")))?;
     let now = SystemClock.now();
-    let run = oauth_broker::login::state::random_id();
+    let run = oauth_broker::secret::random_id();
     let mut out = BufWriter::new(std::io::stdout().lock());
     for n in 0..count {
         let rt = Sensitive::new(format!("{prefix}{run}-{n}"));

@@ -9,11 +9,10 @@ use std::sync::Mutex;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::secret::Sensitive;
+use crate::secret::{Sensitive, random_base64url};
 
 pub const PROVIDER_ID: &str = "demo";
 pub const CLIENT_ID: &str = "demo-client";
@@ -48,9 +47,7 @@ pub struct DemoProvider {
 pub type DemoError = (u16, &'static str);
 
 fn token(prefix: &str) -> String {
-    let mut bytes = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(bytes))
+    format!("{prefix}{}", random_base64url::<24>())
 }
 
 impl DemoProvider {

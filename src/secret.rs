@@ -1,6 +1,9 @@
 //! Secret-carrying types: they never print their content in `Debug` or
 //! `Display`, and their memory is zeroized on drop.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
@@ -73,6 +76,19 @@ pub fn fingerprint(bytes: &[u8]) -> String {
     hex::encode(&digest[..4])
 }
 
+/// 128 random bits, base64url (22 characters): the ids and nonces that
+/// must not be guessed (login ids, login-state nonces, page nonces).
+pub fn random_id() -> String {
+    random_base64url::<16>()
+}
+
+/// `N` random bytes, base64url without padding.
+pub fn random_base64url<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +107,13 @@ mod tests {
         assert_eq!(json, "\"abc\"");
         let back: Sensitive = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn random_ids_differ_and_have_the_documented_length() {
+        assert_ne!(random_id(), random_id());
+        assert_eq!(random_id().len(), 22);
+        assert_eq!(random_base64url::<24>().len(), 32);
     }
 
     #[test]

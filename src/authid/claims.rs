@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::AuthIdError;
 use super::legacy::is_service_id;
-use crate::secret::{Sensitive, fingerprint};
+use crate::secret::{Sensitive, fingerprint, random_id};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
@@ -47,7 +47,7 @@ impl Claims {
             svc: svc.into(),
             rt,
             iat,
-            jti: new_login_id(),
+            jti: random_id(),
             extra,
         }
     }
@@ -150,13 +150,6 @@ impl std::fmt::Debug for Claims {
     }
 }
 
-/// 128 random bits, base64url: the id of one login.
-pub fn new_login_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,11 +205,5 @@ mod tests {
         legacy.rt = Sensitive::new("rt1");
         assert_eq!(*legacy.login_secret(), *derived, "pinned across rotation");
         assert!(!format!("{legacy:?}").contains("lsk"));
-    }
-
-    #[test]
-    fn login_ids_are_unique() {
-        assert_ne!(new_login_id(), new_login_id());
-        assert_eq!(new_login_id().len(), 22);
     }
 }

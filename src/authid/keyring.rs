@@ -60,7 +60,7 @@ impl Keyring {
 
     /// A keyring of one fresh key held only in memory (demo mode, tests).
     pub fn ephemeral() -> Result<Self, String> {
-        let kid = format!("ephemeral-{}", &super::new_login_id()[..8]);
+        let kid = format!("ephemeral-{}", &crate::secret::random_id()[..8]);
         let now = crate::clock::Clock::now(&crate::clock::SystemClock);
         let (key, _json) = ServerKey::generate(&kid, now)?;
         Self::new([key], &kid, HashSet::new())

@@ -14,7 +14,7 @@ mod keyring;
 pub mod keysource;
 mod legacy;
 
-pub use claims::{Claims, LOGIN_SECRET_CLAIM, new_login_id};
+pub use claims::{Claims, LOGIN_SECRET_CLAIM};
 pub use error::AuthIdError;
 pub use key::{KeyAlg, ServerKey};
 pub use keyring::{KeyStats, Keyring, KeyringHandle, Opened};

@@ -4,14 +4,12 @@
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::login::LoginError;
 use crate::provider::Provider;
+use crate::secret::random_id;
 
 /// The cookie binding a login to the browser that started it.
 pub const LOGIN_COOKIE: &str = "oauth_login";
@@ -38,12 +36,6 @@ impl Page {
     }
 }
 
-fn new_nonce() -> String {
-    let mut bytes = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// The path part of `PUBLIC_URL`, without a trailing slash: links on pages
 /// are prefixed with it.
 pub fn base_path(app: &App) -> String {
@@ -56,7 +48,7 @@ pub fn base_path(app: &App) -> String {
 
 /// Renders a template with the common context (names, base path, nonce).
 pub fn render(app: &App, status: StatusCode, template: &str, context: Value) -> Page {
-    let nonce = new_nonce();
+    let nonce = random_id();
     let mut map = match context {
         Value::Object(map) => map,
         _ => Map::new(),

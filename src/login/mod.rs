@@ -22,7 +22,7 @@ use crate::clock::SharedClock;
 use crate::provider::client::FormField;
 use crate::provider::{Catalogue, Provider, TokenClient, TokenGrant, UpstreamError, classify};
 use crate::refresh::Refresher;
-use crate::secret::{Sensitive, fingerprint};
+use crate::secret::{Sensitive, fingerprint, random_id};
 
 pub use error::LoginError;
 pub use fetch::{FetchEntry, FetchState, FetchStore, FetchToken, MemoryFetchStore};
@@ -157,7 +157,7 @@ impl LoginService {
             provider: provider.id.clone(),
             fetch_token: fetch_token.map(|t| t.as_str().to_string()),
             verifier: verifier.clone(),
-            nonce: state::random_id(),
+            nonce: random_id(),
             expires_at: self.now() + STATE_LIFETIME,
         };
         let sealed = state::seal(&self.deps.keyring.current(), &login_state)
@@ -399,7 +399,7 @@ impl LoginService {
                 provider.name
             )));
         }
-        let login = fingerprint(state::random_id().as_bytes());
+        let login = fingerprint(random_id().as_bytes());
         let result = self.cli_token_exchange(&provider, token_text).await;
         self.conclude(result.map(|a| (provider, a)), fetch_token, &login)
             .await

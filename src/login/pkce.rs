@@ -2,17 +2,14 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::secret::Sensitive;
+use crate::secret::{Sensitive, random_base64url};
 
 /// A fresh code verifier: 256 random bits, base64url (43 characters, within
 /// RFC 7636's 43 to 128).
 pub fn new_verifier() -> Sensitive {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    Sensitive::new(URL_SAFE_NO_PAD.encode(bytes))
+    Sensitive::new(random_base64url::<32>())
 }
 
 /// The S256 challenge of a verifier.

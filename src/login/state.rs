@@ -67,13 +67,6 @@ pub enum StateError {
     UnknownKey,
 }
 
-/// 128 random bits, base64url.
-pub fn random_id() -> String {
-    let mut bytes = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// Seals a state with the keyring's primary key.
 pub fn seal(keyring: &Keyring, state: &LoginState) -> Result<String, StateError> {
     let key = keyring.primary();
@@ -148,6 +141,7 @@ fn aad(header: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::authid::ServerKey;
+    use crate::secret::random_id;
 
     fn state() -> LoginState {
         LoginState {

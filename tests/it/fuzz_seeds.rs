@@ -64,7 +64,7 @@ fn login_states(ring: &Keyring) -> Vec<(&'static str, String)> {
             provider: "googledrive".into(),
             fetch_token: Some("fetch-token-0123456789".into()),
             verifier: Some(Sensitive::new("pkce-verifier-0123456789abcdef")),
-            nonce: state::random_id(),
+            nonce: oauth_broker::secret::random_id(),
             expires_at: NOW + 600,
         },
     )
@@ -75,7 +75,7 @@ fn login_states(ring: &Keyring) -> Vec<(&'static str, String)> {
             provider: "box.com".into(),
             fetch_token: None,
             verifier: None,
-            nonce: state::random_id(),
+            nonce: oauth_broker::secret::random_id(),
             expires_at: NOW + 600,
         },
     )
@@ -86,7 +86,7 @@ fn login_states(ring: &Keyring) -> Vec<(&'static str, String)> {
             provider: "dropbox".into(),
             fetch_token: None,
             verifier: None,
-            nonce: state::random_id(),
+            nonce: oauth_broker::secret::random_id(),
             expires_at: NOW,
         },
     )
