@@ -20,6 +20,7 @@ use url::Url;
 use crate::authid::{Claims, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::provider::client::FormField;
+use crate::provider::outcome::is_oauth_error_code;
 use crate::provider::{Catalogue, Provider, TokenClient, TokenGrant, UpstreamError, classify};
 use crate::refresh::Refresher;
 use crate::secret::{Sensitive, fingerprint, random_id};
@@ -243,7 +244,11 @@ impl LoginService {
     ) -> Result<(Arc<Provider>, Sensitive), LoginError> {
         let provider = Arc::clone(self.provider(&login_state.provider)?);
         if let Some(code) = callback.error {
-            let code = if is_oauth_code(code) { code } else { "unknown" };
+            let code = if is_oauth_error_code(code) {
+                code
+            } else {
+                "unknown"
+            };
             return Err(LoginError::Declined {
                 provider: provider.id.clone(),
                 code: code.to_string(),
@@ -454,15 +459,6 @@ impl LoginService {
         let grant = self.token_request(provider, &token_url, &form).await?;
         self.authid_from(provider, grant)
     }
-}
-
-/// OAuth error codes are short ASCII words; anything else is not echoed.
-fn is_oauth_code(code: &str) -> bool {
-    !code.is_empty()
-        && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
 #[cfg(test)]

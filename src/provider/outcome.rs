@@ -226,14 +226,23 @@ fn classify_pcloud(result: u64, retry_after: Option<Duration>) -> UpstreamError 
     }
 }
 
-/// OAuth error codes are short ASCII words; anything else is replaced.
-fn safe_code(code: &str) -> String {
-    if !code.is_empty()
-        && code.len() <= 40
+/// Longest OAuth error code repeated to a user; the registered ones are
+/// under 30 characters.
+const MAX_ERROR_CODE_LEN: usize = 64;
+
+/// OAuth error codes (RFC 6749 section 5.2) are short ASCII words; anything
+/// else may carry what a provider or an attacker put there, and is not
+/// repeated.
+pub fn is_oauth_error_code(code: &str) -> bool {
+    !code.is_empty()
+        && code.len() <= MAX_ERROR_CODE_LEN
         && code
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
-    {
+}
+
+fn safe_code(code: &str) -> String {
+    if is_oauth_error_code(code) {
         code.to_string()
     } else {
         "error".to_string()
@@ -331,6 +340,16 @@ mod tests {
                 retry_after: Some(Duration::from_secs(30))
             }
         );
+    }
+
+    #[test]
+    fn error_codes_are_short_ascii_words() {
+        assert!(is_oauth_error_code("temporarily_unavailable"));
+        assert!(is_oauth_error_code(&"a".repeat(MAX_ERROR_CODE_LEN)));
+        for bad in ["", "a b", "<b>", "a\nb"] {
+            assert!(!is_oauth_error_code(bad), "{bad:?}");
+        }
+        assert!(!is_oauth_error_code(&"a".repeat(MAX_ERROR_CODE_LEN + 1)));
     }
 
     #[test]
