@@ -5,7 +5,6 @@
 pub mod cli_token;
 mod error;
 pub mod fetch;
-pub mod hosts;
 pub mod pkce;
 mod revoke;
 pub mod state;
@@ -20,6 +19,7 @@ use url::Url;
 use crate::authid::{Claims, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::provider::client::FormField;
+use crate::provider::hosts;
 use crate::provider::outcome::is_oauth_error_code;
 use crate::provider::{Catalogue, Provider, TokenClient, TokenGrant, UpstreamError, classify};
 use crate::refresh::Refresher;

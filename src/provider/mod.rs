@@ -3,6 +3,7 @@
 
 pub mod catalogue;
 pub mod client;
+pub mod hosts;
 pub mod outcome;
 pub mod protect;
 pub mod retry_after;

@@ -13,6 +13,7 @@ use super::Catalogue;
 use super::entry::{Entry, builtin_entries, merge_entries, read_configfile};
 use super::model::{Provider, RateLimit, Rotation};
 use crate::authid::is_service_id;
+use crate::provider::hosts::{host_port, is_loopback, parse_host_port};
 use crate::provider::secrets::{EnvLookup, Secrets, substitute};
 use crate::secret::Sensitive;
 
@@ -173,12 +174,13 @@ fn build_provider(
             "{prefix}: rateLimit perSecond and burst must be above 0"
         ));
     }
-    let allowed_hosts = entry.allowed_hosts.clone().unwrap_or_default();
-    for host in &allowed_hosts {
-        if !is_host_entry(host) {
-            problems.push(format!(
-                "{prefix}: allowedHosts entry {host:?} is not a host name (with optional :port)"
-            ));
+    let mut allowed_hosts = Vec::new();
+    for entry in entry.allowed_hosts.iter().flatten() {
+        match parse_host_port(entry) {
+            Some((host, port)) => allowed_hosts.push(host_port(&host, port)),
+            None => problems.push(format!(
+                "{prefix}: allowedHosts entry {entry:?} is not a host name (with optional :port)"
+            )),
         }
     }
     let aliases = entry
@@ -262,28 +264,6 @@ fn check_url(prefix: &str, field: &str, value: &str, problems: &mut Vec<String>)
             None
         }
     }
-}
-
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
-fn is_host_entry(entry: &str) -> bool {
-    let (host, port) = match entry.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (entry, None),
-    };
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    host_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
 #[cfg(test)]
@@ -392,5 +372,18 @@ mod tests {
             services: None,
         };
         assert!(!format!("{source:?}").contains("secret-"));
+    }
+
+    #[test]
+    fn allowed_hosts_are_kept_in_lowercase() {
+        let source = CatalogueSource {
+            configfile: Some(
+                r#"[{"id": "x", "clientId": "c", "authUrl": "https://x/t", "loginUrl": "https://x/a", "allowedHosts": ["API.Example.com", "eu.example.com:8443"]}]"#,
+            ),
+            ..Default::default()
+        };
+        let cat = Catalogue::load(&source, &env_with(&[])).unwrap();
+        let hosts = &cat.get("x").unwrap().allowed_hosts;
+        assert_eq!(hosts, &["api.example.com", "eu.example.com:8443"]);
     }
 }

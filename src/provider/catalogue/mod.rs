@@ -11,7 +11,7 @@ mod model;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub use build::{CatalogueSource, is_loopback};
+pub use build::CatalogueSource;
 pub use model::{Provider, RateLimit, Rotation};
 
 /// The enabled providers, looked up by id or alias.

@@ -1,10 +1,9 @@
-//! Which hosts a login may talk to besides the configured endpoints: the
-//! provider's `allowedHosts` (pCloud's regional API hosts, Jottacloud's
-//! identity server). Entries are `host` or `host:port`.
+//! Which hosts the broker may talk to for a provider besides its
+//! configured endpoints: its `allowedHosts` (pCloud's regional API hosts,
+//! Jottacloud's identity server), `host` or `host:port`, and plain http
+//! only on loopback. Host names are compared without regard to case.
 
 use url::Url;
-
-use crate::provider::catalogue::is_loopback;
 
 /// `host` or `host:port` as it appears in an `allowedHosts` entry; `None`
 /// when the text is not a plain host name or address with an optional port.
@@ -25,12 +24,28 @@ pub fn parse_host_port(text: &str) -> Option<(String, Option<u16>)> {
     plain.then_some((host, port))
 }
 
-/// True when `host[:port]` is one of `allowed`.
-pub fn is_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
-    let candidate = match port {
+/// `localhost` or a loopback address: where plain http is allowed (tests,
+/// demo mode).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// `host` or `host:port`, as in an `allowedHosts` entry.
+pub fn host_port(host: &str, port: Option<u16>) -> String {
+    match port {
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
-    };
+    }
+}
+
+/// True when `host[:port]` is one of `allowed`.
+pub fn is_allowed(allowed: &[String], host: &str, port: Option<u16>) -> bool {
+    let candidate = host_port(host, port);
     allowed.iter().any(|a| a.eq_ignore_ascii_case(&candidate))
 }
 
