@@ -16,6 +16,7 @@ use crate::metrics::Metrics;
 /// `GET /login?id=ID[&token=T]`: to the provider's consent screen, with
 /// the login bound to this browser by a cookie.
 pub async fn login(State(app): State<SharedApp>, request: Request) -> Response {
+    let from_elsewhere = sent_from_another_site(request.headers());
     let params = match read_params(request).await {
         Ok(p) => p,
         Err(e) => {
@@ -23,6 +24,17 @@ pub async fn login(State(app): State<SharedApp>, request: Request) -> Response {
         }
     };
     let id = params.get("id").unwrap_or("");
+    // A login whose AuthID goes to the program that opened the window
+    // starts on this site's page, which says so before the user consents;
+    // another site may not send the browser straight to the provider.
+    if from_elsewhere {
+        if let (Ok(Some(token)), Ok(provider)) = (
+            LoginService::fetch_token(params.get("token")),
+            app.login.provider(id),
+        ) {
+            return redirect(&page::index_href(&app, provider, &token), None);
+        }
+    }
     let started =
         LoginService::fetch_token(params.get("token")).and_then(|token| app.login.start(id, token));
     if started.is_ok() {
@@ -47,6 +59,14 @@ pub async fn login(State(app): State<SharedApp>, request: Request) -> Response {
         }
         Err(e) => page::login_error(&app, &e).into_response(),
     }
+}
+
+/// The browser says the navigation came from another site's page
+/// (`Sec-Fetch-Site`); browsers that do not send it are taken at their word.
+fn sent_from_another_site(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v == "cross-site" || v == "same-site")
 }
 
 /// A 302 to a URL this server built (never one taken from a request).

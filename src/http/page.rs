@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::app::App;
-use crate::login::LoginError;
+use crate::login::{FetchToken, LoginError};
 use crate::provider::Provider;
 use crate::secret::random_id;
 
@@ -94,6 +94,15 @@ pub fn login_href(app: &App, provider: &Provider, fetch_token: Option<&str>) -> 
         "login"
     };
     format!("{}/{path}?{}", base_path(app), query.finish())
+}
+
+/// The provider's entry on the provider list, carrying a fetch token: the
+/// page that tells the user where the AuthID will go.
+pub fn index_href(app: &App, provider: &Provider, fetch_token: &FetchToken) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("type", &provider.id);
+    query.append_pair("token", fetch_token.as_str());
+    format!("{}/?{}", base_path(app), query.finish())
 }
 
 /// A readable error page for a failed login.

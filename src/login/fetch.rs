@@ -15,13 +15,23 @@ pub const RESULT_TTL: i64 = 300;
 /// Most tokens held in memory at once.
 const CAPACITY: u64 = 100_000;
 
-/// A client-chosen fetch token, checked: 16 to 128 of `[A-Za-z0-9_-]`.
+/// Shortest fetch token accepted. Duplicati's web UIs join two
+/// `Math.random().toString(36)` fractions: 17 to 25 characters, about half
+/// of them under 22, so a longer minimum would refuse their logins. Sixteen
+/// random characters of the alphabet carry over 80 bits, beyond any
+/// guessing through `/fetch`.
+pub const MIN_TOKEN_LEN: usize = 16;
+/// Longest fetch token accepted.
+pub const MAX_TOKEN_LEN: usize = 128;
+
+/// A client-chosen fetch token, checked: [`MIN_TOKEN_LEN`] to
+/// [`MAX_TOKEN_LEN`] of `[A-Za-z0-9_-]`.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct FetchToken(String);
 
 impl FetchToken {
     pub fn parse(text: &str) -> Option<Self> {
-        let ok = (16..=128).contains(&text.len())
+        let ok = (MIN_TOKEN_LEN..=MAX_TOKEN_LEN).contains(&text.len())
             && text
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
@@ -177,6 +187,14 @@ mod tests {
     #[test]
     fn token_format() {
         assert!(FetchToken::parse("abcdefghijklmnop").is_some());
+        // Shapes Duplicati's UIs make (two base-36 fractions joined).
+        for duplicati in ["k3j5h2g8f9d0s1a2q", "0x8rkq2m7tz5d1v9w3hc4"] {
+            assert!(FetchToken::parse(duplicati).is_some(), "{duplicati}");
+        }
+        assert!(
+            FetchToken::parse("abcdefghijklmno").is_none(),
+            "15 characters"
+        );
         assert!(FetchToken::parse(&"a-_9".repeat(32)).is_some());
         for bad in [
             "",

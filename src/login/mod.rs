@@ -125,9 +125,11 @@ impl LoginService {
         match text.map(str::trim).filter(|t| !t.is_empty()) {
             None => Ok(None),
             Some(t) => FetchToken::parse(t).map(Some).ok_or_else(|| {
-                LoginError::BadInput(
-                    "The token parameter must be 16 to 128 letters, digits, '-' or '_'".into(),
-                )
+                LoginError::BadInput(format!(
+                    "The token parameter must be {} to {} letters, digits, '-' or '_'",
+                    fetch::MIN_TOKEN_LEN,
+                    fetch::MAX_TOKEN_LEN
+                ))
             }),
         }
     }

@@ -174,9 +174,18 @@ impl Refresher {
             cache,
             flights: SingleFlight::default(),
             protection,
-            login_requests: WindowLimiter::new(limits.login_requests_per_hour, 3600),
-            login_refreshes: WindowLimiter::new(limits.login_refreshes_per_hour, 3600),
-            bad_authids: WindowLimiter::new(limits.bad_authids_per_minute, 60),
+            // Counters are kept for as many logins as the token cache holds.
+            login_requests: WindowLimiter::new(
+                limits.login_requests_per_hour,
+                3600,
+                deps.cache_capacity,
+            ),
+            login_refreshes: WindowLimiter::new(
+                limits.login_refreshes_per_hour,
+                3600,
+                deps.cache_capacity,
+            ),
+            bad_authids: WindowLimiter::new(limits.bad_authids_per_minute, 60, deps.cache_capacity),
             interrupted: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(std::time::Duration::from_secs(3600))

@@ -372,3 +372,22 @@ async fn forgetting_a_login_drops_every_authid_text_of_it() {
     );
     assert_eq!(f.client.calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn per_login_counters_stay_within_the_cache_capacity_under_a_flood_of_logins() {
+    let f = fixture();
+    // Legacy AuthIDs open without a key: each made-up one is a new login.
+    for i in 0..2500 {
+        let _ = f
+            .refresher
+            .refresh_for(&format!("v2:googledrive:made-up-{i}"))
+            .await;
+    }
+    let inner = &f.refresher.inner;
+    for (name, held) in [
+        ("requests", inner.login_requests.len()),
+        ("refreshes", inner.login_refreshes.len()),
+    ] {
+        assert!(held <= 1000, "{name}: {held} counters for 2500 logins");
+    }
+}

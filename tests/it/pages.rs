@@ -355,3 +355,104 @@ async fn a_path_in_public_url_is_kept_in_every_url_the_broker_builds() {
         refused.body
     );
 }
+
+/// A login that hands its AuthID to a polling program says so on the page
+/// the user sees before going to the provider.
+#[tokio::test]
+async fn a_login_with_a_fetch_token_says_where_the_authid_goes() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    let notice = "The AuthID will be handed to the program that opened this window.";
+
+    let with = broker
+        .get(&format!("/?type=googledrive&token={TOKEN}"))
+        .await;
+    assert!(with.body.contains(notice), "{}", with.body);
+    let all = broker.get(&format!("/?token={TOKEN}")).await;
+    assert!(all.body.contains(notice));
+    let without = broker.get("/?type=googledrive").await;
+    assert!(!without.body.contains(notice));
+    let cli = broker
+        .get(&format!("/cli-token?id=jottacloud&token={TOKEN}"))
+        .await;
+    assert!(cli.body.contains(notice), "{}", cli.body);
+    assert!(
+        !broker
+            .get("/cli-token?id=jottacloud")
+            .await
+            .body
+            .contains(notice)
+    );
+
+    // Another site sending the browser straight to /login with a token
+    // lands on that page first; this site's own link goes through.
+    let login = format!("/login?id=googledrive&token={TOKEN}");
+    for site in ["cross-site", "same-site"] {
+        let r = broker.get_with(&login, &[("sec-fetch-site", site)]).await;
+        assert_eq!(r.status, 302);
+        assert_eq!(
+            r.header("location"),
+            Some(format!("/?type=googledrive&token={TOKEN}").as_str()),
+            "{site}"
+        );
+        assert!(r.header("set-cookie").is_none(), "no login started");
+    }
+    for site in [Some("same-origin"), Some("none"), None] {
+        let headers: Vec<(&str, &str)> = site.map(|s| ("sec-fetch-site", s)).into_iter().collect();
+        let r = broker.get_with(&login, &headers).await;
+        assert_eq!(r.status, 302);
+        assert!(
+            r.header("location")
+                .unwrap()
+                .starts_with(&mock.authorize_url()),
+            "{site:?}: {:?}",
+            r.header("location")
+        );
+    }
+    let plain = broker
+        .get_with("/login?id=googledrive", &[("sec-fetch-site", "cross-site")])
+        .await;
+    assert!(
+        plain
+            .header("location")
+            .unwrap()
+            .starts_with(&mock.authorize_url()),
+        "without a token nothing is handed to the opener"
+    );
+}
+
+/// Duplicati's UIs make fetch tokens of 17 to 25 base-36 characters; they
+/// must keep working. Tokens outside the alphabet or too short are refused
+/// when registered.
+#[tokio::test]
+async fn fetch_tokens_of_duplicatis_shape_register_and_malformed_ones_are_refused() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    for token in ["k3j5h2g8f9d0s1a2q", "4fzyo82mvyr0x8rkq2m7tz5d"] {
+        let page = broker
+            .get(&format!("/?type=googledrive&token={token}"))
+            .await;
+        assert_eq!(page.status, 200, "{token}");
+        let wait = broker.get(&format!("/fetch?token={token}")).await;
+        assert_eq!(
+            wait.json(),
+            serde_json::json!({"wait": "Not ready"}),
+            "{token}"
+        );
+    }
+    for token in [
+        "short",
+        "abcdefghijklmno",
+        "abcdefghijklmnop.q",
+        "abcdefghij%20klmnop",
+    ] {
+        let page = broker
+            .get(&format!("/?type=googledrive&token={token}"))
+            .await;
+        assert_eq!(page.status, 400, "{token}");
+        let login = broker
+            .get(&format!("/login?id=googledrive&token={token}"))
+            .await;
+        assert_eq!(login.status, 400, "{token}");
+    }
+}
