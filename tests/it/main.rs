@@ -11,6 +11,7 @@ mod demo;
 mod faults;
 mod fuzz_seeds;
 mod interop;
+mod kubernetes_keys;
 mod lifecycle;
 mod login;
 mod mock_selftest;
