@@ -2,7 +2,7 @@
 //! statuses and outcome names: never a token, an AuthID or an address.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::sync::{Mutex, RwLock};
 
@@ -33,6 +33,9 @@ pub struct ProviderLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabels {
     pub kid: String,
+    /// `primary` (seals new AuthIDs), `secondary` (loaded, opens only) or
+    /// `retired` (held or used before, no longer loaded: retired or removed).
+    pub state: &'static str,
 }
 
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
@@ -117,6 +120,10 @@ pub struct Metrics {
     pub logins_started: Family<ProviderLabels, Counter>,
     pub logins_finished: Counters<OutcomeLabels, String>,
     pub authids_opened: Family<KeyLabels, Gauge>,
+    /// The `state` each key was last shown with, so a key that changes
+    /// state keeps a single series.
+    key_states: Mutex<HashMap<String, &'static str>>,
+    pub ready: Gauge,
     pub active_backoffs: Gauge,
     pub rotation_store_entries: Gauge,
     pub cached_tokens: Gauge,
@@ -173,8 +180,14 @@ impl Metrics {
         let authids_opened = Family::<KeyLabels, Gauge>::default();
         registry.register(
             "authids_opened",
-            "AuthIDs opened per key since start; a key at zero for long is safe to retire",
+            "AuthIDs opened per key since start, with the key's state (primary, secondary, retired); a secondary key that stays flat for long is safe to retire",
             authids_opened.clone(),
+        );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when the instance is ready (as GET /ready answers), else 0",
+            ready.clone(),
         );
         let active_backoffs = Gauge::default();
         registry.register(
@@ -210,6 +223,8 @@ impl Metrics {
             logins_started,
             logins_finished,
             authids_opened,
+            key_states: Mutex::new(HashMap::new()),
+            ready,
             active_backoffs,
             rotation_store_entries,
             cached_tokens,
@@ -231,6 +246,41 @@ impl Metrics {
         }
     }
 
+    /// Sets `authids_opened` for every key this instance knows: the keys
+    /// loaded now and those it held or opened with before (`retired`).
+    pub fn record_keys(&self, primary: &str, loaded: &[&str], opened: &BTreeMap<String, u64>) {
+        let mut states = self.key_states.lock().unwrap_or_else(|e| e.into_inner());
+        for kid in loaded {
+            states.entry((*kid).to_string()).or_insert("secondary");
+        }
+        for kid in opened.keys() {
+            states.entry(kid.clone()).or_insert("secondary");
+        }
+        for (kid, shown) in states.iter_mut() {
+            let state = if kid == primary {
+                "primary"
+            } else if loaded.contains(&kid.as_str()) {
+                "secondary"
+            } else {
+                "retired"
+            };
+            if *shown != state {
+                self.authids_opened.remove(&KeyLabels {
+                    kid: kid.clone(),
+                    state: shown,
+                });
+                *shown = state;
+            }
+            let count = opened.get(kid).copied().unwrap_or(0);
+            self.authids_opened
+                .get_or_create(&KeyLabels {
+                    kid: kid.clone(),
+                    state,
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -239,5 +289,66 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_lines(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("oauth_broker_authids_opened{"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn each_key_has_one_series_under_its_current_state() {
+        let metrics = Metrics::new();
+        let opened = BTreeMap::from([("old".to_string(), 7)]);
+        metrics.record_keys("old", &["old"], &opened);
+        assert_eq!(
+            key_lines(&metrics),
+            [r#"oauth_broker_authids_opened{kid="old",state="primary"} 7"#]
+        );
+
+        // Rotation: a new primary; the old key opens on as secondary.
+        metrics.record_keys("new", &["old", "new"], &opened);
+        let mut lines = key_lines(&metrics);
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                r#"oauth_broker_authids_opened{kid="new",state="primary"} 0"#,
+                r#"oauth_broker_authids_opened{kid="old",state="secondary"} 7"#,
+            ]
+        );
+
+        // Retired (or removed from the key directory): still shown, as such.
+        metrics.record_keys("new", &["new"], &opened);
+        let mut lines = key_lines(&metrics);
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                r#"oauth_broker_authids_opened{kid="new",state="primary"} 0"#,
+                r#"oauth_broker_authids_opened{kid="old",state="retired"} 7"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn ready_is_a_gauge_named_for_alerts() {
+        let metrics = Metrics::new();
+        metrics.ready.set(1);
+        assert!(
+            metrics
+                .render()
+                .lines()
+                .any(|l| l == "oauth_broker_ready 1")
+        );
     }
 }

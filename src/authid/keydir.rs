@@ -3,13 +3,16 @@
 //! activate, retire).
 //!
 //! Directory layout: `<kid>.json` per key (mode 0600), `primary` holding the
-//! primary kid, and `retired/<kid>.json` for keys taken out of service.
+//! primary kid, and `retired/<kid>.json` for keys taken out of service. A
+//! Kubernetes Secret mounted as the directory works as it is: its entries
+//! are symlinks into a `..data` folder that the kubelet swaps atomically.
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use rand::RngCore;
 use zeroize::Zeroizing;
@@ -18,6 +21,12 @@ use super::{Keyring, ServerKey};
 
 const PRIMARY_FILE: &str = "primary";
 const RETIRED_DIR: &str = "retired";
+/// The link a Kubernetes Secret (or ConfigMap) volume swaps on update.
+const KUBERNETES_DATA_LINK: &str = "..data";
+
+/// Key directories already warned about loose file modes: the warning is
+/// worth reading once, not on every reload.
+static WARNED_MODES: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// One row of `keys list`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,16 +74,53 @@ impl KeyDir {
         files.sort();
         let mut keys = Vec::new();
         let mut problems = Vec::new();
-        for path in files {
-            match read_key_file(&path) {
+        for path in &files {
+            match read_key_file(path) {
                 Ok(key) => keys.push(key),
                 Err(e) => problems.push(format!("{}: {e}", path.display())),
             }
         }
+        self.warn_loose_modes(&files);
         if problems.is_empty() {
             Ok(keys)
         } else {
             Err(problems)
+        }
+    }
+
+    /// Warns, once per directory and process, about key files that others
+    /// (or the group) may read. In a Kubernetes Secret volume the kubelet
+    /// sets the modes: with `defaultMode: 0400` and an `fsGroup` the files
+    /// are 0440, as good as that layout allows, so only "others" counts.
+    fn warn_loose_modes(&self, files: &[PathBuf]) {
+        let kubernetes = self.dir.join(KUBERNETES_DATA_LINK).is_symlink();
+        let mask = if kubernetes { 0o007 } else { 0o077 };
+        let loose: Vec<String> = files
+            .iter()
+            .filter(|p| fs::metadata(p).is_ok_and(|m| m.permissions().mode() & mask != 0))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        if loose.is_empty() {
+            return;
+        }
+        let mut warned = WARNED_MODES.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.contains(&self.dir) {
+            return;
+        }
+        warned.push(self.dir.clone());
+        let files = loose.join(", ");
+        if kubernetes {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                files = %files,
+                "key files are readable by others; mount the keys Secret with defaultMode: 0400"
+            );
+        } else {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                files = %files,
+                "key files are readable by group or others; run chmod 600 on them"
+            );
         }
     }
 
@@ -218,13 +264,14 @@ impl KeyDir {
     }
 
     /// A cheap summary of the directory's state (names, sizes, mtimes), to
-    /// notice changes without reading keys.
+    /// notice changes without reading keys. Symlinks count by what they
+    /// point to (a Kubernetes Secret's entries are links into `..data`).
     pub fn fingerprint(&self) -> String {
         let mut parts = Vec::new();
         for dir in [self.dir.clone(), self.dir.join(RETIRED_DIR)] {
             if let Ok(entries) = fs::read_dir(&dir) {
                 for e in entries.filter_map(|e| e.ok()) {
-                    if let Ok(meta) = e.metadata() {
+                    if let Ok(meta) = fs::metadata(e.path()).or_else(|_| e.metadata()) {
                         let mtime = meta
                             .modified()
                             .ok()
@@ -242,13 +289,6 @@ impl KeyDir {
 }
 
 fn read_key_file(path: &Path) -> Result<ServerKey, String> {
-    let meta = fs::metadata(path).map_err(|e| e.to_string())?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        tracing::warn!(
-            file = %path.display(),
-            "key file is readable by group or others; run chmod 600 on it"
-        );
-    }
     let bytes = Zeroizing::new(fs::read(path).map_err(|e| e.to_string())?);
     let key = ServerKey::from_json(&bytes)?;
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -370,5 +410,53 @@ mod tests {
         assert!(err[0].contains("keys generate"));
         let err = KeyDir::new(tmp.path().join("absent")).load().unwrap_err();
         assert!(err[0].contains("keys generate"));
+    }
+
+    /// Lays `files` out as the kubelet mounts a Secret: a timestamped
+    /// folder, `..data` linking to it, and top-level links into `..data`.
+    fn kubernetes_secret(dir: &Path, stamp: &str, files: &[(String, String)]) {
+        use std::os::unix::fs::symlink;
+        let folder = dir.join(format!("..{stamp}"));
+        fs::create_dir_all(&folder).unwrap();
+        for (name, text) in files {
+            fs::write(folder.join(name), text).unwrap();
+            fs::set_permissions(folder.join(name), fs::Permissions::from_mode(0o644)).unwrap();
+            if !dir.join(name).is_symlink() {
+                symlink(format!("{KUBERNETES_DATA_LINK}/{name}"), dir.join(name)).unwrap();
+            }
+        }
+        let tmp = dir.join("..data_tmp");
+        symlink(format!("..{stamp}"), &tmp).unwrap();
+        fs::rename(&tmp, dir.join(KUBERNETES_DATA_LINK)).unwrap();
+    }
+
+    #[test]
+    fn a_kubernetes_secret_layout_loads_and_its_update_is_noticed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (_, a) = ServerKey::generate("20261129-aaaa0001", 1).unwrap();
+        let (_, b) = ServerKey::generate("20261129-bbbb0002", 2).unwrap();
+        let a_file = ("20261129-aaaa0001.json".to_string(), a.to_string());
+        let b_file = ("20261129-bbbb0002.json".to_string(), b.to_string());
+        let primary = |kid: &str| (PRIMARY_FILE.to_string(), format!("{kid}\n"));
+        kubernetes_secret(
+            tmp.path(),
+            "2026_11_29_12_00_00.000000001",
+            &[a_file.clone(), primary("20261129-aaaa0001")],
+        );
+        let dir = KeyDir::new(tmp.path());
+        let ring = dir.load().unwrap();
+        assert_eq!(ring.len(), 1, "the ..data folder is not read as keys");
+        assert_eq!(ring.primary().kid(), "20261129-aaaa0001");
+        let before = dir.fingerprint();
+
+        kubernetes_secret(
+            tmp.path(),
+            "2026_11_29_12_05_00.000000002",
+            &[a_file, b_file, primary("20261129-bbbb0002")],
+        );
+        assert_ne!(dir.fingerprint(), before, "the watch sees the swap");
+        let ring = dir.load().unwrap();
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.primary().kid(), "20261129-bbbb0002");
     }
 }

@@ -6,19 +6,24 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::app::SharedApp;
-use crate::metrics::KeyLabels;
+use crate::app::{App, SharedApp};
 
 /// Alive: the process answers.
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready: keys are loaded and at least one provider is usable.
-pub async fn ready(State(app): State<SharedApp>) -> Response {
+/// Ready when keys are loaded and at least one provider is usable: the
+/// verdict, the number of keys and of providers.
+fn readiness(app: &App) -> (bool, usize, usize) {
     let keys = app.keyring.current().len();
     let providers = app.catalogue().providers().len();
-    let ok = keys > 0 && providers > 0;
+    (keys > 0 && providers > 0, keys, providers)
+}
+
+/// Ready: keys are loaded and at least one provider is usable.
+pub async fn ready(State(app): State<SharedApp>) -> Response {
+    let (ok, keys, providers) = readiness(&app);
     let status = if ok {
         StatusCode::OK
     } else {
@@ -31,12 +36,14 @@ pub async fn ready(State(app): State<SharedApp>) -> Response {
 /// Prometheus text format.
 pub async fn metrics(State(app): State<SharedApp>) -> Response {
     app.refresher.update_gauges();
-    for (kid, count) in app.keyring.stats().snapshot() {
-        app.metrics
-            .authids_opened
-            .get_or_create(&KeyLabels { kid })
-            .set(count as i64);
-    }
+    app.metrics.ready.set(i64::from(readiness(&app).0));
+    let keyring = app.keyring.current();
+    let loaded: Vec<&str> = keyring.keys().iter().map(|k| k.kid()).collect();
+    app.metrics.record_keys(
+        keyring.primary().kid(),
+        &loaded,
+        &app.keyring.stats().snapshot(),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -14,7 +14,7 @@ use crate::support::broker::{Broker, CLIENT_SECRET, config_for};
 use crate::support::mock_provider::{Fault, MockProvider};
 use crate::support::process::{self, BIN};
 
-fn provider_env(mock: &MockProvider) -> Vec<(&'static str, String)> {
+pub(crate) fn provider_env(mock: &MockProvider) -> Vec<(&'static str, String)> {
     mock.set_client(crate::support::broker::CLIENT_ID, CLIENT_SECRET);
     // A quota far above the load these tests make.
     let mut config: serde_json::Value =
@@ -40,7 +40,7 @@ fn seal(dir: &KeyDir, rt: &str) -> String {
     .unwrap()
 }
 
-fn kid_of(authid: &str) -> String {
+pub(crate) fn kid_of(authid: &str) -> String {
     use base64::Engine;
     let header = authid[3..].split('.').next().unwrap();
     let header = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -12,6 +12,7 @@ mod edge;
 mod faults;
 mod fuzz_seeds;
 mod interop;
+mod kubernetes_keys;
 mod lifecycle;
 mod login;
 mod mock_selftest;
