@@ -42,6 +42,50 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Longest wait for a request's headers, which is also how long an
+    /// idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// Client connections open at once.
+    pub max_connections: usize,
+}
+
+/// The default of `HEADER_READ_TIMEOUT`, in seconds.
+pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// Connections allowed when the open-file limit cannot be read or is
+/// unlimited, and the most the default ever allows.
+const MAX_CONNECTIONS_CEILING: usize = 65_536;
+/// Files kept for everything else the process opens (provider
+/// connections, key files, the store, logs): a quarter of the limit, and
+/// at least this many.
+const RESERVED_FILES: u64 = 64;
+
+/// The default of `MAX_CONNECTIONS` for a process allowed `open_files`
+/// files (`None`: unknown or unlimited): three quarters of them.
+pub fn max_connections_for(open_files: Option<u64>) -> usize {
+    let Some(limit) = open_files else {
+        return MAX_CONNECTIONS_CEILING;
+    };
+    let reserved = (limit / 4).max(RESERVED_FILES);
+    let usable = limit.saturating_sub(reserved).max(16);
+    usize::try_from(usable)
+        .unwrap_or(MAX_CONNECTIONS_CEILING)
+        .min(MAX_CONNECTIONS_CEILING)
+}
+
+/// The soft open-file limit of this process, from `/proc/self/limits`
+/// (Linux); `None` when unknown or unlimited.
+pub fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_file_limit(&limits)
+}
+
+fn parse_open_file_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Default for Limits {
@@ -54,6 +98,8 @@ impl Default for Limits {
             bad_authids_per_minute: 30,
             max_concurrent_requests: 1024,
             trusted_proxies: Vec::new(),
+            header_read_timeout: Duration::from_secs(HEADER_READ_TIMEOUT_SECS),
+            max_connections: max_connections_for(open_file_limit()),
         }
     }
 }
@@ -195,6 +241,28 @@ mod tests {
         ] {
             assert!(parse_opener_origins(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_default_connection_cap_leaves_files_for_everything_else() {
+        assert_eq!(max_connections_for(Some(1024)), 768);
+        assert_eq!(max_connections_for(Some(128)), 64);
+        assert_eq!(max_connections_for(Some(20_000)), 15_000);
+        assert_eq!(max_connections_for(Some(10)), 16, "never below a handful");
+        assert_eq!(max_connections_for(Some(1 << 20)), 65_536);
+        assert_eq!(max_connections_for(None), 65_536);
+    }
+
+    #[test]
+    fn the_open_file_limit_is_read_from_procfs() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max processes             63471                63471                processes\n\
+                      Max open files            20000                524288               files\n";
+        assert_eq!(parse_open_file_limit(limits), Some(20_000));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_file_limit(unlimited), None);
+        assert_eq!(parse_open_file_limit(""), None);
     }
 
     #[test]

@@ -128,6 +128,7 @@ pub struct Metrics {
     pub rotation_store_entries: Gauge,
     pub cached_tokens: Gauge,
     pub untrusted_forwarded: Counter,
+    pub open_connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -213,6 +214,12 @@ impl Metrics {
             "Requests whose X-Forwarded-For was ignored because the peer is not in TRUSTED_PROXIES",
             untrusted_forwarded.clone(),
         );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now (at most MAX_CONNECTIONS)",
+            open_connections.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -229,6 +236,7 @@ impl Metrics {
             rotation_store_entries,
             cached_tokens,
             untrusted_forwarded,
+            open_connections,
         }
     }
 

@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::config::{
     Limits, Settings, parse_opener_origins, parse_proxies, parse_public_url, url_for_listen,
 };
+use crate::http::server::ConnectionLimits;
 use crate::provider::catalogue::CatalogueSource;
 use crate::provider::{Catalogue, HttpTokenClient};
 use crate::secret::Sensitive;
@@ -96,6 +97,14 @@ pub struct LimitArgs {
     /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// Seconds to wait for a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value_t = crate::config::HEADER_READ_TIMEOUT_SECS)]
+    pub header_read_timeout: u64,
+    /// Client connections open at once; more wait until one closes.
+    /// Default: three quarters of the process's open-file limit.
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
 }
 
 impl LimitArgs {
@@ -135,6 +144,10 @@ impl LimitArgs {
             self.max_concurrent_requests as u64,
             problems,
         );
+        positive("HEADER_READ_TIMEOUT", self.header_read_timeout, problems);
+        if let Some(max) = self.max_connections {
+            positive("MAX_CONNECTIONS", max as u64, problems);
+        }
         Limits {
             backoff_max: Duration::from_secs(self.backoff_max),
             upstream_concurrency: self.upstream_concurrency,
@@ -143,6 +156,10 @@ impl LimitArgs {
             bad_authids_per_minute: self.bad_authids_per_minute,
             max_concurrent_requests: self.max_concurrent_requests,
             trusted_proxies,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout),
+            max_connections: self.max_connections.unwrap_or_else(|| {
+                crate::config::max_connections_for(crate::config::open_file_limit())
+            }),
         }
     }
 }
@@ -276,21 +293,20 @@ pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
 }
 
 pub async fn serve_on(listener: tokio::net::TcpListener, app: Arc<App>) -> anyhow::Result<()> {
+    let connections = ConnectionLimits::from_settings(&app.settings.limits);
     tracing::info!(
         address = %listener.local_addr()?,
         public_url = %app.settings.public_base(),
         providers = app.catalogue().providers().len(),
+        max_connections = connections.max_connections,
         "listening"
     );
     spawn_reload_on_sighup(Arc::clone(&app));
     spawn_key_dir_watch(Arc::clone(&app));
+    let metrics = Arc::clone(&app.metrics);
     let router = crate::http::router(app);
     let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let server = crate::http::server::serve(listener, router, connections, metrics, async move {
         shutdown_signal().await;
         let _ = stopping.send(true);
     });
@@ -301,7 +317,7 @@ pub async fn serve_on(listener: tokio::net::TcpListener, app: Arc<App>) -> anyho
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        result = server => result?,
+        () = server => {},
         () = grace => tracing::warn!("shutdown grace period over; closing the remaining connections"),
     }
     tracing::info!("stopped");

@@ -12,6 +12,7 @@ mod page;
 mod pages;
 mod refresh;
 mod revoke;
+pub mod server;
 
 use std::sync::Arc;
 

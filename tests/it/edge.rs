@@ -1,11 +1,16 @@
 //! The server's edge: client addresses behind proxies, and connections
 //! that never finish a request or sit idle.
 
-use oauth_broker::config::{Limits, parse_proxies};
+use std::time::Duration;
 
-use crate::support::broker::Setup;
+use oauth_broker::config::{Limits, parse_proxies};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::broker::{CLIENT_ID, CLIENT_SECRET, Setup, config_for};
 use crate::support::logs;
 use crate::support::mock_provider::MockProvider;
+use crate::support::process;
 
 /// An AuthID sealed by another broker's key: this one cannot open it.
 fn foreign_authid(mock: &MockProvider) -> String {
@@ -102,4 +107,120 @@ async fn forwarded_for_from_an_untrusted_peer_is_counted_and_warned_about_once()
         1,
         "one warning, not one per request"
     );
+}
+
+/// Reads until the server closes the connection; returns what it sent.
+/// Bounded, so a server that never closes fails the test instead of
+/// hanging it.
+async fn read_until_closed(stream: &mut TcpStream) -> String {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "the server kept the connection open; it sent {:?}",
+        String::from_utf8_lossy(&received)
+    );
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+fn one_second_for_headers() -> Limits {
+    Limits {
+        header_read_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let mock = MockProvider::start().await;
+    let broker = Setup::new(&mock, &["googledrive"])
+        .limits(one_second_for_headers())
+        .build();
+    let base = broker.serve().await;
+    let address = base.trim_start_matches("http://");
+
+    let mut partial = TcpStream::connect(address).await.unwrap();
+    partial
+        .write_all(b"GET /health HTTP/1.1\r\nHost: broker\r\nX-Slow: 1\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut partial).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+
+    let mut silent = TcpStream::connect(address).await.unwrap();
+    read_until_closed(&mut silent).await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let mock = MockProvider::start().await;
+    let broker = Setup::new(&mock, &["googledrive"])
+        .limits(one_second_for_headers())
+        .build();
+    let base = broker.serve().await;
+    let mut stream = TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: broker\r\n\r\n")
+        .await
+        .unwrap();
+    // The answer comes, the connection stays open for another request,
+    // and is closed once it has been idle for the timeout.
+    let answer = read_until_closed(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert!(!answer.to_ascii_lowercase().contains("connection: close"));
+}
+
+/// More stalled connections than the process has files: the broker keeps
+/// some files for itself and sheds the stalled connections after the
+/// header timeout, so `/health` is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_stalled_connections_do_not_stop_health_from_answering() {
+    let mock = MockProvider::start().await;
+    mock.set_client(CLIENT_ID, CLIENT_SECRET);
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = oauth_broker::authid::keydir::KeyDir::new(tmp.path().join("keys"));
+    keys.generate(
+        oauth_broker::clock::Clock::now(&oauth_broker::clock::SystemClock),
+        true,
+    )
+    .unwrap();
+    let env = [
+        ("CONFIGFILE", config_for(&mock, &["googledrive"])),
+        (
+            "SECRETS",
+            format!(r#"{{"TEST_SECRET": "{CLIENT_SECRET}"}}"#),
+        ),
+        ("SERVICES", "googledrive".into()),
+        ("HEADER_READ_TIMEOUT", "1".into()),
+    ];
+    let server = process::start_with_open_file_limit(128, &["serve"], &env, tmp.path());
+    let address = server.base.trim_start_matches("http://").to_string();
+
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut stream = TcpStream::connect(&address).await.unwrap();
+        let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: b").await;
+        stalled.push(stream);
+    }
+    let health = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .expect("/health answered");
+    assert_eq!(health.status(), 200);
+    drop(stalled);
 }

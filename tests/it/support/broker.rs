@@ -11,6 +11,7 @@ use oauth_broker::app::App;
 use oauth_broker::authid::{Claims, Keyring};
 use oauth_broker::clock::SharedClock;
 use oauth_broker::config::{Limits, Settings};
+use oauth_broker::http::server::ConnectionLimits;
 use oauth_broker::provider::catalogue::CatalogueSource;
 use oauth_broker::provider::{Catalogue, HttpTokenClient};
 use oauth_broker::secret::Sensitive;
@@ -329,17 +330,23 @@ impl Broker {
             .await
     }
 
-    /// Starts a real server on 127.0.0.1:0; returns its base URL.
+    /// Starts a real server on 127.0.0.1:0, with the production connection
+    /// loop and the limits of its settings; returns its base URL.
     pub async fn serve(&self) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let router = self.router.clone();
-        tokio::spawn(async move {
-            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            let _ = axum::serve(listener, service).await;
-        });
+        let limits = ConnectionLimits::from_settings(&self.app.settings.limits);
+        let metrics = Arc::clone(&self.app.metrics);
+        tokio::spawn(oauth_broker::http::server::serve(
+            listener,
+            router,
+            limits,
+            metrics,
+            std::future::pending(),
+        ));
         format!("http://{addr}")
     }
 }

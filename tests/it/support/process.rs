@@ -20,8 +20,29 @@ pub struct Server {
 /// copies its logs to the captured test logs.
 pub fn start(args: &[&str], env: &[(&str, String)], dir: &Path) -> Server {
     let mut command = Command::new(BIN);
+    command.args(args);
+    spawn(command, env, dir)
+}
+
+/// Like [`start`], with the process's open-file limit lowered to
+/// `open_files` (through the shell's `ulimit`).
+pub fn start_with_open_file_limit(
+    open_files: u32,
+    args: &[&str],
+    env: &[(&str, String)],
+    dir: &Path,
+) -> Server {
+    let mut command = Command::new("sh");
     command
-        .args(args)
+        .arg("-c")
+        .arg(format!("ulimit -n {open_files} && exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(args);
+    spawn(command, env, dir)
+}
+
+fn spawn(mut command: Command, env: &[(&str, String)], dir: &Path) -> Server {
+    command
         .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
