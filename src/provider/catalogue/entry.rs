@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use super::model::RateLimit;
 use crate::authid::is_service_id;
-use crate::provider::secrets::read_file_or_inline;
 use crate::secret::Sensitive;
+use crate::secret::read_file_or_inline;
 
 const BUILTIN: &str = include_str!("../builtin.json");
 
