@@ -184,7 +184,8 @@ impl IntoResponse for Page {
 }
 
 /// The login cookie: HttpOnly, SameSite=Lax (sent on the provider's
-/// redirect back), only to `/logged-in`, ten minutes.
+/// redirect back), only to `/logged-in`, for `max_age` seconds (the
+/// lifetime of the login state).
 pub fn login_cookie(app: &App, nonce: &str, max_age: i64) -> String {
     let secure = if app.settings.secure_cookies() {
         "; Secure"

@@ -10,6 +10,7 @@ use super::ApiError;
 use super::input::read_params;
 use super::page::{self, Page};
 use crate::app::SharedApp;
+use crate::login::state::STATE_LIFETIME;
 use crate::login::{LoginError, LoginService};
 
 /// `GET /`: every listed provider, or just `?type=ID`; `?token=T` registers
@@ -111,7 +112,12 @@ pub async fn cli_token_form(State(app): State<SharedApp>, request: Request) -> P
 }
 
 pub async fn privacy(State(app): State<SharedApp>) -> Page {
-    page::render(&app, StatusCode::OK, "privacy.html", json!({}))
+    page::render(
+        &app,
+        StatusCode::OK,
+        "privacy.html",
+        json!({ "login_minutes": STATE_LIFETIME / 60 }),
+    )
 }
 
 /// `GET /static/{name}`: the stylesheet and the page script.
