@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use build::CatalogueSource;
-pub use model::{Provider, RateLimit, Rotation};
+pub use model::{Provider, RateLimit, Rotation, is_provider_id};
 
 /// The enabled providers, looked up by id or alias.
 #[derive(Debug, Default)]
