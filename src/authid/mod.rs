@@ -16,7 +16,8 @@ mod legacy;
 
 pub use claims::{Claims, LOGIN_SECRET_CLAIM};
 pub use error::AuthIdError;
-pub use key::{KeyAlg, ServerKey};
+pub use jwe::KeyAlg;
+pub use key::ServerKey;
 pub use keyring::{KeyStats, Keyring, KeyringHandle, Opened};
 pub use legacy::LegacyAuthId;
 
