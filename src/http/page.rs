@@ -1,6 +1,7 @@
-//! HTML pages: rendering with the common context, and the headers every
-//! page carries (a CSP with a per-response nonce, no caching of anything
-//! that shows an AuthID, the login cookie).
+//! How an HTML page is made: rendering with the common context, and the
+//! headers every page carries (a CSP with a per-response nonce, no caching
+//! of anything that shows an AuthID, the login cookie). The handlers of
+//! the site's pages are in `site`.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

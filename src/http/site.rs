@@ -1,5 +1,6 @@
-//! The informational pages: the provider list, the privacy policy and the
-//! static assets.
+//! The site's own pages, the ones a visitor browses rather than the login
+//! flow's redirects: the provider list, the login-token form, the privacy
+//! policy and the static assets. How any page is rendered is `page`'s job.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
