@@ -35,13 +35,6 @@ impl KeySource {
             Self::Set(text) => load_set(text.expose()),
         }
     }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Dir(dir) => format!("KEYS_DIR={}", dir.display()),
-            Self::Set(_) => "KEYS".to_string(),
-        }
-    }
 }
 
 fn load_set(text: &str) -> Result<Keyring, Vec<String>> {

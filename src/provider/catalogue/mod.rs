@@ -38,20 +38,6 @@ impl Catalogue {
         self.providers.push(provider);
     }
 
-    /// A catalogue of given providers (tests, demo mode).
-    pub fn from_providers(providers: Vec<Provider>) -> Result<Self, Vec<String>> {
-        let mut catalogue = Catalogue::default();
-        let mut problems = Vec::new();
-        for p in providers {
-            catalogue.add(p, &mut problems);
-        }
-        if problems.is_empty() {
-            Ok(catalogue)
-        } else {
-            Err(problems)
-        }
-    }
-
     /// Finds an enabled provider by id or alias.
     pub fn get(&self, name: &str) -> Option<&Arc<Provider>> {
         self.by_name.get(name)
