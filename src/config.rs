@@ -6,6 +6,23 @@ use std::time::Duration;
 
 use url::Url;
 
+/// The default of each setting, for the command line and for
+/// [`Settings::for_url`] alike.
+pub mod defaults {
+    pub const APP_NAME: &str = "oauth-broker";
+    pub const DISPLAY_NAME: &str = "OAuth login";
+    pub const UPSTREAM_TIMEOUT_SECS: u64 = 20;
+    pub const CACHE_CAPACITY: u64 = 200_000;
+    /// Any opener.
+    pub const OPENER_ORIGINS: &str = "*";
+    pub const BACKOFF_MAX_SECS: u64 = 3600;
+    pub const UPSTREAM_CONCURRENCY: usize = 16;
+    pub const LOGIN_REFRESHES_PER_HOUR: u32 = 20;
+    pub const LOGIN_REQUESTS_PER_HOUR: u32 = 1200;
+    pub const BAD_AUTHIDS_PER_MINUTE: u32 = 30;
+    pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+}
+
 /// Validated server settings (providers and keys are loaded beside them).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -91,12 +108,12 @@ fn parse_open_file_limit(limits: &str) -> Option<u64> {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            backoff_max: Duration::from_secs(3600),
-            upstream_concurrency: 16,
-            login_refreshes_per_hour: 20,
-            login_requests_per_hour: 1200,
-            bad_authids_per_minute: 30,
-            max_concurrent_requests: 1024,
+            backoff_max: Duration::from_secs(defaults::BACKOFF_MAX_SECS),
+            upstream_concurrency: defaults::UPSTREAM_CONCURRENCY,
+            login_refreshes_per_hour: defaults::LOGIN_REFRESHES_PER_HOUR,
+            login_requests_per_hour: defaults::LOGIN_REQUESTS_PER_HOUR,
+            bad_authids_per_minute: defaults::BAD_AUTHIDS_PER_MINUTE,
+            max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
             trusted_proxies: Vec::new(),
             header_read_timeout: Duration::from_secs(HEADER_READ_TIMEOUT_SECS),
             max_connections: max_connections_for(open_file_limit()),
@@ -123,13 +140,13 @@ impl Settings {
         Ok(Self {
             listen: "127.0.0.1:0".into(),
             public_url: parse_public_url(public_url)?,
-            app_name: "oauth-broker".into(),
-            display_name: "OAuth login".into(),
+            app_name: defaults::APP_NAME.into(),
+            display_name: defaults::DISPLAY_NAME.into(),
             templates_dir: None,
-            upstream_timeout: Duration::from_secs(20),
-            cache_capacity: 200_000,
+            upstream_timeout: Duration::from_secs(defaults::UPSTREAM_TIMEOUT_SECS),
+            cache_capacity: defaults::CACHE_CAPACITY,
             limits: Limits::default(),
-            opener_origins: vec!["*".into()],
+            opener_origins: parse_opener_origins(defaults::OPENER_ORIGINS)?,
         })
     }
 

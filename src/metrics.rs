@@ -205,7 +205,7 @@ impl Metrics {
         let cached_tokens = Gauge::default();
         registry.register(
             "cached_tokens",
-            "Access tokens in the cache",
+            "AuthID texts with a cached access token (AuthIDs of one login share a token, so this can exceed the tokens held)",
             cached_tokens.clone(),
         );
         let untrusted_forwarded = Counter::default();

@@ -1,5 +1,7 @@
 //! Secret-carrying types: they never print their content in `Debug` or
-//! `Display`, and their memory is zeroized on drop.
+//! `Display`, and their memory is zeroized on drop. Also how secret
+//! settings (`KEYS`, `SECRETS`, `CONFIGFILE`) are read when given inline,
+//! as `base64:...`, or in a file.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -7,6 +9,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// A token, secret or credential. `Debug` prints `[redacted]`.
 #[derive(Clone)]
@@ -76,6 +79,31 @@ pub fn fingerprint(bytes: &[u8]) -> String {
     hex::encode(&digest[..4])
 }
 
+/// A setting given inline: `base64:<data>` is decoded (standard or
+/// URL-safe alphabet), anything else is taken as it is.
+pub fn decode_inline(value: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    match value.trim().strip_prefix("base64:") {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .or_else(|_| URL_SAFE_NO_PAD.decode(b64.trim()))
+            .map(Zeroizing::new)
+            .map_err(|_| "the base64: value is not valid base64".to_string()),
+        None => Ok(Zeroizing::new(value.as_bytes().to_vec())),
+    }
+}
+
+/// A setting given inline or by file: `base64:...`, inline JSON (starts
+/// with `{` or `[`), or a file path.
+pub fn read_file_or_inline(spec: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    let spec = spec.trim();
+    if spec.starts_with("base64:") || spec.starts_with('{') || spec.starts_with('[') {
+        return decode_inline(spec);
+    }
+    std::fs::read(spec)
+        .map(Zeroizing::new)
+        .map_err(|e| format!("cannot read {spec}: {e}"))
+}
+
 /// 128 random bits, base64url (22 characters): the ids and nonces that
 /// must not be guessed (login ids, login-state nonces, page nonces).
 pub fn random_id() -> String {
@@ -107,6 +135,26 @@ mod tests {
         assert_eq!(json, "\"abc\"");
         let back: Sensitive = serde_json::from_str(&json).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn settings_are_read_inline_from_base64_or_from_a_file() {
+        assert_eq!(
+            &*read_file_or_inline(r#" {"a":1} "#).unwrap(),
+            br#"{"a":1}"#
+        );
+        assert_eq!(&*read_file_or_inline("base64:e30=").unwrap(), b"{}");
+        assert_eq!(&*decode_inline("base64:e30").unwrap(), b"{}");
+        assert_eq!(&*decode_inline("raw").unwrap(), b"raw");
+        assert!(decode_inline("base64:!!").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.json");
+        std::fs::write(&path, "[]").unwrap();
+        assert_eq!(
+            &*read_file_or_inline(path.to_str().unwrap()).unwrap(),
+            b"[]"
+        );
+        assert!(read_file_or_inline("/nonexistent/s.json").is_err());
     }
 
     #[test]

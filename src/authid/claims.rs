@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::AuthIdError;
-use super::legacy::is_service_id;
+use crate::provider::is_provider_id;
 use crate::secret::{Sensitive, fingerprint, random_id};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -124,7 +124,7 @@ impl Claims {
     }
 
     fn validate(&self) -> Result<(), AuthIdError> {
-        if !is_service_id(&self.svc) {
+        if !is_provider_id(&self.svc) {
             return Err(AuthIdError::Claims("the provider id is invalid"));
         }
         if self.rt.is_empty() {

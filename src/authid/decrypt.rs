@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::key::{CONTENT_ENCRYPTION, KeyAlg};
+use super::jwe::{CONTENT_ENCRYPTION, KeyAlg};
 
 /// A P-256 private key ready for key agreement.
 pub(super) struct Agreement {

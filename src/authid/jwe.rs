@@ -7,7 +7,33 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use super::AuthIdError;
-use super::key::CONTENT_ENCRYPTION;
+
+/// The only content encryption this broker produces or accepts.
+pub const CONTENT_ENCRYPTION: &str = "A256GCM";
+
+/// Key-management algorithm, pinned per key by the JWK's `alg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAlg {
+    EcdhEsA256kw,
+    EcdhEs,
+}
+
+impl KeyAlg {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EcdhEsA256kw => "ECDH-ES+A256KW",
+            Self::EcdhEs => "ECDH-ES",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "ECDH-ES+A256KW" => Some(Self::EcdhEsA256kw),
+            "ECDH-ES" => Some(Self::EcdhEs),
+            _ => None,
+        }
+    }
+}
 
 /// Header members a standard JOSE library may write for ECDH-ES. Anything
 /// else (`zip`, `crit`, `jku`, `jwk`, `x5u`, ...) is refused.
@@ -17,7 +43,7 @@ const MAX_HEADER_LEN: usize = 1024;
 /// What the protected header says, once checked.
 #[derive(Debug)]
 pub(super) struct Header {
-    pub alg: String,
+    pub alg: KeyAlg,
     pub kid: String,
     /// The whole protected header, for the key agreement's parameters.
     pub members: Map<String, Value>,
@@ -72,11 +98,11 @@ pub(super) fn inspect(compact: &str) -> Result<Header, AuthIdError> {
     if !matches!(map.get("epk"), Some(Value::Object(_))) {
         return Err(AuthIdError::Algorithm);
     }
+    let alg = KeyAlg::from_name(&alg).ok_or(AuthIdError::Algorithm)?;
     // ECDH-ES has no encrypted key; ECDH-ES+A256KW wraps a 256-bit key (40 bytes).
-    let expected_key_len = match alg.as_str() {
-        "ECDH-ES" => 0,
-        "ECDH-ES+A256KW" => 54,
-        _ => return Err(AuthIdError::Algorithm),
+    let expected_key_len = match alg {
+        KeyAlg::EcdhEs => 0,
+        KeyAlg::EcdhEsA256kw => 54,
     };
     if encrypted_key.len() != expected_key_len {
         return Err(AuthIdError::Malformed(

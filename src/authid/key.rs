@@ -11,38 +11,13 @@ use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::decrypt::Agreement;
+use super::jwe::{CONTENT_ENCRYPTION, KeyAlg};
 
-/// The only content encryption this broker produces or accepts.
-pub const CONTENT_ENCRYPTION: &str = "A256GCM";
-
-/// Key-management algorithm, pinned per key by the JWK's `alg`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyAlg {
-    EcdhEsA256kw,
-    EcdhEs,
-}
-
-impl KeyAlg {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::EcdhEsA256kw => "ECDH-ES+A256KW",
-            Self::EcdhEs => "ECDH-ES",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "ECDH-ES+A256KW" => Some(Self::EcdhEsA256kw),
-            "ECDH-ES" => Some(Self::EcdhEs),
-            _ => None,
-        }
-    }
-
-    fn algorithm(self) -> &'static EcdhEsJweAlgorithm {
-        match self {
-            Self::EcdhEsA256kw => &ECDH_ES_A256KW,
-            Self::EcdhEs => &ECDH_ES,
-        }
+/// josekit's encrypter for a key-management algorithm.
+fn encrypter_algorithm(alg: KeyAlg) -> &'static EcdhEsJweAlgorithm {
+    match alg {
+        KeyAlg::EcdhEsA256kw => &ECDH_ES_A256KW,
+        KeyAlg::EcdhEs => &ECDH_ES,
     }
 }
 
@@ -145,8 +120,7 @@ impl ServerKey {
         let mut public_jwk = jwk
             .to_public_key()
             .map_err(|_| "the public key cannot be derived".to_string())?;
-        let encrypter = alg
-            .algorithm()
+        let encrypter = encrypter_algorithm(alg)
             .encrypter_from_jwk(&public_jwk)
             .map_err(|_| "the public key is invalid".to_string())?;
         // `to_public_key` keeps only kty, use, crv, x and y. A system minting

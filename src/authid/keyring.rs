@@ -104,7 +104,7 @@ impl Keyring {
             None if self.retired.contains(&header.kid) => return Err(AuthIdError::RetiredKey),
             None => return Err(AuthIdError::UnknownKey),
         };
-        if header.alg != key.alg().name() {
+        if header.alg != key.alg() {
             return Err(AuthIdError::Algorithm);
         }
         let payload = key

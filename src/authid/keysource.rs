@@ -5,13 +5,11 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use base64::Engine;
 use serde_json::{Map, Value};
-use zeroize::Zeroizing;
 
 use super::keydir::KeyDir;
 use super::{Keyring, ServerKey};
-use crate::secret::Sensitive;
+use crate::secret::{Sensitive, decode_inline};
 
 /// Where the server takes its keys from.
 #[derive(Debug, Clone)]
@@ -36,25 +34,6 @@ impl KeySource {
             Self::Dir(dir) => KeyDir::new(dir).load(),
             Self::Set(text) => load_set(text.expose()),
         }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Dir(dir) => format!("KEYS_DIR={}", dir.display()),
-            Self::Set(_) => "KEYS".to_string(),
-        }
-    }
-}
-
-/// Decodes a value that may be given as `base64:<data>`.
-pub fn decode_inline(value: &str) -> Result<Zeroizing<Vec<u8>>, String> {
-    match value.trim().strip_prefix("base64:") {
-        Some(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim()))
-            .map(Zeroizing::new)
-            .map_err(|_| "the base64: value is not valid base64".to_string()),
-        None => Ok(Zeroizing::new(value.as_bytes().to_vec())),
     }
 }
 
@@ -114,6 +93,8 @@ pub fn public_set(keyring: &Keyring) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine;
+
     use super::*;
 
     #[test]

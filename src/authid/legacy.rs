@@ -2,6 +2,7 @@
 //! of the older services can switch by changing only the URL.
 
 use super::AuthIdError;
+use crate::provider::is_provider_id;
 
 pub(super) const V2_PREFIX: &str = "v2:";
 
@@ -28,7 +29,7 @@ impl<'a> LegacyAuthId<'a> {
         let (service, refresh_token) = rest.split_once(':').ok_or(AuthIdError::Malformed(
             "a v2 AuthID has the form v2:<provider>:<token>",
         ))?;
-        if !is_service_id(service) {
+        if !is_provider_id(service) {
             return Err(AuthIdError::Malformed(
                 "the provider part of the v2 AuthID is invalid",
             ));
@@ -41,15 +42,6 @@ impl<'a> LegacyAuthId<'a> {
             refresh_token,
         })
     }
-}
-
-/// Provider ids are short lowercase names such as `googledrive` or `box.com`.
-pub fn is_service_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
 }
 
 #[cfg(test)]

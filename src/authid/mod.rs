@@ -16,9 +16,10 @@ mod legacy;
 
 pub use claims::{Claims, LOGIN_SECRET_CLAIM};
 pub use error::AuthIdError;
-pub use key::{KeyAlg, ServerKey};
+pub use jwe::KeyAlg;
+pub use key::ServerKey;
 pub use keyring::{KeyStats, Keyring, KeyringHandle, Opened};
-pub use legacy::{LegacyAuthId, is_service_id};
+pub use legacy::LegacyAuthId;
 
 /// The prefix of every AuthID this broker issues.
 pub const V3_PREFIX: &str = "v3:";

@@ -21,8 +21,8 @@ pub enum AuthidCommand {
     /// primary key.
     Seal {
         /// Provider id, e.g. googledrive.
-        #[arg(long)]
-        service: String,
+        #[arg(long = "service")]
+        provider: String,
         #[command(flatten)]
         keys: KeyArgs,
     },
@@ -57,8 +57,8 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AuthidCommand::Seal { service, keys } => {
-            if !crate::authid::is_service_id(&service) {
+        AuthidCommand::Seal { provider, keys } => {
+            if !crate::provider::is_provider_id(&provider) {
                 anyhow::bail!("--service must be a provider id such as googledrive");
             }
             let token = read_stdin()?;
@@ -69,7 +69,7 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
                 .source()
                 .load()
                 .map_err(|e| anyhow::anyhow!(e.join("\n")))?;
-            let claims = Claims::new(service, token, SystemClock.now());
+            let claims = Claims::new(provider, token, SystemClock.now());
             println!("{}", ring.seal(&claims).map_err(anyhow::Error::msg)?);
             Ok(())
         }

@@ -10,7 +10,8 @@ use clap::Args;
 use super::KeyArgs;
 use crate::app::App;
 use crate::config::{
-    Limits, Settings, parse_opener_origins, parse_proxies, parse_public_url, url_for_listen,
+    Limits, Settings, defaults, parse_opener_origins, parse_proxies, parse_public_url,
+    url_for_listen,
 };
 use crate::http::server::ConnectionLimits;
 use crate::provider::catalogue::CatalogueSource;
@@ -60,16 +61,16 @@ pub struct ServeArgs {
     #[arg(long, env = "TEMPLATES_DIR")]
     pub templates_dir: Option<PathBuf>,
     /// Seconds to wait for a provider's token endpoint.
-    #[arg(long, env = "UPSTREAM_TIMEOUT", default_value_t = 20)]
+    #[arg(long, env = "UPSTREAM_TIMEOUT", default_value_t = defaults::UPSTREAM_TIMEOUT_SECS)]
     pub upstream_timeout: u64,
     /// Most access tokens kept in the cache.
-    #[arg(long, env = "CACHE_CAPACITY", default_value_t = 200_000)]
+    #[arg(long, env = "CACHE_CAPACITY", default_value_t = defaults::CACHE_CAPACITY)]
     pub cache_capacity: u64,
     #[command(flatten)]
     pub limits: LimitArgs,
     /// Origins the logged-in page posts the AuthID to (window.opener),
     /// comma-separated; * (the default) posts to any opener.
-    #[arg(long, env = "OPENER_ORIGINS", default_value = "*")]
+    #[arg(long, env = "OPENER_ORIGINS", default_value = defaults::OPENER_ORIGINS)]
     pub opener_origins: String,
 }
 
@@ -77,22 +78,22 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct LimitArgs {
     /// Longest block, in seconds, that a provider's Retry-After may impose.
-    #[arg(long, env = "BACKOFF_MAX", default_value_t = 3600)]
+    #[arg(long, env = "BACKOFF_MAX", default_value_t = defaults::BACKOFF_MAX_SECS)]
     pub backoff_max: u64,
     /// Concurrent calls to one provider; further calls queue briefly.
-    #[arg(long, env = "UPSTREAM_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "UPSTREAM_CONCURRENCY", default_value_t = defaults::UPSTREAM_CONCURRENCY)]
     pub upstream_concurrency: usize,
     /// Upstream refreshes one login may cause per hour.
-    #[arg(long, env = "LOGIN_REFRESHES_PER_HOUR", default_value_t = 20)]
+    #[arg(long, env = "LOGIN_REFRESHES_PER_HOUR", default_value_t = defaults::LOGIN_REFRESHES_PER_HOUR)]
     pub login_refreshes_per_hour: u32,
     /// Requests (cache hits included) one login may make per hour.
-    #[arg(long, env = "LOGIN_REQUESTS_PER_HOUR", default_value_t = 1200)]
+    #[arg(long, env = "LOGIN_REQUESTS_PER_HOUR", default_value_t = defaults::LOGIN_REQUESTS_PER_HOUR)]
     pub login_requests_per_hour: u32,
     /// AuthIDs that fail to open, per client address and minute.
-    #[arg(long, env = "BAD_AUTHIDS_PER_MINUTE", default_value_t = 30)]
+    #[arg(long, env = "BAD_AUTHIDS_PER_MINUTE", default_value_t = defaults::BAD_AUTHIDS_PER_MINUTE)]
     pub bad_authids_per_minute: u32,
     /// Requests the server handles at once; more get 503.
-    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 1024)]
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = defaults::MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
     /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
@@ -224,8 +225,8 @@ impl ServeArgs {
             Some(public_url) if problems.is_empty() => Ok(Settings {
                 listen: self.server.listen.clone(),
                 public_url,
-                app_name: fallback(&self.app_name, "APPNAME", "oauth-broker"),
-                display_name: fallback(&self.display_name, "DISPLAYNAME", "OAuth login"),
+                app_name: fallback(&self.app_name, "APPNAME", defaults::APP_NAME),
+                display_name: fallback(&self.display_name, "DISPLAYNAME", defaults::DISPLAY_NAME),
                 templates_dir: self.templates_dir.clone(),
                 upstream_timeout: Duration::from_secs(self.upstream_timeout),
                 cache_capacity: self.cache_capacity.max(1),

@@ -9,10 +9,10 @@ mod login;
 mod middleware;
 mod ops;
 mod page;
-mod pages;
 mod refresh;
 mod revoke;
 pub mod server;
+mod site;
 
 use std::sync::Arc;
 
@@ -33,18 +33,18 @@ pub fn router(app: SharedApp) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/refresh", get(refresh::refresh).post(refresh::refresh))
-        .route("/", get(pages::index))
+        .route("/", get(site::index))
         .route("/login", get(login::login))
         .route("/logged-in", get(login::logged_in))
-        .route("/cli-token", get(pages::cli_token_form))
+        .route("/cli-token", get(site::cli_token_form))
         .route("/cli-token-login", post(login::cli_token_login))
         .route("/fetch", get(fetch::fetch))
         .route("/token-state", get(fetch::token_state))
         .route("/revoke", get(revoke::form).post(revoke::revoke_json))
         .route("/revoked", post(revoke::revoked_page))
-        .route("/privacy-policy", get(pages::privacy))
-        .route("/static/{name}", get(pages::asset))
-        .route("/favicon.ico", get(pages::favicon))
+        .route("/privacy-policy", get(site::privacy))
+        .route("/static/{name}", get(site::asset))
+        .route("/favicon.ico", get(site::favicon))
         .fallback(error::not_found)
         .with_state(app);
     if let Some(demo) = demo {

@@ -1,6 +1,7 @@
-//! HTML pages: rendering with the common context, and the headers every
-//! page carries (a CSP with a per-response nonce, no caching of anything
-//! that shows an AuthID, the login cookie).
+//! How an HTML page is made: rendering with the common context, and the
+//! headers every page carries (a CSP with a per-response nonce, no caching
+//! of anything that shows an AuthID, the login cookie). The handlers of
+//! the site's pages are in `site`.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -184,7 +185,8 @@ impl IntoResponse for Page {
 }
 
 /// The login cookie: HttpOnly, SameSite=Lax (sent on the provider's
-/// redirect back), only to `/logged-in`, ten minutes.
+/// redirect back), only to `/logged-in`, for `max_age` seconds (the
+/// lifetime of the login state).
 pub fn login_cookie(app: &App, nonce: &str, max_age: i64) -> String {
     let secure = if app.settings.secure_cookies() {
         "; Secure"

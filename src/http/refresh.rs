@@ -9,7 +9,7 @@ use super::ApiError;
 use super::client_ip::ClientIp;
 use super::input::{Params, read_params};
 use crate::app::SharedApp;
-use crate::authid::is_service_id;
+use crate::provider::is_provider_id;
 use crate::refresh::RefreshAnswer;
 
 #[derive(Serialize)]
@@ -17,7 +17,7 @@ struct RefreshBody<'a> {
     access_token: &'a str,
     expires: u64,
     #[serde(rename = "type")]
-    service: &'a str,
+    provider: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     v2_authid: Option<&'a str>,
 }
@@ -44,8 +44,8 @@ pub async fn refresh(
 /// `base` is the path of `PUBLIC_URL`, where the provider list lives.
 fn no_authid(method: &Method, params: &Params, base: &str) -> Result<Response, ApiError> {
     match params.get("type") {
-        Some(service) if *method == Method::GET && is_service_id(service) => {
-            Ok(Redirect::to(&format!("{base}/?type={service}")).into_response())
+        Some(provider) if *method == Method::GET && is_provider_id(provider) => {
+            Ok(Redirect::to(&format!("{base}/?type={provider}")).into_response())
         }
         _ => Err(ApiError::bad_request(
             "Missing AuthID: send it in the X-AuthID header",
@@ -57,7 +57,7 @@ fn token_response(answer: &RefreshAnswer) -> Response {
     let body = RefreshBody {
         access_token: answer.access_token().expose(),
         expires: answer.expires,
-        service: answer.service(),
+        provider: answer.service(),
         v2_authid: answer.new_authid(),
     };
     let mut response = axum::Json(body).into_response();

@@ -2,7 +2,7 @@
 
 use crate::provider::UpstreamError;
 
-use super::state::StateError;
+use super::state::{STATE_LIFETIME, StateError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginError {
@@ -65,9 +65,10 @@ impl LoginError {
                 "This page is where the provider sends you back after logging in; start the login from the beginning".into()
             }
             Self::State(e) => format!("The login could not be finished: {e}; start the login again"),
-            Self::Expired { .. } => {
-                "The login took longer than 10 minutes and has expired; start again".into()
-            }
+            Self::Expired { .. } => format!(
+                "The login took longer than {} minutes and has expired; start again",
+                STATE_LIFETIME / 60
+            ),
             Self::WrongBrowser => {
                 "This login was started in another browser (or its cookie was blocked or removed); finish it in the browser where you started it, or start again here".into()
             }
@@ -134,5 +135,19 @@ impl LoginError {
             Self::Upstream { error, .. } => error.label(),
             Self::Seal => "seal",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_message_names_the_state_lifetime() {
+        let e = LoginError::Expired {
+            provider: "x".into(),
+        };
+        let minutes = format!("{} minutes", STATE_LIFETIME / 60);
+        assert!(e.message().contains(&minutes), "{}", e.message());
     }
 }

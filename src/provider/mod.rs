@@ -9,7 +9,7 @@ pub mod protect;
 pub mod retry_after;
 pub mod secrets;
 
-pub use catalogue::{Catalogue, Provider, RateLimit, Rotation};
+pub use catalogue::{Catalogue, Provider, RateLimit, Rotation, is_provider_id};
 pub use client::{HttpTokenClient, RawAnswer, TokenClient, TransportError};
 pub use outcome::{TokenGrant, UpstreamError, classify};
 pub use protect::{Protection, ProtectionSettings, Refusal};

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::secret::Sensitive;
+use crate::secret::{Sensitive, read_file_or_inline};
 
 /// Looks a variable up in the environment (or a test's stand-in for it).
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -57,20 +57,6 @@ impl Secrets {
             .map(Sensitive::new)
             .or_else(|| self.from_file.get(name).cloned())
     }
-}
-
-/// `base64:...`, inline JSON (starts with `{` or `[`), or a file path.
-pub fn read_file_or_inline(spec: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
-    let spec = spec.trim();
-    if spec.starts_with("base64:") {
-        return crate::authid::keysource::decode_inline(spec);
-    }
-    if spec.starts_with('{') || spec.starts_with('[') {
-        return Ok(zeroize::Zeroizing::new(spec.as_bytes().to_vec()));
-    }
-    std::fs::read(spec)
-        .map(zeroize::Zeroizing::new)
-        .map_err(|e| format!("cannot read {spec}: {e}"))
 }
 
 /// Replaces every `%NAME%` in `text`. Returns the names that had no value.

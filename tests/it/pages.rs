@@ -50,6 +50,11 @@ async fn index_lists_providers_and_type_shows_one() {
     let privacy = broker.get("/privacy-policy").await;
     assert_eq!(privacy.status, 200);
     assert!(privacy.body.contains("Privacy policy"));
+    assert!(
+        privacy.body.contains("cookie (10 minutes)"),
+        "{}",
+        privacy.body
+    );
 }
 
 #[tokio::test]

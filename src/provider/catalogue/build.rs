@@ -11,8 +11,7 @@ use url::Url;
 
 use super::Catalogue;
 use super::entry::{Entry, builtin_entries, merge_entries, read_configfile};
-use super::model::{Provider, RateLimit, Rotation};
-use crate::authid::is_service_id;
+use super::model::{Provider, RateLimit, Rotation, is_provider_id};
 use crate::provider::hosts::{host_port, is_loopback, parse_host_port};
 use crate::provider::secrets::{EnvLookup, Secrets, substitute};
 use crate::secret::Sensitive;
@@ -191,7 +190,7 @@ fn build_provider(
         .chain(entry.service_id.clone().filter(|s| s != &id))
         .collect::<Vec<_>>();
     for alias in &aliases {
-        if !is_service_id(alias) {
+        if !is_provider_id(alias) {
             problems.push(format!(
                 "{prefix}: alias {alias:?} is not a lowercase provider id"
             ));

@@ -5,10 +5,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::model::RateLimit;
-use crate::authid::is_service_id;
-use crate::provider::secrets::read_file_or_inline;
+use super::model::{RateLimit, is_provider_id};
 use crate::secret::Sensitive;
+use crate::secret::read_file_or_inline;
 
 const BUILTIN: &str = include_str!("../builtin.json");
 
@@ -135,7 +134,7 @@ fn parse_entries(text: &str, what: &str) -> Result<Vec<Entry>, Vec<String>> {
         // Accept PascalCase field names too (as serialized by .NET).
         let map: Map<String, Value> = map.into_iter().map(|(k, v)| (camel_case(&k), v)).collect();
         match serde_json::from_value::<Entry>(Value::Object(map)) {
-            Ok(entry) if entry.id.as_deref().is_some_and(is_service_id) => {
+            Ok(entry) if entry.id.as_deref().is_some_and(is_provider_id) => {
                 for name in entry.unknown.keys().filter(|k| !k.starts_with("comment")) {
                     tracing::warn!(
                         provider = entry.id.as_deref().unwrap_or(""),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use build::CatalogueSource;
-pub use model::{Provider, RateLimit, Rotation};
+pub use model::{Provider, RateLimit, Rotation, is_provider_id};
 
 /// The enabled providers, looked up by id or alias.
 #[derive(Debug, Default)]
@@ -36,20 +36,6 @@ impl Catalogue {
             }
         }
         self.providers.push(provider);
-    }
-
-    /// A catalogue of given providers (tests, demo mode).
-    pub fn from_providers(providers: Vec<Provider>) -> Result<Self, Vec<String>> {
-        let mut catalogue = Catalogue::default();
-        let mut problems = Vec::new();
-        for p in providers {
-            catalogue.add(p, &mut problems);
-        }
-        if problems.is_empty() {
-            Ok(catalogue)
-        } else {
-            Err(problems)
-        }
     }
 
     /// Finds an enabled provider by id or alias.

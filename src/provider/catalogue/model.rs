@@ -10,6 +10,16 @@ use url::Url;
 use crate::provider::client::FormField;
 use crate::secret::Sensitive;
 
+/// Provider ids are short lowercase names such as `googledrive` or
+/// `box.com`: what AuthIDs, catalogue entries and `?type=` name.
+pub fn is_provider_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+}
+
 /// How a provider treats refresh tokens when it answers a refresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rotation {

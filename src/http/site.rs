@@ -1,5 +1,6 @@
-//! The informational pages: the provider list, the privacy policy and the
-//! static assets.
+//! The site's own pages, the ones a visitor browses rather than the login
+//! flow's redirects: the provider list, the login-token form, the privacy
+//! policy and the static assets. How any page is rendered is `page`'s job.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -10,6 +11,7 @@ use super::ApiError;
 use super::input::read_params;
 use super::page::{self, Page};
 use crate::app::SharedApp;
+use crate::login::state::STATE_LIFETIME;
 use crate::login::{LoginError, LoginService};
 
 /// `GET /`: every listed provider, or just `?type=ID`; `?token=T` registers
@@ -111,7 +113,12 @@ pub async fn cli_token_form(State(app): State<SharedApp>, request: Request) -> P
 }
 
 pub async fn privacy(State(app): State<SharedApp>) -> Page {
-    page::render(&app, StatusCode::OK, "privacy.html", json!({}))
+    page::render(
+        &app,
+        StatusCode::OK,
+        "privacy.html",
+        json!({ "login_minutes": STATE_LIFETIME / 60 }),
+    )
 }
 
 /// `GET /static/{name}`: the stylesheet and the page script.
