@@ -12,14 +12,19 @@
 //! that need an exact deadline keep it inside the value and check it
 //! against the application clock.
 
+pub mod embedded;
 pub mod memory;
+mod record;
+pub mod redis;
 
 use std::fmt;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// What an entry is for. Part of every key, so the kinds of state never
 /// collide and an operator can count them apart.
