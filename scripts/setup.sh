@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, skipping what is already there:
-# Debian packages (OpenSSL headers, Chromium for the browser test), the
-# Python JOSE library for the interoperability test, cargo-nextest, and the
-# browser test's npm packages.
+# Debian packages (OpenSSL headers, Chromium for the browser test, Redis for
+# the store tests and benchmarks), the Python JOSE library for the
+# interoperability test, cargo-nextest, and the browser test's npm packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +10,7 @@ as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-debian_packages=(pkg-config libssl-dev chromium)
+debian_packages=(pkg-config libssl-dev chromium redis-server redis-tools)
 missing=()
 for p in "${debian_packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

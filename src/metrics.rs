@@ -38,6 +38,22 @@ pub struct KeyLabels {
     pub state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabels {
+    pub op: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreOpLabel {
+    pub op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreErrorLabels {
+    pub kind: String,
+}
+
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
 /// Counter handles of a two-label family, kept by label value, so counting
@@ -110,6 +126,14 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 13))
 }
 
+fn store_histogram() -> Histogram {
+    // 100 µs (an embedded read, a Redis round trip on one host) to 1 s
+    // (four times the default STORE_TIMEOUT_MS).
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    ])
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub http_requests: Counters<RouteLabels, u16>,
@@ -129,6 +153,10 @@ pub struct Metrics {
     pub cached_tokens: Gauge,
     pub untrusted_forwarded: Counter,
     pub open_connections: Gauge,
+    pub store_operations: Family<StoreOpLabels, Counter>,
+    pub store_errors: Family<StoreErrorLabels, Counter>,
+    pub store_duration: Family<StoreOpLabel, Histogram, fn() -> Histogram>,
+    pub store_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -220,6 +248,31 @@ impl Metrics {
             "Client connections open now (at most MAX_CONNECTIONS)",
             open_connections.clone(),
         );
+        let store_operations = Family::<StoreOpLabels, Counter>::default();
+        registry.register(
+            "store_operations",
+            "Store operations by operation and outcome (ok, error)",
+            store_operations.clone(),
+        );
+        let store_errors = Family::<StoreErrorLabels, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Failed store operations by kind (timeout, unavailable, failed)",
+            store_errors.clone(),
+        );
+        let store_duration: Family<StoreOpLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(store_histogram);
+        registry.register(
+            "store_duration_seconds",
+            "Time a store operation took, timeouts included",
+            store_duration.clone(),
+        );
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 when the store's last operation or health check got an answer, 0 when it timed out or could not reach the store",
+            store_up.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -237,6 +290,10 @@ impl Metrics {
             cached_tokens,
             untrusted_forwarded,
             open_connections,
+            store_operations,
+            store_errors,
+            store_duration,
+            store_up,
         }
     }
 

@@ -11,6 +11,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if let Ok(settings) = &settings {
         writeln!(out, "redirect URI: {}", settings.redirect_uri())?;
+        writeln!(out, "store: {}", settings.store.describe())?;
     }
     if let Ok(catalogue) = &catalogue {
         writeln!(

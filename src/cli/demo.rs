@@ -10,7 +10,7 @@ use super::KeyArgs;
 use crate::app::App;
 use crate::authid::Keyring;
 use crate::authid::keysource::KeySource;
-use crate::config::{Settings, parse_public_url};
+use crate::config::{Settings, StoreDefault, parse_public_url};
 use crate::demo::DemoProvider;
 use crate::provider::catalogue::CatalogueSource;
 use crate::provider::{Catalogue, HttpTokenClient};
@@ -23,6 +23,8 @@ pub struct DemoArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub limits: super::serve::LimitArgs,
+    #[command(flatten)]
+    pub store: super::serve::StoreArgs,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -37,6 +39,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         settings.listen = address.to_string();
         let mut problems = Vec::new();
         settings.limits = args.limits.limits(&mut problems);
+        if let Some(store) = args.store.settings(StoreDefault::Memory, &mut problems) {
+            settings.store = store;
+        }
         if !problems.is_empty() {
             anyhow::bail!("{}", problems.join("; "));
         }
@@ -63,8 +68,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             crate::clock::system(),
         );
         app.demo = Some(demo);
+        // The shared store (memory unless STORE says otherwise), held for
+        // the whole run.
+        let store_for_app = crate::store::open(&app.settings.store, Arc::clone(&app.metrics))
+            .await
+            .map_err(anyhow::Error::msg)?;
         println!("{}", instructions(&base));
-        super::serve::serve_on(listener, Arc::new(app)).await
+        let result = super::serve::serve_on(listener, Arc::new(app)).await;
+        drop(store_for_app);
+        result
     })
 }
 

@@ -10,8 +10,8 @@ use clap::Args;
 use super::KeyArgs;
 use crate::app::App;
 use crate::config::{
-    Limits, Settings, defaults, parse_opener_origins, parse_proxies, parse_public_url,
-    url_for_listen,
+    Limits, Settings, StoreDefault, StoreSettings, defaults, parse_opener_origins, parse_proxies,
+    parse_public_url, parse_store, url_for_listen,
 };
 use crate::http::server::ConnectionLimits;
 use crate::provider::catalogue::CatalogueSource;
@@ -72,6 +72,46 @@ pub struct ServeArgs {
     /// comma-separated; * (the default) posts to any opener.
     #[arg(long, env = "OPENER_ORIGINS", default_value = defaults::OPENER_ORIGINS)]
     pub opener_origins: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where state shared by instances lives (SPEC 8); shared by `serve` and
+/// `demo`, whose defaults differ.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The store: unset = embedded in DATA_DIR (serve; one instance), memory
+    /// (demo's default), or redis://[user:password@]host:port/db or
+    /// rediss://... (a Redis or Valkey shared by several instances).
+    #[arg(long, env = "STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    /// Directory of the embedded store.
+    #[arg(long, env = "DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// Prefix of every key the broker writes to Redis.
+    #[arg(long, env = "STORE_PREFIX", default_value = crate::config::DEFAULT_STORE_PREFIX)]
+    pub store_prefix: String,
+    /// Milliseconds one store operation may take before it counts as failed.
+    #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = 250)]
+    pub store_timeout_ms: u64,
+}
+
+impl StoreArgs {
+    pub(super) fn settings(
+        &self,
+        default: StoreDefault,
+        problems: &mut Vec<String>,
+    ) -> Option<StoreSettings> {
+        parse_store(
+            self.store.as_deref(),
+            default,
+            &self.data_dir,
+            &self.store_prefix,
+            self.store_timeout_ms,
+        )
+        .map_err(|p| problems.extend(p))
+        .ok()
+    }
 }
 
 /// Protection of providers and of the server.
@@ -214,6 +254,7 @@ impl ServeArgs {
         let opener_origins = parse_opener_origins(&self.opener_origins)
             .map_err(|e| problems.push(e))
             .unwrap_or_default();
+        let store = self.store.settings(StoreDefault::Embedded, &mut problems);
         let fallback = |primary: &Option<String>, legacy: &str, default: &str| {
             primary
                 .clone()
@@ -221,8 +262,8 @@ impl ServeArgs {
                 .filter(|s| !s.trim().is_empty())
                 .unwrap_or_else(|| default.to_string())
         };
-        match public_url {
-            Some(public_url) if problems.is_empty() => Ok(Settings {
+        match (public_url, store) {
+            (Some(public_url), Some(store)) if problems.is_empty() => Ok(Settings {
                 listen: self.server.listen.clone(),
                 public_url,
                 app_name: fallback(&self.app_name, "APPNAME", defaults::APP_NAME),
@@ -232,6 +273,7 @@ impl ServeArgs {
                 cache_capacity: self.cache_capacity.max(1),
                 limits,
                 opener_origins,
+                store,
             }),
             _ => Err(problems),
         }
@@ -285,7 +327,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(serve(Arc::new(app)))
+    runtime.block_on(async move {
+        // The shared store, opened before the server listens: an embedded
+        // store whose DATA_DIR another process holds stops the start here.
+        // It stays open (and DATA_DIR locked) until the server stops.
+        let store_for_app = crate::store::open(&app.settings.store, Arc::clone(&app.metrics))
+            .await
+            .map_err(|e| {
+                tracing::error!("{e}");
+                anyhow::anyhow!("cannot start: {e}")
+            })?;
+        let result = serve(Arc::new(app)).await;
+        drop(store_for_app);
+        result
+    })
 }
 
 pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {

@@ -12,14 +12,63 @@
 //! that need an exact deadline keep it inside the value and check it
 //! against the application clock.
 
+pub mod embedded;
+pub mod instrumented;
 pub mod memory;
+mod record;
+pub mod redis;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 
+use crate::config::{StoreBackend, StoreSettings};
+use crate::metrics::Metrics;
+
+pub use embedded::EmbeddedStore;
+pub use instrumented::{InstrumentedStore, StoreHealth, StoreState};
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+/// How often the store is pinged when nothing else uses it.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Opens the configured store, wrapped so that every call is bounded and
+/// measured, and starts its health check. A Redis that is down does not
+/// stop the start (the store connects when it can); an embedded store
+/// whose `DATA_DIR` another process holds does. The embedded store stays
+/// locked until the returned store (and every clone of it) is dropped.
+pub async fn open(
+    settings: &StoreSettings,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<InstrumentedStore>, String> {
+    let inner: Arc<dyn Store> = match &settings.backend {
+        StoreBackend::Memory => Arc::new(MemoryStore::default()),
+        StoreBackend::Embedded { dir } => {
+            let dir = dir.clone();
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
+                .await
+                .map_err(|e| format!("opening the store stopped: {e}"))??;
+            Arc::new(store)
+        }
+        StoreBackend::Redis { url, .. } => {
+            Arc::new(RedisStore::new(url, &settings.prefix, settings.timeout)?)
+        }
+    };
+    let store = Arc::new(InstrumentedStore::new(inner, settings.timeout, &metrics));
+    match store.ping().await {
+        Ok(()) => tracing::info!(store = %settings.describe(), "store ready"),
+        Err(e) => tracing::warn!(
+            store = %settings.describe(),
+            error = %e,
+            "the store does not answer yet; serving on and retrying in the background"
+        ),
+    }
+    store.spawn_health_check(HEALTH_INTERVAL);
+    Ok(store)
+}
 
 /// What an entry is for. Part of every key, so the kinds of state never
 /// collide and an operator can count them apart.

@@ -18,5 +18,6 @@ mod login;
 mod mock_selftest;
 mod pages;
 mod protection;
+mod redis_selftest;
 mod refresh;
 mod support;
