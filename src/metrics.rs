@@ -125,9 +125,10 @@ pub struct Metrics {
     key_states: Mutex<HashMap<String, &'static str>>,
     pub ready: Gauge,
     pub active_backoffs: Gauge,
-    pub rotation_store_entries: Gauge,
     pub cached_tokens: Gauge,
     pub untrusted_forwarded: Counter,
+    pub store_lock_waits: Family<ProviderLabels, Counter>,
+    pub rotations_unrecorded: Family<ProviderLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -195,12 +196,6 @@ impl Metrics {
             "Providers blocked by backoff now",
             active_backoffs.clone(),
         );
-        let rotation_store_entries = Gauge::default();
-        registry.register(
-            "rotation_store_entries",
-            "Logins with a rotated refresh token in the rotation store",
-            rotation_store_entries.clone(),
-        );
         let cached_tokens = Gauge::default();
         registry.register(
             "cached_tokens",
@@ -212,6 +207,18 @@ impl Metrics {
             "untrusted_forwarded",
             "Requests whose X-Forwarded-For was ignored because the peer is not in TRUSTED_PROXIES",
             untrusted_forwarded.clone(),
+        );
+        let store_lock_waits = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "store_lock_waits",
+            "Refreshes that found a login's lock held by another instance and waited for its answer",
+            store_lock_waits.clone(),
+        );
+        let rotations_unrecorded = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "rotations_unrecorded",
+            "Rotated refresh tokens the store did not take (the client got them in v2_authid)",
+            rotations_unrecorded.clone(),
         );
         Self {
             registry: Mutex::new(registry),
@@ -226,9 +233,10 @@ impl Metrics {
             key_states: Mutex::new(HashMap::new()),
             ready,
             active_backoffs,
-            rotation_store_entries,
             cached_tokens,
             untrusted_forwarded,
+            store_lock_waits,
+            rotations_unrecorded,
         }
     }
 

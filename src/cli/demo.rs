@@ -61,6 +61,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             catalogue,
             Arc::new(client),
             crate::clock::system(),
+            Arc::new(crate::store::MemoryStore::default()),
         );
         app.demo = Some(demo);
         println!("{}", instructions(&base));

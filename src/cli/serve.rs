@@ -244,6 +244,7 @@ impl ServeArgs {
                     catalogue,
                     Arc::new(client),
                     crate::clock::system(),
+                    Arc::new(crate::store::MemoryStore::default()),
                 ))
             }
             (s, k, c) => Err([s.err(), k.err(), c.err()]
