@@ -19,4 +19,5 @@ mod mock_selftest;
 mod pages;
 mod protection;
 mod refresh;
+mod shared_store;
 mod support;

@@ -6,3 +6,4 @@ pub mod broker;
 pub mod logs;
 pub mod mock_provider;
 pub mod process;
+pub mod store;
