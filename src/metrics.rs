@@ -149,7 +149,7 @@ impl Metrics {
         let refreshes = Counters::new(outcome_labels);
         registry.register(
             "refreshes",
-            "Refresh requests by provider and outcome (cache_hit, refreshed, rotated, reauthorize, throttled, limited, error, timeout, misconfigured, bad_authid)",
+            "Refresh requests by provider and outcome (cache_hit, shared, refreshed, rotated, reauthorize, throttled, limited, store_unavailable, error, timeout, misconfigured, bad_authid)",
             refreshes.family.clone(),
         );
         let upstream_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
