@@ -353,11 +353,6 @@ async fn flight(inner: Arc<Inner>, login: Login) -> FlightResult {
     if let Some(flown) = inner.shared(&records, &login).await? {
         return Ok(flown);
     }
-    let provider = &login.provider.id;
-    if let Some(left) = inner.deps.protection.blocked_anywhere(provider, now).await {
-        inner.deps.metrics.throttle(provider, "backoff");
-        return Err(RefreshError::Refused(Refusal::Blocked(left)));
-    }
     match inner.take_turn(&records, &login).await? {
         Turn::Answered(flown) => Ok(flown),
         Turn::Unlocked => inner.call(&records, &login, None).await,
@@ -624,6 +619,12 @@ impl Inner {
             }
         }
         let now = deps.clock.now();
+        // Checked here, under the lock: a holder this instance waited for may
+        // have been throttled, on any instance.
+        if let Some(left) = deps.protection.blocked_anywhere(&provider.id, now).await {
+            deps.metrics.throttle(&provider.id, "backoff");
+            return Err(RefreshError::Refused(Refusal::Blocked(left)));
+        }
         self.login_refreshes
             .hit(&login.key, now)
             .map_err(|s| RefreshError::TooMany {

@@ -526,3 +526,40 @@ async fn a_call_answers_before_its_lock_ends_and_releases_it() {
         "the lease covers the wait for a slot and the call"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_instance_obeys_the_backoff_its_holder_met() {
+    let f = fixture();
+    let authid = f.authid("box.com", "rt-1");
+    let (records, login) = f.records_of(&authid);
+    let held = records
+        .try_lock(Duration::from_secs(600))
+        .await
+        .unwrap()
+        .unwrap();
+    let other_instance = Protection::new(
+        f.refresher.catalogue(),
+        crate::provider::ProtectionSettings {
+            max_backoff: Duration::from_secs(3600),
+            concurrency: 16,
+            queue_wait: Duration::from_secs(2),
+        },
+        Arc::clone(&f.store),
+        Arc::new(StoreOutage::new()),
+    );
+    let store = Arc::clone(&f.store);
+    let now = f.clock.now();
+    let holder = tokio::spawn(async move {
+        // The holder is throttled by the provider and lets go.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        other_instance
+            .throttled("box.com", Some(Duration::from_secs(30)), now)
+            .await;
+        let records = LoginRecords::new(store.as_ref(), &login.claims);
+        records.unlock(&held).await.unwrap();
+    });
+    let err = f.refresher.refresh_for(&authid).await.unwrap_err();
+    holder.await.unwrap();
+    assert_eq!(err, RefreshError::Refused(Refusal::Blocked(30)));
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), 0);
+}
