@@ -1,6 +1,6 @@
 //! The application core shared by every request: settings, keys, the
-//! provider catalogue and the refresher. Free of HTTP types; handlers call
-//! into it.
+//! provider catalogue, the store, the provider protection, the refresher
+//! and the login flows. Free of HTTP types; handlers call into it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,11 +11,12 @@ use crate::authid::{Keyring, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::demo::DemoProvider;
-use crate::login::{LoginDeps, LoginService, MemoryFetchStore, Templates};
+use crate::login::{LoginDeps, LoginService, Templates};
 use crate::metrics::Metrics;
-use crate::provider::{Catalogue, TokenClient};
-use crate::refresh::rotation::MemoryRotationStore;
+use crate::outage::StoreOutage;
+use crate::provider::{Catalogue, Protection, ProtectionSettings, TokenClient};
 use crate::refresh::{RefreshDeps, Refresher};
+use crate::store::Store;
 
 pub struct App {
     pub settings: Settings,
@@ -23,6 +24,14 @@ pub struct App {
     /// Where keys are reloaded from; `None` for an ephemeral keyring.
     pub key_source: Option<KeySource>,
     pub refresher: Refresher,
+    /// The state instances share (SPEC 8); several apps on one store
+    /// behave as one broker.
+    pub store: Arc<dyn Store>,
+    /// Notes store failures for every part; logs them once per interval.
+    pub outage: Arc<StoreOutage>,
+    /// Backoff, quota and bulkhead per provider registration, used by
+    /// refreshes and code exchanges alike.
+    pub protection: Arc<Protection>,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
     /// The built-in demo provider (`oauth-broker demo` only).
@@ -38,6 +47,8 @@ pub struct App {
 pub type SharedApp = Arc<App>;
 
 impl App {
+    /// `store` is the store `serve` opened (`MemoryStore` for tests and the
+    /// demo).
     pub fn new(
         settings: Settings,
         keyring: Keyring,
@@ -45,15 +56,53 @@ impl App {
         catalogue: Catalogue,
         client: Arc<dyn TokenClient>,
         clock: SharedClock,
+        store: Arc<dyn Store>,
+    ) -> Self {
+        Self::with_metrics(
+            settings,
+            keyring,
+            key_source,
+            catalogue,
+            client,
+            clock,
+            store,
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    /// As [`App::new`], counting into `metrics` (which the store opened by
+    /// `serve` already counts into).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_metrics(
+        settings: Settings,
+        keyring: Keyring,
+        key_source: Option<KeySource>,
+        catalogue: Catalogue,
+        client: Arc<dyn TokenClient>,
+        clock: SharedClock,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let keyring = Arc::new(KeyringHandle::new(keyring));
-        let metrics = Arc::new(Metrics::new());
         let catalogue = Arc::new(catalogue);
+        let outage = Arc::new(StoreOutage::new());
+        let protection = Arc::new(Protection::new(
+            &catalogue,
+            ProtectionSettings {
+                max_backoff: settings.limits.backoff_max,
+                concurrency: settings.limits.upstream_concurrency,
+                queue_wait: settings.upstream_timeout,
+            },
+            Arc::clone(&store),
+            Arc::clone(&outage),
+        ));
         let refresher = Refresher::new(RefreshDeps {
             keyring: Arc::clone(&keyring),
             catalogue: Arc::clone(&catalogue),
             client: Arc::clone(&client),
-            store: Arc::new(MemoryRotationStore::new(settings.cache_capacity)),
+            store: Arc::clone(&store),
+            outage: Arc::clone(&outage),
+            protection: Arc::clone(&protection),
             metrics: Arc::clone(&metrics),
             clock: Arc::clone(&clock),
             redirect_uri: settings.redirect_uri(),
@@ -67,7 +116,9 @@ impl App {
             client,
             clock: Arc::clone(&clock),
             refresher: refresher.clone(),
-            fetch_store: Arc::new(MemoryFetchStore::default()),
+            protection: Arc::clone(&protection),
+            store: Arc::clone(&store),
+            outage: Arc::clone(&outage),
             redirect_uri: settings.redirect_uri(),
         });
         let templates = Templates::new(settings.templates_dir.as_deref());
@@ -76,6 +127,9 @@ impl App {
             keyring,
             key_source,
             refresher,
+            store,
+            outage,
+            protection,
             metrics,
             clock,
             demo: None,

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod http;
 pub mod login;
 pub mod metrics;
+pub mod outage;
 pub mod provider;
 pub mod refresh;
 pub mod secret;

@@ -149,7 +149,6 @@ pub struct Metrics {
     key_states: Mutex<HashMap<String, &'static str>>,
     pub ready: Gauge,
     pub active_backoffs: Gauge,
-    pub rotation_store_entries: Gauge,
     pub cached_tokens: Gauge,
     pub untrusted_forwarded: Counter,
     pub open_connections: Gauge,
@@ -157,6 +156,8 @@ pub struct Metrics {
     pub store_errors: Family<StoreErrorLabels, Counter>,
     pub store_duration: Family<StoreOpLabel, Histogram, fn() -> Histogram>,
     pub store_up: Gauge,
+    pub store_lock_waits: Family<ProviderLabels, Counter>,
+    pub rotations_unrecorded: Family<ProviderLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -177,7 +178,7 @@ impl Metrics {
         let refreshes = Counters::new(outcome_labels);
         registry.register(
             "refreshes",
-            "Refresh requests by provider and outcome (cache_hit, refreshed, rotated, reauthorize, throttled, limited, error, timeout, misconfigured, bad_authid)",
+            "Refresh requests by provider and outcome (cache_hit, shared, refreshed, rotated, reauthorize, throttled, limited, store_unavailable, error, timeout, misconfigured, bad_authid)",
             refreshes.family.clone(),
         );
         let upstream_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
@@ -224,12 +225,6 @@ impl Metrics {
             "Providers blocked by backoff now",
             active_backoffs.clone(),
         );
-        let rotation_store_entries = Gauge::default();
-        registry.register(
-            "rotation_store_entries",
-            "Logins with a rotated refresh token in the rotation store",
-            rotation_store_entries.clone(),
-        );
         let cached_tokens = Gauge::default();
         registry.register(
             "cached_tokens",
@@ -273,6 +268,18 @@ impl Metrics {
             "1 when the store's last operation or health check got an answer, 0 when it timed out or could not reach the store",
             store_up.clone(),
         );
+        let store_lock_waits = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "store_lock_waits",
+            "Refreshes that found a login's lock held by another instance and waited for its answer",
+            store_lock_waits.clone(),
+        );
+        let rotations_unrecorded = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "rotations_unrecorded",
+            "Rotated refresh tokens the store did not take (the client got them in v2_authid)",
+            rotations_unrecorded.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -286,7 +293,6 @@ impl Metrics {
             key_states: Mutex::new(HashMap::new()),
             ready,
             active_backoffs,
-            rotation_store_entries,
             cached_tokens,
             untrusted_forwarded,
             open_connections,
@@ -294,6 +300,8 @@ impl Metrics {
             store_errors,
             store_duration,
             store_up,
+            store_lock_waits,
+            rotations_unrecorded,
         }
     }
 

@@ -59,24 +59,24 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         )
         .map_err(|p| anyhow::anyhow!(p.join("; ")))?;
         let client = HttpTokenClient::new(settings.upstream_timeout).map_err(anyhow::Error::msg)?;
-        let mut app = App::new(
+        // The store: memory unless STORE says otherwise.
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let store = crate::store::open(&settings.store, Arc::clone(&metrics))
+            .await
+            .map_err(anyhow::Error::msg)?;
+        let mut app = App::with_metrics(
             settings,
             keyring,
             source,
             catalogue,
             Arc::new(client),
             crate::clock::system(),
+            store,
+            metrics,
         );
         app.demo = Some(demo);
-        // The shared store (memory unless STORE says otherwise), held for
-        // the whole run.
-        let store_for_app = crate::store::open(&app.settings.store, Arc::clone(&app.metrics))
-            .await
-            .map_err(anyhow::Error::msg)?;
         println!("{}", instructions(&base));
-        let result = super::serve::serve_on(listener, Arc::new(app)).await;
-        drop(store_for_app);
-        result
+        super::serve::serve_on(listener, Arc::new(app)).await
     })
 }
 

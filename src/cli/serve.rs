@@ -280,7 +280,10 @@ impl ServeArgs {
     }
 
     /// Loads settings, keys and providers; every problem at once.
-    pub fn load_app(&self) -> Result<App, Vec<String>> {
+    /// Everything `serve` needs but the store, or every problem found in
+    /// the configuration. The store is opened afterwards, inside the
+    /// runtime (see [`run`]).
+    pub fn load(&self) -> Result<Loaded, Vec<String>> {
         let settings = self.settings();
         let source = self.keys.source();
         let keyring = source.load();
@@ -297,14 +300,13 @@ impl ServeArgs {
                 if !problems.is_empty() {
                     return Err(problems);
                 }
-                Ok(App::new(
+                Ok(Loaded {
                     settings,
                     keyring,
-                    Some(source),
+                    source,
                     catalogue,
-                    Arc::new(client),
-                    crate::clock::system(),
-                ))
+                    client: Arc::new(client),
+                })
             }
             (s, k, c) => Err([s.err(), k.err(), c.err()]
                 .into_iter()
@@ -317,7 +319,7 @@ impl ServeArgs {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(&args.server.log_format);
-    let app = args.load_app().map_err(|problems| {
+    let loaded = args.load().map_err(|problems| {
         for p in &problems {
             tracing::error!("{p}");
         }
@@ -328,19 +330,43 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
-        // The shared store, opened before the server listens: an embedded
-        // store whose DATA_DIR another process holds stops the start here.
-        // It stays open (and DATA_DIR locked) until the server stops.
-        let store_for_app = crate::store::open(&app.settings.store, Arc::clone(&app.metrics))
-            .await
-            .map_err(|e| {
-                tracing::error!("{e}");
-                anyhow::anyhow!("cannot start: {e}")
-            })?;
-        let result = serve(Arc::new(app)).await;
-        drop(store_for_app);
-        result
+        // The store is opened before the server listens: an embedded store
+        // whose DATA_DIR another process holds stops the start here. It
+        // stays open (and DATA_DIR locked) until the server stops.
+        let app = loaded.open().await.map_err(|e| {
+            tracing::error!("{e}");
+            anyhow::anyhow!("cannot start: {e}")
+        })?;
+        serve(Arc::new(app)).await
     })
+}
+
+/// A configuration that loaded: what [`App::with_metrics`] needs but the
+/// store.
+pub struct Loaded {
+    pub settings: Settings,
+    pub keyring: crate::authid::Keyring,
+    pub source: crate::authid::keysource::KeySource,
+    pub catalogue: Catalogue,
+    pub client: Arc<dyn crate::provider::TokenClient>,
+}
+
+impl Loaded {
+    /// Opens the store the settings name and builds the application on it.
+    pub async fn open(self) -> Result<App, String> {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let store = crate::store::open(&self.settings.store, Arc::clone(&metrics)).await?;
+        Ok(App::with_metrics(
+            self.settings,
+            self.keyring,
+            Some(self.source),
+            self.catalogue,
+            self.client,
+            crate::clock::system(),
+            store,
+            metrics,
+        ))
+    }
 }
 
 pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {

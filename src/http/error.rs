@@ -60,6 +60,14 @@ impl ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
                     .with_retry_after(retry_after)
             }
+            e @ RefreshError::InProgress { retry_after } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .with_retry_after(retry_after)
+            }
+            e @ RefreshError::StoreUnavailable => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    .with_retry_after(crate::refresh::STORE_RETRY_AFTER)
+            }
             e @ RefreshError::TooMany { retry_after, .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
                     .with_retry_after(retry_after)

@@ -10,7 +10,9 @@ use super::ApiError;
 use super::input::{Params, read_params};
 use crate::app::SharedApp;
 use crate::login::fetch::is_jsonp_callback;
-use crate::login::{FetchEntry, FetchState, FetchToken, LoginService};
+use crate::login::{FetchState, FetchToken, LoginService};
+use crate::refresh::RefreshError;
+use crate::store::StoreError;
 
 /// `GET /fetch?token=T[&callback=NAME]`.
 pub async fn fetch(State(app): State<SharedApp>, request: Request) -> Result<Response, ApiError> {
@@ -24,17 +26,13 @@ pub async fn fetch(State(app): State<SharedApp>, request: Request) -> Result<Res
         }
         None => None,
     };
-    let answer = match lookup(&app, &params).await {
-        Ok((token, entry)) => match entry.state {
-            FetchState::Pending => Ok(json!({ "wait": "Not ready" })),
-            FetchState::Ready { authid, .. } => {
-                app.login
-                    .fetch_store()
-                    .mark_fetched(&token, app.login.now())
-                    .await;
-                Ok(json!({ "authid": authid.expose() }))
-            }
-            FetchState::Failed(reason) => Err(ApiError::bad_request(reason)),
+    let answer = match token_of(&params) {
+        Ok(token) => match app.login.fetch_store().fetch(&token, app.login.now()).await {
+            Ok(Some(FetchState::Pending)) => Ok(json!({ "wait": "Not ready" })),
+            Ok(Some(FetchState::Ready(authid))) => Ok(json!({ "authid": authid.expose() })),
+            Ok(Some(FetchState::Failed(reason))) => Err(ApiError::bad_request(reason)),
+            Ok(Some(FetchState::Fetched) | None) => Err(no_such_token()),
+            Err(e) => Err(store_unavailable(&app, &e)),
         },
         Err(e) => Err(e),
     };
@@ -54,31 +52,37 @@ pub async fn token_state(
     request: Request,
 ) -> Result<Response, ApiError> {
     let params = read_params(request).await?;
-    let (_, entry) = lookup(&app, &params).await?;
-    let body = match entry.state {
+    let token = token_of(&params)?;
+    let state = app
+        .login
+        .fetch_store()
+        .state(&token, app.login.now())
+        .await
+        .map_err(|e| store_unavailable(&app, &e))?;
+    let body = match state.ok_or_else(no_such_token)? {
         FetchState::Pending => json!({ "wait": "Not ready" }),
-        FetchState::Ready { fetched, .. } => json!({ "success": fetched }),
-        FetchState::Failed(_) => json!({ "success": false }),
+        FetchState::Ready(_) | FetchState::Failed(_) => json!({ "success": false }),
+        FetchState::Fetched => json!({ "success": true }),
     };
     Ok(json_no_store(body))
 }
 
-async fn lookup(app: &SharedApp, params: &Params) -> Result<(FetchToken, FetchEntry), ApiError> {
-    let token = LoginService::fetch_token(params.get("token"))
+fn token_of(params: &Params) -> Result<FetchToken, ApiError> {
+    LoginService::fetch_token(params.get("token"))
         .map_err(|e| ApiError::bad_request(e.message()))?
-        .ok_or_else(|| ApiError::bad_request("Missing token"))?;
-    let entry = app
-        .login
-        .fetch_store()
-        .get(&token, app.login.now())
-        .await
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "No such token: it expired or was never registered; start the login again",
-            )
-        })?;
-    Ok((token, entry))
+        .ok_or_else(|| ApiError::bad_request("Missing token"))
+}
+
+fn no_such_token() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "No such token: it expired, was already fetched, or was never registered; start the login again",
+    )
+}
+
+fn store_unavailable(app: &SharedApp, e: &StoreError) -> ApiError {
+    app.outage.failed("reading a fetch token", e);
+    ApiError::from_refresh(RefreshError::StoreUnavailable, app.settings.public_base())
 }
 
 fn json_no_store(body: Value) -> Response {

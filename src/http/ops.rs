@@ -21,15 +21,31 @@ fn readiness(app: &App) -> (bool, usize, usize) {
     (keys > 0 && providers > 0, keys, providers)
 }
 
-/// Ready: keys are loaded and at least one provider is usable.
+/// How long `/ready` waits for the store to answer a ping.
+const STORE_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Ready: keys are loaded and at least one provider is usable. The store's
+/// state is reported but does not decide: a store outage must not take
+/// every instance out of the load balancer, since logins of providers that
+/// do not rotate keep working without it.
 pub async fn ready(State(app): State<SharedApp>) -> Response {
     let (ok, keys, providers) = readiness(&app);
+    let store_up = matches!(
+        tokio::time::timeout(STORE_PING_TIMEOUT, app.store.ping()).await,
+        Ok(Ok(()))
+    );
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "ready": ok, "keys": keys, "providers": providers });
+    let body = json!({
+        "status": if ok { "ready" } else { "not ready" },
+        "ready": ok,
+        "keys": keys,
+        "providers": providers,
+        "store": { "kind": app.store.kind(), "up": store_up },
+    });
     (status, Json(body)).into_response()
 }
 

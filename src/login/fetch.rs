@@ -1,19 +1,26 @@
 //! The fetch rendezvous: an older client opens the login page with a random
 //! `token` and polls `/fetch?token=...` until the login completes there.
-//! The store sits behind a trait so several instances can later share one.
+//! The rendezvous lives in the store, so the login and the polling may
+//! happen on different instances. Only the fetch token finds and opens an
+//! entry (its id is an HMAC under the token, its value encrypted under a
+//! key derived from it), and the AuthID is handed out once: the first
+//! successful `/fetch` replaces it with a marker that `/token-state`
+//! reports as fetched.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
+use crate::refresh::vault::Vault;
 use crate::secret::Sensitive;
+use crate::store::{Space, Store, StoreError, StoreResult, Versioned};
 
 /// How long a registered token waits for its login.
 pub const PENDING_TTL: i64 = 600;
 /// How long a finished login's answer stays fetchable.
 pub const RESULT_TTL: i64 = 300;
-/// Most tokens held in memory at once.
-const CAPACITY: u64 = 100_000;
 
 /// Shortest fetch token accepted. Duplicati's web UIs join two
 /// `Math.random().toString(36)` fractions: 17 to 25 characters, about half
@@ -50,115 +57,129 @@ impl std::fmt::Debug for FetchToken {
 }
 
 /// Where a polled login stands.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "s", content = "v", rename_all = "lowercase")]
 pub enum FetchState {
     /// Registered; the login has not finished.
     Pending,
-    /// Finished with an AuthID.
-    Ready { authid: Sensitive, fetched: bool },
+    /// Finished with an AuthID nobody has fetched yet.
+    Ready(Sensitive),
+    /// The AuthID was fetched (and is gone from the store).
+    Fetched,
     /// Finished without one; the reason is safe to show.
     Failed(String),
 }
 
-#[derive(Debug, Clone)]
-pub struct FetchEntry {
-    pub state: FetchState,
-    pub expires_at: i64,
-}
-
-/// Storage of fetch tokens. `now` is passed in so expiry follows the
-/// application clock.
-pub trait FetchStore: Send + Sync + 'static {
-    /// Registers a token as pending, unless it is known already.
-    fn put<'a>(&'a self, token: &'a FetchToken, now: i64) -> BoxFuture<'a, ()>;
-    /// The live entry of a token.
-    fn get<'a>(&'a self, token: &'a FetchToken, now: i64) -> BoxFuture<'a, Option<FetchEntry>>;
-    /// Records the outcome of the token's login.
-    fn complete<'a>(
-        &'a self,
-        token: &'a FetchToken,
-        outcome: Result<Sensitive, String>,
-        now: i64,
-    ) -> BoxFuture<'a, ()>;
-    /// Notes that the client picked up the AuthID (for `/token-state`).
-    fn mark_fetched<'a>(&'a self, token: &'a FetchToken, now: i64) -> BoxFuture<'a, ()>;
-}
-
-/// One instance's memory. Entries also expire on their own after
-/// [`PENDING_TTL`], so an idle store shrinks.
-pub struct MemoryFetchStore {
-    entries: moka::sync::Cache<FetchToken, FetchEntry>,
-}
-
-impl Default for MemoryFetchStore {
-    fn default() -> Self {
-        Self {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(CAPACITY)
-                .time_to_live(Duration::from_secs(PENDING_TTL as u64))
-                .build(),
+impl FetchState {
+    /// Each step has a higher generation, so a versioned write moves an
+    /// entry only forward: a reload cannot reset a finished login, and of
+    /// two concurrent fetches only one turns `Ready` into `Fetched`.
+    fn generation(&self) -> u64 {
+        match self {
+            Self::Pending => 1,
+            Self::Ready(_) | Self::Failed(_) => 2,
+            Self::Fetched => 3,
         }
     }
 }
 
-impl MemoryFetchStore {
-    fn live(&self, token: &FetchToken, now: i64) -> Option<FetchEntry> {
-        self.entries.get(token).filter(|e| e.expires_at > now)
-    }
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    state: FetchState,
+    /// Unix seconds, on the application clock.
+    expires_at: i64,
 }
 
-impl FetchStore for MemoryFetchStore {
-    fn put<'a>(&'a self, token: &'a FetchToken, now: i64) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if self.live(token, now).is_none() {
-                self.entries.insert(
-                    token.clone(),
-                    FetchEntry {
-                        state: FetchState::Pending,
-                        expires_at: now + PENDING_TTL,
-                    },
-                );
-            }
-        })
+/// The rendezvous on the store. `now` is passed in so expiry follows the
+/// application clock.
+pub struct FetchStore {
+    store: Arc<dyn Store>,
+}
+
+impl FetchStore {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
     }
 
-    fn get<'a>(&'a self, token: &'a FetchToken, now: i64) -> BoxFuture<'a, Option<FetchEntry>> {
-        Box::pin(async move { self.live(token, now) })
+    async fn write(
+        &self,
+        token: &FetchToken,
+        state: FetchState,
+        now: i64,
+        ttl: i64,
+    ) -> StoreResult<bool> {
+        let vault = Vault::for_fetch_token(token.as_str());
+        let key = vault.key(Space::Fetch);
+        let generation = state.generation();
+        let entry = Entry {
+            state,
+            expires_at: now + ttl,
+        };
+        let fail = || StoreError::Failed("a value could not be encrypted".into());
+        let plain = Zeroizing::new(serde_json::to_vec(&entry).map_err(|_| fail())?);
+        let value = vault.seal(&key, generation, &plain).map_err(|_| fail())?;
+        self.store
+            .put_versioned(
+                &key,
+                Versioned { generation, value },
+                Duration::from_secs(ttl as u64),
+            )
+            .await
     }
 
-    fn complete<'a>(
-        &'a self,
-        token: &'a FetchToken,
+    async fn read(&self, token: &FetchToken, now: i64) -> StoreResult<Option<FetchState>> {
+        let vault = Vault::for_fetch_token(token.as_str());
+        let key = vault.key(Space::Fetch);
+        let Some(stored) = self.store.get_versioned(&key).await? else {
+            return Ok(None);
+        };
+        Ok(vault
+            .open(&key, stored.generation, &stored.value)
+            .and_then(|plain| serde_json::from_slice::<Entry>(&plain).ok())
+            .filter(|e| e.expires_at > now)
+            .map(|e| e.state))
+    }
+
+    /// Registers a token as pending, unless it is known already.
+    pub async fn register(&self, token: &FetchToken, now: i64) -> StoreResult<()> {
+        self.write(token, FetchState::Pending, now, PENDING_TTL)
+            .await
+            .map(drop)
+    }
+
+    /// Records the outcome of the token's login.
+    pub async fn complete(
+        &self,
+        token: &FetchToken,
         outcome: Result<Sensitive, String>,
         now: i64,
-    ) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            let state = match outcome {
-                Ok(authid) => FetchState::Ready {
-                    authid,
-                    fetched: false,
-                },
-                Err(reason) => FetchState::Failed(reason),
-            };
-            self.entries.insert(
-                token.clone(),
-                FetchEntry {
-                    state,
-                    expires_at: now + RESULT_TTL,
-                },
-            );
-        })
+    ) -> StoreResult<()> {
+        let state = match outcome {
+            Ok(authid) => FetchState::Ready(authid),
+            Err(reason) => FetchState::Failed(reason),
+        };
+        self.write(token, state, now, RESULT_TTL).await.map(drop)
     }
 
-    fn mark_fetched<'a>(&'a self, token: &'a FetchToken, now: i64) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if let Some(mut entry) = self.live(token, now) {
-                if let FetchState::Ready { fetched, .. } = &mut entry.state {
-                    *fetched = true;
-                    self.entries.insert(token.clone(), entry);
-                }
+    /// Where the token's login stands (`/token-state`); changes nothing.
+    pub async fn state(&self, token: &FetchToken, now: i64) -> StoreResult<Option<FetchState>> {
+        self.read(token, now).await
+    }
+
+    /// `/fetch`: the AuthID the first time it is asked for, after which
+    /// the token is spent (`None`, as if unknown). Pending and failed
+    /// logins are reported as they are.
+    pub async fn fetch(&self, token: &FetchToken, now: i64) -> StoreResult<Option<FetchState>> {
+        match self.read(token, now).await? {
+            Some(FetchState::Ready(authid)) => {
+                let won = self
+                    .write(token, FetchState::Fetched, now, RESULT_TTL)
+                    .await?;
+                Ok(won.then_some(FetchState::Ready(authid)))
             }
-        })
+            Some(FetchState::Fetched) | None => Ok(None),
+            Some(other) => Ok(Some(other)),
+        }
     }
 }
 
@@ -231,29 +252,82 @@ mod tests {
         assert!(!is_jsonp_callback(&"a".repeat(MAX_CALLBACK_LEN + 1)));
     }
 
+    fn store() -> (FetchStore, Arc<crate::store::MemoryStore>) {
+        let memory = Arc::new(crate::store::MemoryStore::default());
+        (FetchStore::new(memory.clone()), memory)
+    }
+
     #[tokio::test]
-    async fn pending_ready_fetched_and_expiry() {
-        let store = MemoryFetchStore::default();
+    async fn pending_ready_fetched_once_and_expiry() {
+        let (store, _) = store();
         let t = FetchToken::parse("abcdefghijklmnop").unwrap();
-        assert!(store.get(&t, 100).await.is_none());
-        store.put(&t, 100).await;
+        assert!(store.state(&t, 100).await.unwrap().is_none());
+        store.register(&t, 100).await.unwrap();
         assert!(matches!(
-            store.get(&t, 101).await.unwrap().state,
-            FetchState::Pending
+            store.fetch(&t, 101).await.unwrap(),
+            Some(FetchState::Pending)
         ));
-        store.complete(&t, Ok(Sensitive::new("v3:x")), 200).await;
-        // A late `put` (page reload) does not reset a finished login.
-        store.put(&t, 201).await;
-        store.mark_fetched(&t, 202).await;
-        match store.get(&t, 203).await.unwrap().state {
-            FetchState::Ready { authid, fetched } => {
-                assert_eq!(authid.expose(), "v3:x");
-                assert!(fetched);
-            }
+        store
+            .complete(&t, Ok(Sensitive::new("v3:x")), 200)
+            .await
+            .unwrap();
+        // A late registration (page reload) does not reset a finished login.
+        store.register(&t, 201).await.unwrap();
+        assert!(matches!(
+            store.state(&t, 202).await.unwrap(),
+            Some(FetchState::Ready(_))
+        ));
+        match store.fetch(&t, 203).await.unwrap() {
+            Some(FetchState::Ready(authid)) => assert_eq!(authid.expose(), "v3:x"),
             other => panic!("{other:?}"),
         }
-        assert!(store.get(&t, 200 + RESULT_TTL).await.is_none());
-        store.put(&t, 100).await;
-        assert!(store.get(&t, 100 + PENDING_TTL).await.is_none());
+        assert!(store.fetch(&t, 204).await.unwrap().is_none(), "single use");
+        assert!(matches!(
+            store.state(&t, 205).await.unwrap(),
+            Some(FetchState::Fetched)
+        ));
+        assert!(store.state(&t, 203 + RESULT_TTL).await.unwrap().is_none());
+        let u = FetchToken::parse("abcdefghijklmnoq").unwrap();
+        store.register(&u, 100).await.unwrap();
+        assert!(store.state(&u, 100 + PENDING_TTL).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn of_concurrent_fetches_one_gets_the_authid() {
+        let (store, _) = store();
+        let store = Arc::new(store);
+        let t = FetchToken::parse("abcdefghijklmnop").unwrap();
+        store
+            .complete(&t, Ok(Sensitive::new("v3:x")), 0)
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (store, t) = (Arc::clone(&store), t.clone());
+                tokio::spawn(async move { store.fetch(&t, 1).await.unwrap() })
+            })
+            .collect();
+        let mut got = 0;
+        for task in tasks {
+            if matches!(task.await.unwrap(), Some(FetchState::Ready(_))) {
+                got += 1;
+            }
+        }
+        assert_eq!(got, 1);
+    }
+
+    #[tokio::test]
+    async fn the_store_holds_neither_token_nor_authid() {
+        let (store, memory) = store();
+        let t = FetchToken::parse("abcdefghijklmnop").unwrap();
+        store
+            .complete(&t, Ok(Sensitive::new("v3:secret-authid")), 0)
+            .await
+            .unwrap();
+        assert_eq!(memory.entry_count(), 1);
+        let key = Vault::for_fetch_token(t.as_str()).key(Space::Fetch);
+        let raw = memory.get_versioned(&key).await.unwrap().unwrap();
+        assert!(!raw.value.windows(6).any(|w| w == b"secret"));
+        assert!(!key.name().contains("abcdefghijklmnop"));
     }
 }

@@ -18,15 +18,19 @@ use url::Url;
 
 use crate::authid::{Claims, KeyringHandle};
 use crate::clock::SharedClock;
+use crate::outage::StoreOutage;
 use crate::provider::client::FormField;
 use crate::provider::hosts;
 use crate::provider::outcome::is_oauth_error_code;
-use crate::provider::{Catalogue, Provider, TokenClient, TokenGrant, UpstreamError, classify};
+use crate::provider::{
+    Catalogue, Protection, Provider, TokenClient, TokenGrant, UpstreamError, classify,
+};
 use crate::refresh::Refresher;
 use crate::secret::{Sensitive, fingerprint, random_id};
+use crate::store::{Space, Store, StoreKey};
 
 pub use error::LoginError;
-pub use fetch::{FetchEntry, FetchState, FetchStore, FetchToken, MemoryFetchStore};
+pub use fetch::{FetchState, FetchStore, FetchToken};
 pub use revoke::{RevokeError, RevokeOutcome};
 use state::{LoginState, STATE_LIFETIME};
 pub use templates::Templates;
@@ -42,16 +46,37 @@ pub struct LoginDeps {
     pub catalogue: Arc<Catalogue>,
     pub client: Arc<dyn TokenClient>,
     pub clock: SharedClock,
+    /// For revocation: opening AuthIDs and forgetting their logins.
     pub refresher: Refresher,
-    pub fetch_store: Arc<dyn FetchStore>,
+    /// Backoff windows: code exchanges obey them like refreshes.
+    pub protection: Arc<Protection>,
+    /// The state instances share: the fetch rendezvous and used states.
+    pub store: Arc<dyn Store>,
+    pub outage: Arc<StoreOutage>,
     /// `PUBLIC_URL/logged-in`.
     pub redirect_uri: String,
 }
 
 pub struct LoginService {
     deps: LoginDeps,
-    /// Nonces of states already used here: a callback works once.
+    fetch_store: FetchStore,
+    /// Nonces of states already used here. The store has them for every
+    /// instance; this copy still refuses a replay here while the store is
+    /// unreachable.
     used_nonces: moka::sync::Cache<String, ()>,
+}
+
+/// How long a used state is remembered: longer than it is valid.
+const USED_STATE_TTL: Duration = Duration::from_secs(STATE_LIFETIME as u64 + 60);
+
+/// The store entry of a used state: an HMAC under the state's nonce, which
+/// exists only inside the sealed state.
+fn used_state_key(nonce: &str) -> StoreKey {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(nonce.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(b"oauth-broker used login state");
+    StoreKey::new(Space::UsedState, mac.finalize().into_bytes().into())
 }
 
 /// Where `/login` sends the browser.
@@ -96,10 +121,11 @@ pub struct Finished {
 impl LoginService {
     pub fn new(deps: LoginDeps) -> Self {
         Self {
+            fetch_store: FetchStore::new(Arc::clone(&deps.store)),
             deps,
             used_nonces: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
-                .time_to_live(Duration::from_secs(STATE_LIFETIME as u64 + 60))
+                .time_to_live(USED_STATE_TTL)
                 .build(),
         }
     }
@@ -134,13 +160,44 @@ impl LoginService {
         }
     }
 
-    pub fn fetch_store(&self) -> &dyn FetchStore {
-        self.deps.fetch_store.as_ref()
+    pub fn fetch_store(&self) -> &FetchStore {
+        &self.fetch_store
     }
 
-    /// Registers a polling client's token (the login page was opened with it).
+    /// Registers a polling client's token (the login page was opened with
+    /// it). Without the store the page still works: the login completes
+    /// the token later if the store is back by then.
     pub async fn register_fetch_token(&self, token: &FetchToken) {
-        self.deps.fetch_store.put(token, self.now()).await;
+        if let Err(e) = self.fetch_store.register(token, self.now()).await {
+            self.deps.outage.failed("registering a fetch token", &e);
+        }
+    }
+
+    /// Spends a login state: true the first time, on any instance.
+    async fn spend_state(&self, nonce: &str) -> bool {
+        let fresh_here = self
+            .used_nonces
+            .entry(nonce.to_string())
+            .or_insert(())
+            .is_fresh();
+        if !fresh_here {
+            return false;
+        }
+        match self
+            .deps
+            .store
+            .put_new(&used_state_key(nonce), vec![1], USED_STATE_TTL)
+            .await
+        {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // The state is bound to the browser and the code is single
+                // use at the provider; this instance's copy still refuses
+                // a replay here.
+                self.deps.outage.failed("spending a login state", &e);
+                true
+            }
+        }
     }
 
     /// `/login`: where to send the browser, with a fresh sealed state.
@@ -219,12 +276,7 @@ impl LoginService {
             tracing::warn!(login = %login, "login callback in a browser that did not start it");
             return Err(LoginError::WrongBrowser);
         }
-        let fresh = self
-            .used_nonces
-            .entry(login_state.nonce.clone())
-            .or_insert(())
-            .is_fresh();
-        if !fresh {
+        if !self.spend_state(&login_state.nonce).await {
             tracing::warn!(login = %login, "login callback replayed");
             return Err(LoginError::Replayed {
                 provider: login_state.provider,
@@ -310,8 +362,8 @@ impl LoginService {
         form: &[FormField],
     ) -> Result<TokenGrant, LoginError> {
         // Logins obey the same per-registration backoff as refreshes.
-        let protection = self.deps.refresher.protection();
-        if let Some(left) = protection.blocked(&provider.id, self.now()) {
+        let protection = &self.deps.protection;
+        if let Some(left) = protection.blocked_anywhere(&provider.id, self.now()).await {
             return Err(LoginError::Upstream {
                 provider: provider.id.clone(),
                 error: UpstreamError::Throttled {
@@ -327,7 +379,9 @@ impl LoginService {
             .map_err(UpstreamError::from)
             .and_then(|raw| classify(&raw, self.now()));
         if let Err(UpstreamError::Throttled { retry_after }) = &result {
-            protection.throttled(&provider.id, *retry_after, self.now());
+            protection
+                .throttled(&provider.id, *retry_after, self.now())
+                .await;
         }
         result.map_err(|error| LoginError::Upstream {
             provider: provider.id.clone(),
@@ -367,10 +421,7 @@ impl LoginService {
             Ok((provider, authid)) => {
                 tracing::info!(provider = %provider.id, login = %login, "login finished");
                 if let Some(t) = &fetch_token {
-                    self.deps
-                        .fetch_store
-                        .complete(t, Ok(authid.clone()), now)
-                        .await;
+                    self.complete_fetch(t, Ok(authid.clone()), now).await;
                 }
                 Ok(Finished {
                     provider,
@@ -381,13 +432,23 @@ impl LoginService {
             Err(e) => {
                 tracing::warn!(login = %login, reason = e.label(), "login failed");
                 if let Some(t) = &fetch_token {
-                    self.deps
-                        .fetch_store
-                        .complete(t, Err(e.message()), now)
-                        .await;
+                    self.complete_fetch(t, Err(e.message()), now).await;
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Hands the outcome to a polling client. Without the store, the user
+    /// still has the AuthID on the page to copy.
+    async fn complete_fetch(
+        &self,
+        token: &FetchToken,
+        outcome: Result<Sensitive, String>,
+        now: i64,
+    ) {
+        if let Err(e) = self.fetch_store.complete(token, outcome, now).await {
+            self.deps.outage.failed("completing a fetch token", &e);
         }
     }
 

@@ -61,7 +61,7 @@ impl LoginService {
         let provider = Arc::clone(&login.provider);
         let fingerprint = login.claims.login_fingerprint();
         let Some(url) = provider.revoke_url.clone() else {
-            refresher.forget(text, &login);
+            refresher.forget(text, &login).await;
             return Ok(RevokeOutcome::NoEndpoint { provider });
         };
         let answer = match style(&provider, &url) {
@@ -81,7 +81,7 @@ impl LoginService {
                 self.call(&url, &form, None).await
             }
         };
-        refresher.forget(text, &login);
+        refresher.forget(text, &login).await;
         match answer {
             Ok(()) => {
                 tracing::info!(provider = %provider.id, login = %fingerprint, "grant revoked");

@@ -2,6 +2,12 @@
 //! broker's own per-provider quota (GCRA, `governor`), and a bulkhead that
 //! bounds concurrent calls to each provider so a slow one cannot tie up
 //! the others.
+//!
+//! Backoff windows are shared through the store, so a `Retry-After` seen
+//! by one instance holds every instance: each window is kept here and
+//! written to the store; before a call to the provider, a registration
+//! that is not blocked here is looked up there. Quota and bulkhead stay per
+//! instance (they bound this process's share of the work).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -12,9 +18,12 @@ use std::time::Duration;
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
+use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{Catalogue, RateLimit};
+use crate::outage::StoreOutage;
+use crate::store::{Space, Store, StoreKey};
 
 /// Backoff without `Retry-After`: 1 s doubling to this, with jitter.
 const MAX_EXPONENTIAL_BACKOFF_SECS: u64 = 60;
@@ -58,6 +67,8 @@ pub struct ProtectionSettings {
 }
 
 struct Gate {
+    /// The registration's backoff entry in the store.
+    key: StoreKey,
     quota: DefaultDirectRateLimiter,
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
@@ -76,6 +87,19 @@ struct Backoff {
 pub struct Protection {
     gates: HashMap<String, Arc<Gate>>,
     settings: ProtectionSettings,
+    store: Arc<dyn Store>,
+    outage: Arc<StoreOutage>,
+}
+
+/// The store entry of a registration's backoff window. The registration
+/// (token endpoint and client id) is no secret and the value is only a
+/// time, so a hash is enough to name it.
+fn backoff_key(registration: &str) -> StoreKey {
+    let id = Sha256::new()
+        .chain_update(b"oauth-broker backoff\0")
+        .chain_update(registration.as_bytes())
+        .finalize();
+    StoreKey::new(Space::Backoff, id.into())
 }
 
 fn quota(limit: RateLimit) -> Quota {
@@ -85,13 +109,20 @@ fn quota(limit: RateLimit) -> Quota {
 }
 
 impl Protection {
-    pub fn new(catalogue: &Catalogue, settings: ProtectionSettings) -> Self {
+    pub fn new(
+        catalogue: &Catalogue,
+        settings: ProtectionSettings,
+        store: Arc<dyn Store>,
+        outage: Arc<StoreOutage>,
+    ) -> Self {
         let mut by_registration: HashMap<String, Arc<Gate>> = HashMap::new();
         let mut gates = HashMap::new();
         for p in catalogue.providers() {
             let registration = format!("{} {}", p.token_url, p.client_id);
+            let key = backoff_key(&registration);
             let gate = by_registration.entry(registration).or_insert_with(|| {
                 Arc::new(Gate {
+                    key,
                     quota: RateLimiter::direct(quota(p.rate_limit)),
                     permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
                     waiting: AtomicUsize::new(0),
@@ -100,13 +131,44 @@ impl Protection {
             });
             gates.insert(p.id.clone(), Arc::clone(gate));
         }
-        Self { gates, settings }
+        Self {
+            gates,
+            settings,
+            store,
+            outage,
+        }
     }
 
-    /// Seconds the provider stays blocked, if it is.
+    /// Seconds the provider stays blocked, if this instance knows it is.
     pub fn blocked(&self, provider: &str, now: i64) -> Option<u64> {
         let gate = self.gates.get(provider)?;
         let backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        (backoff.blocked_until > now).then(|| (backoff.blocked_until - now) as u64)
+    }
+
+    /// Seconds the provider stays blocked, if this instance or any other
+    /// on the store knows it is. A window found in the store is kept here
+    /// too. Without the store, this instance's knowledge is the answer.
+    pub async fn blocked_anywhere(&self, provider: &str, now: i64) -> Option<u64> {
+        if let Some(left) = self.blocked(provider, now) {
+            return Some(left);
+        }
+        let gate = self.gates.get(provider)?;
+        if self.outage.skipping() {
+            return None;
+        }
+        let until = match self.store.get(&gate.key).await {
+            Ok(value) => value
+                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+                .map(i64::from_be_bytes)?,
+            Err(e) => {
+                self.outage
+                    .failed("reading a provider's backoff window", &e);
+                return None;
+            }
+        };
+        let mut backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        backoff.blocked_until = backoff.blocked_until.max(until);
         (backoff.blocked_until > now).then(|| (backoff.blocked_until - now) as u64)
     }
 
@@ -150,12 +212,30 @@ impl Protection {
     }
 
     /// The provider throttled: block it for `retry_after` (capped), or for
-    /// an exponential, jittered backoff when it named no time. Returns the
-    /// seconds blocked.
-    pub fn throttled(&self, provider: &str, retry_after: Option<Duration>, now: i64) -> u64 {
+    /// an exponential, jittered backoff when it named no time, here and
+    /// for every instance on the store. Returns the seconds blocked.
+    pub async fn throttled(&self, provider: &str, retry_after: Option<Duration>, now: i64) -> u64 {
         let Some(gate) = self.gates.get(provider) else {
             return 1;
         };
+        let (seconds, until) = self.throttled_here(gate, retry_after, now);
+        let shared = self
+            .store
+            .put(
+                &gate.key,
+                until.to_be_bytes().to_vec(),
+                Duration::from_secs(seconds),
+            )
+            .await;
+        if let Err(e) = shared {
+            self.outage
+                .failed("sharing a provider's backoff window", &e);
+        }
+        seconds
+    }
+
+    /// Blocks the registration here; returns the seconds and the end.
+    fn throttled_here(&self, gate: &Gate, retry_after: Option<Duration>, now: i64) -> (u64, i64) {
         let mut backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
         backoff.consecutive = backoff.consecutive.saturating_add(1);
         let seconds = match retry_after {
@@ -168,7 +248,7 @@ impl Protection {
         }
         .min(self.settings.max_backoff.as_secs().max(1));
         backoff.blocked_until = backoff.blocked_until.max(now + seconds as i64);
-        (backoff.blocked_until - now) as u64
+        ((backoff.blocked_until - now) as u64, backoff.blocked_until)
     }
 
     /// A call went through: the provider is healthy again.
@@ -200,6 +280,10 @@ mod tests {
     use crate::provider::catalogue::CatalogueSource;
 
     fn protection(concurrency: usize) -> Protection {
+        on_store(concurrency, Arc::new(crate::store::MemoryStore::default()))
+    }
+
+    fn on_store(concurrency: usize, store: Arc<dyn Store>) -> Protection {
         let catalogue = Catalogue::load(
             &CatalogueSource {
                 configfile: Some(
@@ -220,13 +304,18 @@ mod tests {
                 concurrency,
                 queue_wait: Duration::from_millis(50),
             },
+            store,
+            Arc::new(StoreOutage::new()),
         )
     }
 
     #[tokio::test]
     async fn retry_after_blocks_only_that_provider_and_is_capped() {
         let p = protection(4);
-        assert_eq!(p.throttled("a", Some(Duration::from_secs(30)), 1000), 30);
+        assert_eq!(
+            p.throttled("a", Some(Duration::from_secs(30)), 1000).await,
+            30
+        );
         assert_eq!(p.blocked("a", 1010), Some(20));
         assert_eq!(p.admit("a", 1010).await.unwrap_err(), Refusal::Blocked(20));
         assert!(p.admit("b", 1010).await.is_ok());
@@ -237,19 +326,20 @@ mod tests {
         );
         assert_eq!(p.blocked("a", 1030), None);
         assert_eq!(
-            p.throttled("a", Some(Duration::from_secs(1_000_000)), 2000),
+            p.throttled("a", Some(Duration::from_secs(1_000_000)), 2000)
+                .await,
             3600
         );
         assert_eq!(p.active_backoffs(2000), 1);
     }
 
-    #[test]
-    fn backoff_without_retry_after_grows_with_jitter_and_resets() {
+    #[tokio::test]
+    async fn backoff_without_retry_after_grows_with_jitter_and_resets() {
         let p = protection(4);
         let mut now = 0;
         let mut last = 0;
         for round in 1..=8u32 {
-            let s = p.throttled("a", None, now);
+            let s = p.throttled("a", None, now).await;
             let base = (1u64 << (round - 1).min(6)).min(60);
             assert!((base.div_ceil(2)..=base).contains(&s), "round {round}: {s}");
             assert!(s >= last / 2);
@@ -257,7 +347,24 @@ mod tests {
             now += 1000;
         }
         p.succeeded("a");
-        assert!(p.throttled("a", None, now) <= 1);
+        assert!(p.throttled("a", None, now).await <= 1);
+    }
+
+    #[tokio::test]
+    async fn a_window_seen_by_one_instance_holds_the_others() {
+        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::default());
+        let one = on_store(4, Arc::clone(&store));
+        let two = on_store(4, store);
+        assert_eq!(
+            one.throttled("a", Some(Duration::from_secs(30)), 1000)
+                .await,
+            30
+        );
+        assert_eq!(two.blocked("a", 1010), None, "not known here yet");
+        assert_eq!(two.blocked_anywhere("a2", 1010).await, Some(20));
+        assert_eq!(two.blocked("a", 1010), Some(20), "kept here once seen");
+        assert_eq!(two.blocked_anywhere("b", 1010).await, None);
+        assert_eq!(two.blocked_anywhere("a", 1030).await, None);
     }
 
     #[tokio::test]

@@ -1,33 +1,43 @@
 //! Refreshing: AuthID in, access token out.
 //!
-//! A cache hit costs a hash and two map lookups. A miss opens the AuthID,
-//! applies the per-login limits, and joins or starts the one upstream call
-//! for that login. The call resolves the login's newest refresh token from
-//! the rotation store, passes the provider's protection (backoff, quota,
-//! bulkhead), and stores what the provider rotated before anyone is
-//! answered.
+//! A cache hit costs a hash and two map lookups and never leaves the
+//! process. A miss opens the AuthID, applies the per-login limits, and
+//! joins or starts this instance's one flight for the login. The flight
+//! serves a token another instance obtained if the store has one;
+//! otherwise it takes the login's lock across instances, resolves the
+//! newest refresh token, passes the provider's protection, calls the
+//! provider, and records what the provider rotated before anyone is
+//! answered. An instance that finds the lock taken waits for the holder's
+//! answer in the store instead of calling the provider.
 
 pub mod cache;
+mod error;
 pub mod limits;
-pub mod rotation;
+mod open;
+pub mod records;
 pub mod singleflight;
+mod upstream;
+pub mod vault;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use crate::authid::{self, AuthIdError, AuthIdText, Claims, KeyringHandle};
+use tokio::time::Instant;
+
+use crate::authid::KeyringHandle;
 use crate::clock::SharedClock;
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::provider::{
-    Catalogue, Protection, ProtectionSettings, Provider, Refusal, Rotation, TokenClient,
-    TransportError, UpstreamError, classify,
-};
+use crate::outage::StoreOutage;
+use crate::provider::{Catalogue, Protection, Refusal, Rotation, TokenClient, UpstreamError};
 use crate::secret::Sensitive;
+use crate::store::{Store, StoreError, Versioned};
 use cache::{CacheKey, CachedToken, TokenCache};
+pub use error::{RefreshError, STORE_RETRY_AFTER};
 use limits::WindowLimiter;
-use rotation::{LoginVault, RotationStore};
+pub use open::{GENERATION_CLAIM, Login};
+use records::{LockToken, LoginRecords, Newest, SharedToken};
 use singleflight::SingleFlight;
 
 /// Used when a provider does not say how long its access token lives.
@@ -35,6 +45,15 @@ const DEFAULT_EXPIRES_IN: u64 = 3600;
 /// After a single-use refresh whose answer was lost, the login rests this
 /// long before the same token is tried again.
 pub const INTERRUPTED_COOLDOWN_SECS: i64 = 30;
+/// A lock's lease outlasts the provider call it covers by this much, so the
+/// call and the recording of its result end before the lease does.
+const LEASE_MARGIN: Duration = Duration::from_secs(3);
+/// How often an instance waiting for another's answer looks again: first
+/// after this, doubling up to [`LAST_POLL`].
+const FIRST_POLL: Duration = Duration::from_millis(20);
+const LAST_POLL: Duration = Duration::from_millis(250);
+/// `Retry-After` when another instance is still refreshing the login.
+const IN_PROGRESS_RETRY_AFTER: u64 = 2;
 
 /// What `/refresh` answers on success: the cached answer itself (shared,
 /// not copied) and the seconds it has left.
@@ -61,66 +80,26 @@ impl RefreshAnswer {
     }
 }
 
-/// Why a refresh failed; each maps to one HTTP status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RefreshError {
-    #[error(transparent)]
-    AuthId(#[from] AuthIdError),
-    #[error("This AuthID is for the provider {0}, which this server does not offer")]
-    UnknownProvider(String),
-    #[error("AuthIDs for {0} are access tokens; use them directly, they need no refresh")]
-    AccessTokenOnly(String),
-    #[error(transparent)]
-    Upstream(#[from] UpstreamError),
-    /// The broker holds back: provider backoff, quota or bulkhead.
-    #[error("{}", refusal_text(*.0))]
-    Refused(Refusal),
-    /// The last single-use refresh of this login was cut off; it rests.
-    #[error("The last refresh of this login was interrupted; try again shortly")]
-    Interrupted { retry_after: u64 },
-    /// This login (or this client) asks too often.
-    #[error("{what}; try again later")]
-    TooMany {
-        what: &'static str,
-        retry_after: u64,
-    },
-    #[error("The refreshed AuthID could not be sealed")]
-    Seal,
-    #[error("The refresh failed unexpectedly")]
-    Internal,
+/// What a flight came to: the answer and how it was obtained (the outcome
+/// label of the refresh metric).
+#[derive(Clone)]
+struct Flown {
+    token: Arc<CachedToken>,
+    outcome: &'static str,
 }
 
-fn refusal_text(r: Refusal) -> &'static str {
-    match r {
-        Refusal::Blocked(_) => "The provider asked this server to slow down; try again later",
-        Refusal::Quota(_) => {
-            "This server's request budget for the provider is spent; try again later"
-        }
-        Refusal::Busy(_) => "Too many requests to the provider are in progress; try again shortly",
-    }
-}
-
-impl RefreshError {
-    pub fn label(&self) -> &'static str {
-        match self {
-            Self::AuthId(_) => "bad_authid",
-            Self::UnknownProvider(_) | Self::AccessTokenOnly(_) => "bad_provider",
-            Self::Upstream(e) => e.label(),
-            Self::Refused(_) | Self::Interrupted { .. } => "throttled",
-            Self::TooMany { .. } => "limited",
-            Self::Seal | Self::Internal => "error",
-        }
-    }
-}
-
-type FlightResult = Result<Arc<CachedToken>, RefreshError>;
+type FlightResult = Result<Flown, RefreshError>;
 
 /// Everything the refresher needs from the rest of the application.
 pub struct RefreshDeps {
     pub keyring: Arc<KeyringHandle>,
     pub catalogue: Arc<Catalogue>,
     pub client: Arc<dyn TokenClient>,
-    pub store: Arc<dyn RotationStore>,
+    /// The state instances share.
+    pub store: Arc<dyn Store>,
+    pub outage: Arc<StoreOutage>,
+    /// Backoff, quota and bulkhead of each provider registration.
+    pub protection: Arc<Protection>,
     pub metrics: Arc<Metrics>,
     pub clock: SharedClock,
     /// `PUBLIC_URL/logged-in`, sent where providers require it.
@@ -128,19 +107,26 @@ pub struct RefreshDeps {
     pub cache_capacity: u64,
     pub limits: Limits,
     /// The upstream timeout; also the longest wait for a provider slot.
-    pub upstream_timeout: std::time::Duration,
+    pub upstream_timeout: Duration,
 }
 
 struct Inner {
     deps: RefreshDeps,
     cache: TokenCache,
     flights: SingleFlight<CacheKey, FlightResult>,
-    protection: Protection,
     login_requests: WindowLimiter<CacheKey>,
     login_refreshes: WindowLimiter<CacheKey>,
     bad_authids: WindowLimiter<IpAddr>,
     /// Single-use logins whose last refresh answer was lost, and when.
     interrupted: moka::sync::Cache<CacheKey, i64>,
+    /// Rotations the store did not take when they happened, by the id of
+    /// their store entry, written at the login's next refresh here.
+    unrecorded: moka::sync::Cache<[u8; 32], Versioned>,
+    /// How long a login's lock is held at most: a wait for a provider
+    /// slot, the call, and a margin.
+    lease: Duration,
+    /// How long an instance waits for another one's answer.
+    wait_bound: Duration,
 }
 
 #[derive(Clone)]
@@ -148,32 +134,30 @@ pub struct Refresher {
     inner: Arc<Inner>,
 }
 
-/// An opened AuthID, resolved to its provider.
-pub struct Login {
-    pub provider: Arc<Provider>,
-    pub claims: Claims,
-    /// The cache, single-flight and limit key of this login.
-    key: CacheKey,
-    /// The client should get a re-sealed AuthID (legacy form, old key).
-    reseal: bool,
+/// How a flight got its turn at the provider.
+enum Turn {
+    /// This instance holds the login's lock; the call must end by
+    /// `deadline`.
+    Locked { token: LockToken, deadline: Instant },
+    /// No lock: the store failed and the provider does not rotate.
+    Unlocked,
+    /// Another instance answered while this one waited.
+    Answered(Flown),
+}
+
+impl Login {
+    fn rotates(&self) -> bool {
+        self.provider.rotation != Rotation::None
+    }
 }
 
 impl Refresher {
     pub fn new(deps: RefreshDeps) -> Self {
         let cache = TokenCache::new(deps.cache_capacity);
-        let protection = Protection::new(
-            &deps.catalogue,
-            ProtectionSettings {
-                max_backoff: deps.limits.backoff_max,
-                concurrency: deps.limits.upstream_concurrency,
-                queue_wait: deps.upstream_timeout,
-            },
-        );
         let limits = &deps.limits;
         let inner = Inner {
             cache,
             flights: SingleFlight::default(),
-            protection,
             // Counters are kept for as many logins as the token cache holds.
             login_requests: WindowLimiter::new(
                 limits.login_requests_per_hour,
@@ -188,8 +172,14 @@ impl Refresher {
             bad_authids: WindowLimiter::new(limits.bad_authids_per_minute, 60, deps.cache_capacity),
             interrupted: moka::sync::Cache::builder()
                 .max_capacity(100_000)
-                .time_to_live(std::time::Duration::from_secs(3600))
+                .time_to_live(Duration::from_secs(3600))
                 .build(),
+            unrecorded: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(30 * 24 * 3600))
+                .build(),
+            lease: deps.upstream_timeout * 2 + LEASE_MARGIN,
+            wait_bound: deps.upstream_timeout + LEASE_MARGIN,
             deps,
         };
         Self {
@@ -203,14 +193,6 @@ impl Refresher {
 
     pub fn catalogue(&self) -> &Catalogue {
         &self.inner.deps.catalogue
-    }
-
-    pub fn protection(&self) -> &Protection {
-        &self.inner.protection
-    }
-
-    pub fn store(&self) -> &dyn RotationStore {
-        self.inner.deps.store.as_ref()
     }
 
     /// Returns a valid access token for the AuthID. `client` is the
@@ -280,84 +262,60 @@ impl Refresher {
             inner.cache.insert_text(text_key, Arc::clone(&hit));
             return Ok((answer(hit, now), "cache_hit"));
         }
-        if let Some(left) = inner.protection.blocked(&provider_id, now) {
+        if let Some(left) = inner.deps.protection.blocked(&provider_id, now) {
             inner.deps.metrics.throttle(&provider_id, "backoff");
             return Err(fail(RefreshError::Refused(Refusal::Blocked(left))));
         }
         let key = login.key;
         let task_inner = Arc::clone(inner);
-        let token = inner
+        let flown = inner
             .flights
             .run(
                 key,
-                move || upstream(task_inner, login),
+                move || flight(task_inner, login),
                 Err(RefreshError::Internal),
             )
             .await
             .map_err(fail)?;
-        inner.cache.insert_text(text_key, Arc::clone(&token));
-        let outcome = if token.rotated {
-            "rotated"
-        } else {
-            "refreshed"
-        };
-        Ok((answer(token, inner.deps.clock.now()), outcome))
+        inner.cache.insert_text(text_key, Arc::clone(&flown.token));
+        Ok((answer(flown.token, inner.deps.clock.now()), flown.outcome))
     }
 
-    /// Drops everything held for a login (after revocation).
-    pub fn forget(&self, text: &str, login: &Login) {
-        self.inner
+    /// Drops everything held for a login, here and in the store (after
+    /// revocation).
+    pub async fn forget(&self, text: &str, login: &Login) {
+        let inner = &self.inner;
+        inner
             .cache
             .forget(&TokenCache::text_key(text.trim()), &login.key);
-        self.inner
-            .deps
-            .store
-            .remove(LoginVault::for_claims(&login.claims).key());
+        let records = LoginRecords::new(inner.deps.store.as_ref(), &login.claims);
+        inner.unrecorded.invalidate(&records.rotation_key().id);
+        if let Err(e) = records.forget().await {
+            inner.deps.outage.failed("forgetting a revoked login", &e);
+        }
     }
 
     /// Opens an AuthID and resolves its provider, without refreshing.
     pub fn open(&self, text: &str) -> Result<Login, RefreshError> {
-        let text = text.trim();
         let deps = &self.inner.deps;
-        let (claims, reseal) = match authid::parse(text)? {
-            AuthIdText::V3(jwe) => {
-                let opened = deps.keyring.open(jwe)?;
-                (opened.claims, !opened.by_primary)
-            }
-            AuthIdText::Legacy(legacy) => {
-                let claims = Claims::from_legacy(
-                    legacy.service,
-                    Sensitive::new(legacy.refresh_token),
-                    deps.clock.now(),
-                );
-                (claims, true)
-            }
-        };
-        let provider = deps
-            .catalogue
-            .get(&claims.svc)
-            .cloned()
-            .ok_or_else(|| RefreshError::UnknownProvider(claims.svc.clone()))?;
-        if provider.access_token_only {
-            return Err(RefreshError::AccessTokenOnly(provider.name.clone()));
-        }
-        let key = TokenCache::login_key(&provider.id, &claims.jti, &claims.login_secret());
-        Ok(Login {
-            provider,
-            claims,
-            key,
-            reseal,
-        })
+        open::open(
+            &deps.keyring,
+            &deps.catalogue,
+            deps.clock.now(),
+            text.trim(),
+        )
     }
 
     /// Refreshes gauges before metrics are rendered.
     pub fn update_gauges(&self) {
         let inner = &self.inner;
         let m = &inner.deps.metrics;
-        m.active_backoffs
-            .set(inner.protection.active_backoffs(inner.deps.clock.now()) as i64);
-        m.rotation_store_entries
-            .set(inner.deps.store.entry_count() as i64);
+        m.active_backoffs.set(
+            inner
+                .deps
+                .protection
+                .active_backoffs(inner.deps.clock.now()) as i64,
+        );
         m.cached_tokens.set(inner.cache.len() as i64);
     }
 }
@@ -376,162 +334,510 @@ fn answer(token: Arc<CachedToken>, now: i64) -> RefreshAnswer {
     }
 }
 
-/// The one upstream refresh of a login. Runs in its own task, so its
-/// result is stored even if every caller has gone.
-async fn upstream(inner: Arc<Inner>, login: Login) -> FlightResult {
-    let deps = &inner.deps;
-    let provider = Arc::clone(&login.provider);
-    let now = deps.clock.now();
+/// This instance's one flight for a login. Runs in its own task, so its
+/// result is recorded even if every caller has gone.
+async fn flight(inner: Arc<Inner>, login: Login) -> FlightResult {
+    let now = inner.deps.clock.now();
     // Another flight may have finished between the caller's cache check
     // and this one starting.
-    if let Some(hit) = inner.cache.by_login(&login.key, now) {
-        return Ok(hit);
+    if let Some(token) = inner.cache.by_login(&login.key, now) {
+        return Ok(Flown {
+            token,
+            outcome: "cache_hit",
+        });
     }
-    let single_use = provider.rotation == Rotation::SingleUse;
-    if single_use {
-        if let Some(at) = inner.interrupted.get(&login.key) {
-            let left = at + INTERRUPTED_COOLDOWN_SECS - now;
-            if left > 0 {
-                return Err(RefreshError::Interrupted {
-                    retry_after: left as u64,
-                });
+    if login.provider.rotation == Rotation::SingleUse {
+        inner.resting_here(&login, now)?;
+    }
+    let records = LoginRecords::new(inner.deps.store.as_ref(), &login.claims);
+    if let Some(flown) = inner.shared(&records, &login).await? {
+        return Ok(flown);
+    }
+    match inner.take_turn(&records, &login).await? {
+        Turn::Answered(flown) => Ok(flown),
+        Turn::Unlocked => inner.call(&records, &login, None).await,
+        Turn::Locked { token, deadline } => {
+            let result = inner.call(&records, &login, Some(deadline)).await;
+            if let Err(e) = records.unlock(&token).await {
+                // The lease ends it anyway.
+                inner
+                    .deps
+                    .outage
+                    .failed("releasing a login's refresh lock", &e);
             }
+            result
         }
     }
-    inner
-        .login_refreshes
-        .hit(&login.key, now)
-        .map_err(|s| RefreshError::TooMany {
-            what: "This login was refreshed too often at the provider",
-            retry_after: s,
-        })?;
-
-    // The newest refresh token of the login, which may be newer than the
-    // one in the AuthID presented.
-    let vault =
-        (provider.rotation != Rotation::None).then(|| LoginVault::for_claims(&login.claims));
-    let stored = vault
-        .as_ref()
-        .and_then(|v| deps.store.get(v.key()).map(|s| (v, s)))
-        .and_then(|(v, s)| v.open(&s).map(|rt| (s.generation, rt)));
-    let (generation, current_rt) = match stored {
-        Some((generation, rt)) => (generation, rt),
-        None => (0, login.claims.rt.clone()),
-    };
-    let stale_authid = current_rt != login.claims.rt;
-
-    let _permit = inner
-        .protection
-        .admit(&provider.id, now)
-        .await
-        .map_err(|refusal| {
-            deps.metrics.throttle(&provider.id, refusal.label());
-            RefreshError::Refused(refusal)
-        })?;
-    let form = provider.refresh_form(&current_rt, &deps.redirect_uri);
-    let fingerprint = login.claims.login_fingerprint();
-    let started = Instant::now();
-    let sent = deps
-        .client
-        .post_form(&provider.token_url, &form, None)
-        .await;
-    deps.metrics
-        .upstream_latency
-        .get_or_create(&Metrics::provider(&provider.id))
-        .observe(started.elapsed().as_secs_f64());
-    let now = deps.clock.now();
-    if single_use {
-        match &sent {
-            // Sent but no answer: the provider may have spent the token.
-            Err(TransportError::Timeout | TransportError::Broken) => {
-                inner.interrupted.insert(login.key, now);
-            }
-            _ => inner.interrupted.invalidate(&login.key),
-        }
-    }
-    let grant = match sent
-        .map_err(UpstreamError::from)
-        .and_then(|raw| classify(&raw, now))
-    {
-        Ok(grant) => grant,
-        Err(e) => {
-            if let UpstreamError::Throttled { retry_after } = &e {
-                let blocked = inner.protection.throttled(&provider.id, *retry_after, now);
-                deps.metrics.throttle(&provider.id, "provider");
-                tracing::warn!(provider = %provider.id, seconds = blocked, "provider throttled; calls held back");
-                log_upstream_error(&provider, &fingerprint, &e);
-                return Err(RefreshError::Upstream(UpstreamError::Throttled {
-                    retry_after: Some(std::time::Duration::from_secs(blocked)),
-                }));
-            }
-            log_upstream_error(&provider, &fingerprint, &e);
-            return Err(e.into());
-        }
-    };
-    inner.protection.succeeded(&provider.id);
-
-    let rotated = grant.refresh_token.filter(|rt| rt != &current_rt);
-    let mut claims = login.claims.clone();
-    claims.pin_login_secret();
-    if let Some(rt) = &rotated {
-        claims.rt = rt.clone();
-        if let Some(vault) = &vault {
-            let stored = vault.seal(generation + 1, rt);
-            deps.store
-                .put(*vault.key(), stored, provider.refresh_token_lifetime);
-        }
-        deps.metrics
-            .rotations
-            .get_or_create(&Metrics::provider(&provider.id))
-            .inc();
-    } else if stale_authid {
-        claims.rt = current_rt.clone();
-    }
-    let new_authid = if rotated.is_some() || stale_authid || login.reseal {
-        claims.iat = now;
-        let sealed = deps.keyring.seal(&claims).map_err(|_| RefreshError::Seal)?;
-        Some(Arc::<str>::from(sealed))
-    } else {
-        None
-    };
-    let token = Arc::new(CachedToken {
-        access_token: grant.access_token,
-        expires_at: now + grant.expires_in.unwrap_or(DEFAULT_EXPIRES_IN) as i64,
-        service: provider.id.clone(),
-        new_authid: new_authid.clone(),
-        login_key: login.key,
-        rotated: rotated.is_some(),
-    });
-    inner.cache.insert_login(login.key, Arc::clone(&token));
-    if let Some(text) = &new_authid {
-        // The new AuthID hits the cache straight away.
-        inner
-            .cache
-            .insert_text(TokenCache::text_key(text), Arc::clone(&token));
-    }
-    tracing::debug!(
-        provider = %provider.id,
-        login = %fingerprint,
-        rotated = rotated.is_some(),
-        "refreshed at the provider"
-    );
-    Ok(token)
 }
 
-fn log_upstream_error(provider: &Provider, fingerprint: &str, e: &UpstreamError) {
-    match e {
-        UpstreamError::Misconfigured { .. } => tracing::error!(
+impl Inner {
+    /// A store failure: fatal to a rotating login (its newest refresh
+    /// token is unknown), skipped for the others.
+    fn store_failed(
+        &self,
+        rotates: bool,
+        what: &'static str,
+        e: &StoreError,
+    ) -> Result<(), RefreshError> {
+        self.deps.outage.failed(what, e);
+        if rotates {
+            Err(RefreshError::StoreUnavailable)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Optional store work is skipped for a moment after a failure.
+    fn skip_store(&self, login: &Login) -> bool {
+        !login.rotates() && self.deps.outage.skipping()
+    }
+
+    fn resting_here(&self, login: &Login, now: i64) -> Result<(), RefreshError> {
+        match self.interrupted.get(&login.key) {
+            Some(at) if at + INTERRUPTED_COOLDOWN_SECS > now => Err(RefreshError::Interrupted {
+                retry_after: (at + INTERRUPTED_COOLDOWN_SECS - now) as u64,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The access token another instance (or this one, before a restart)
+    /// obtained for the login, if it is still fresh.
+    async fn shared(
+        &self,
+        records: &LoginRecords<'_>,
+        login: &Login,
+    ) -> Result<Option<Flown>, RefreshError> {
+        if self.skip_store(login) {
+            return Ok(None);
+        }
+        match records.token(self.deps.clock.now()).await {
+            Ok(Some(token)) => self.serve_shared(records, login, token).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => self
+                .store_failed(login.rotates(), "reading a shared access token", &e)
+                .map(|()| None),
+        }
+    }
+
+    /// Answers with a token from the store. The AuthID presented may hold
+    /// an older refresh token than the store: the answer then carries the
+    /// newest in a re-sealed AuthID.
+    async fn serve_shared(
+        &self,
+        records: &LoginRecords<'_>,
+        login: &Login,
+        token: SharedToken,
+    ) -> FlightResult {
+        let newer = if login.rotates() {
+            // Without it the access token is still good; the AuthID is
+            // brought up to date at a later refresh.
+            self.newest(records, login)
+                .await
+                .ok()
+                .filter(|n| n.generation > login.generation())
+        } else {
+            None
+        };
+        let token = self.conclude(login, token.access_token, token.expires_at, newer, false)?;
+        Ok(Flown {
+            token,
+            outcome: "shared",
+        })
+    }
+
+    /// Takes the login's lock, or waits for the instance holding it to
+    /// answer (or to give the lock up).
+    async fn take_turn(
+        &self,
+        records: &LoginRecords<'_>,
+        login: &Login,
+    ) -> Result<Turn, RefreshError> {
+        if self.skip_store(login) {
+            return Ok(Turn::Unlocked);
+        }
+        let rotates = login.rotates();
+        let give_up = Instant::now() + self.wait_bound;
+        let mut pause = FIRST_POLL;
+        let mut waited = false;
+        loop {
+            let asked = Instant::now();
+            match records.try_lock(self.lease).await {
+                Ok(Some(token)) => {
+                    self.deps.outage.recovered();
+                    return Ok(Turn::Locked {
+                        token,
+                        deadline: asked + self.lease - LEASE_MARGIN,
+                    });
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return self
+                        .store_failed(rotates, "taking a login's refresh lock", &e)
+                        .map(|()| Turn::Unlocked);
+                }
+            }
+            if !waited {
+                waited = true;
+                self.deps
+                    .metrics
+                    .store_lock_waits
+                    .get_or_create(&Metrics::provider(&login.provider.id))
+                    .inc();
+            }
+            if Instant::now() + pause > give_up {
+                // The holder is slow or gone. A token that does not
+                // rotate cannot be spent by a second call; one that does
+                // must wait for the lease.
+                if !rotates {
+                    return Ok(Turn::Unlocked);
+                }
+                return Err(RefreshError::InProgress {
+                    retry_after: IN_PROGRESS_RETRY_AFTER,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LAST_POLL);
+            match records.token(self.deps.clock.now()).await {
+                Ok(Some(token)) => {
+                    return self
+                        .serve_shared(records, login, token)
+                        .await
+                        .map(Turn::Answered);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return self
+                        .store_failed(rotates, "waiting for another instance's answer", &e)
+                        .map(|()| Turn::Unlocked);
+                }
+            }
+        }
+    }
+
+    /// The newest refresh token of a rotating login: the store's record, a
+    /// rotation this instance could not record yet, or the AuthID's own,
+    /// whichever is newest. One newer than the store's is written back.
+    async fn newest(
+        &self,
+        records: &LoginRecords<'_>,
+        login: &Login,
+    ) -> Result<Newest, RefreshError> {
+        let stored = match records.rotation().await {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.deps
+                    .outage
+                    .failed("reading a login's newest refresh token", &e);
+                return Err(RefreshError::StoreUnavailable);
+            }
+        };
+        self.deps.outage.recovered();
+        let stored_generation = stored.as_ref().map_or(0, |v| v.generation);
+        let ttl = login.provider.refresh_token_lifetime;
+        let id = records.rotation_key().id;
+        if let Some(pending) = self
+            .unrecorded
+            .get(&id)
+            .filter(|p| p.generation > stored_generation)
+        {
+            if records.put_rotation(pending.clone(), ttl).await.is_ok() {
+                self.unrecorded.invalidate(&id);
+                tracing::info!(
+                    provider = %login.provider.id,
+                    login = %login.claims.login_fingerprint(),
+                    "a rotation the store missed is recorded now"
+                );
+            }
+            if let Some(n) = records
+                .open_rotation(&pending)
+                .filter(|n| n.generation >= login.generation())
+            {
+                return Ok(n);
+            }
+        }
+        if let Some(n) = stored
+            .as_ref()
+            .and_then(|v| records.open_rotation(v))
+            .filter(|n| n.generation >= login.generation())
+        {
+            return Ok(n);
+        }
+        // The store knows nothing newer than the AuthID. If the AuthID is
+        // newer than the store (a rotation it missed), the store learns it.
+        let generation = login.generation().max(stored_generation);
+        if login.generation() > stored_generation {
+            let healed = match records.seal_rotation(generation, &login.claims.rt) {
+                Ok(record) => records.put_rotation(record, ttl).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = healed {
+                self.deps
+                    .outage
+                    .failed("recording a rotation the store missed", &e);
+            }
+        }
+        Ok(Newest {
+            generation,
+            refresh_token: login.claims.rt.clone(),
+        })
+    }
+
+    /// Calls the provider for the login. `locked_until` is the end of the
+    /// lock this instance holds, if it holds one.
+    async fn call(
+        &self,
+        records: &LoginRecords<'_>,
+        login: &Login,
+        locked_until: Option<Instant>,
+    ) -> FlightResult {
+        let deps = &self.deps;
+        let provider = Arc::clone(&login.provider);
+        let rotates = login.rotates();
+        let single_use = provider.rotation == Rotation::SingleUse;
+        let mut marked = false;
+        if locked_until.is_some() {
+            // Another instance may have finished between the first look
+            // and taking the lock.
+            if let Some(flown) = self.shared(records, login).await? {
+                return Ok(flown);
+            }
+            if single_use {
+                match records.interrupted_at().await {
+                    Ok(Some(at)) => {
+                        let left = at + INTERRUPTED_COOLDOWN_SECS - deps.clock.now();
+                        if left > 0 {
+                            return Err(RefreshError::Interrupted {
+                                retry_after: left as u64,
+                            });
+                        }
+                        marked = true;
+                    }
+                    Ok(None) => {}
+                    Err(e) => self.store_failed(true, "reading a login's rest", &e)?,
+                }
+            }
+        }
+        let now = deps.clock.now();
+        // Checked here, under the lock: a holder this instance waited for may
+        // have been throttled, on any instance.
+        if let Some(left) = deps.protection.blocked_anywhere(&provider.id, now).await {
+            deps.metrics.throttle(&provider.id, "backoff");
+            return Err(RefreshError::Refused(Refusal::Blocked(left)));
+        }
+        self.login_refreshes
+            .hit(&login.key, now)
+            .map_err(|s| RefreshError::TooMany {
+                what: "This login was refreshed too often at the provider",
+                retry_after: s,
+            })?;
+        let newest = if rotates {
+            self.newest(records, login).await?
+        } else {
+            Newest {
+                generation: login.generation(),
+                refresh_token: login.claims.rt.clone(),
+            }
+        };
+        let deadline = locked_until.unwrap_or_else(|| Instant::now() + self.lease - LEASE_MARGIN);
+        let permit =
+            match tokio::time::timeout_at(deadline, deps.protection.admit(&provider.id, now)).await
+            {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(refusal)) => {
+                    deps.metrics.throttle(&provider.id, refusal.label());
+                    return Err(RefreshError::Refused(refusal));
+                }
+                Err(_) => {
+                    deps.metrics.throttle(&provider.id, "busy");
+                    return Err(RefreshError::Refused(Refusal::Busy(1)));
+                }
+            };
+        let fingerprint = login.claims.login_fingerprint();
+        let exchange = upstream::Request {
+            client: deps.client.as_ref(),
+            metrics: &deps.metrics,
+            provider: &provider,
+            refresh_token: &newest.refresh_token,
+            redirect_uri: &deps.redirect_uri,
+            login: &fingerprint,
+        }
+        .send(deadline, || deps.clock.now())
+        .await;
+        drop(permit);
+        let now = deps.clock.now();
+        if single_use {
+            self.note_interruption(records, login, exchange.answer_lost, marked, now)
+                .await;
+        }
+        let grant = match exchange.result {
+            Ok(grant) => grant,
+            Err(UpstreamError::Throttled { retry_after }) => {
+                let blocked = deps
+                    .protection
+                    .throttled(&provider.id, retry_after, now)
+                    .await;
+                deps.metrics.throttle(&provider.id, "provider");
+                tracing::warn!(provider = %provider.id, seconds = blocked, "provider throttled; calls held back");
+                return Err(RefreshError::Upstream(UpstreamError::Throttled {
+                    retry_after: Some(Duration::from_secs(blocked)),
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        deps.protection.succeeded(&provider.id);
+
+        let rotated = grant.refresh_token.filter(|rt| rt != &newest.refresh_token);
+        let was_rotated = rotated.is_some();
+        let update = match rotated {
+            Some(refresh_token) => {
+                let update = Newest {
+                    generation: newest.generation + 1,
+                    refresh_token,
+                };
+                if rotates {
+                    self.record_rotation(records, login, &update).await;
+                }
+                deps.metrics
+                    .rotations
+                    .get_or_create(&Metrics::provider(&provider.id))
+                    .inc();
+                Some(update)
+            }
+            None => (newest.generation > login.generation()).then_some(newest),
+        };
+        let shared = SharedToken {
+            access_token: grant.access_token,
+            expires_at: now + grant.expires_in.unwrap_or(DEFAULT_EXPIRES_IN) as i64,
+        };
+        if !self.skip_store(login) {
+            if let Err(e) = records.put_token(&shared, now).await {
+                deps.outage.failed("sharing an access token", &e);
+            }
+        }
+        let token = self.conclude(
+            login,
+            shared.access_token,
+            shared.expires_at,
+            update,
+            was_rotated,
+        )?;
+        tracing::debug!(
             provider = %provider.id,
             login = %fingerprint,
-            error = %e,
-            "the provider rejected this broker's registration: check clientId, clientSecret and scope"
-        ),
-        _ => tracing::warn!(
-            provider = %provider.id,
-            login = %fingerprint,
-            error = %e,
-            "refresh failed at the provider"
-        ),
+            rotated = was_rotated,
+            "refreshed at the provider"
+        );
+        Ok(Flown {
+            token,
+            outcome: if was_rotated { "rotated" } else { "refreshed" },
+        })
+    }
+
+    /// Records a rotation before anyone is answered. If the store fails,
+    /// the client still gets the new AuthID; this instance keeps the
+    /// rotation and records it at the login's next refresh here.
+    async fn record_rotation(&self, records: &LoginRecords<'_>, login: &Login, update: &Newest) {
+        let provider = &login.provider.id;
+        let unrecorded = |e: &StoreError| {
+            self.deps
+                .metrics
+                .rotations_unrecorded
+                .get_or_create(&Metrics::provider(provider))
+                .inc();
+            tracing::error!(
+                provider = %provider,
+                login = %login.claims.login_fingerprint(),
+                error = %e,
+                "a rotated refresh token could not be recorded in the store; the client got it in v2_authid"
+            );
+        };
+        let record = match records.seal_rotation(update.generation, &update.refresh_token) {
+            Ok(record) => record,
+            Err(e) => return unrecorded(&e),
+        };
+        let ttl = login.provider.refresh_token_lifetime;
+        match records.put_rotation(record.clone(), ttl).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                provider = %provider,
+                login = %login.claims.login_fingerprint(),
+                "the store already holds a newer rotation of this login"
+            ),
+            Err(e) => {
+                self.deps.outage.failed("recording a rotation", &e);
+                self.unrecorded.insert(records.rotation_key().id, record);
+                unrecorded(&e);
+            }
+        }
+    }
+
+    /// A single-use refresh whose answer was lost rests the login, on
+    /// every instance; an answered one ends the rest.
+    async fn note_interruption(
+        &self,
+        records: &LoginRecords<'_>,
+        login: &Login,
+        lost: bool,
+        marked: bool,
+        now: i64,
+    ) {
+        let result = if lost {
+            self.interrupted.insert(login.key, now);
+            let ttl = Duration::from_secs(2 * INTERRUPTED_COOLDOWN_SECS as u64);
+            records.mark_interrupted(now, ttl).await
+        } else {
+            self.interrupted.invalidate(&login.key);
+            if !marked {
+                return;
+            }
+            records.clear_interrupted().await
+        };
+        if let Err(e) = result {
+            self.deps.outage.failed("noting a lost answer", &e);
+        }
+    }
+
+    /// Builds the answer, re-sealing the AuthID when the client should
+    /// switch (a newer refresh token, a legacy form, an old key), and
+    /// caches it here.
+    fn conclude(
+        &self,
+        login: &Login,
+        access_token: Sensitive,
+        expires_at: i64,
+        update: Option<Newest>,
+        rotated: bool,
+    ) -> Result<Arc<CachedToken>, RefreshError> {
+        let deps = &self.deps;
+        let new_authid = if update.is_some() || login.reseal {
+            let mut claims = login.claims.clone();
+            claims.pin_login_secret();
+            if let Some(update) = update {
+                claims.rt = update.refresh_token;
+                open::set_generation(&mut claims, update.generation);
+            }
+            claims.iat = deps.clock.now();
+            let sealed = deps.keyring.seal(&claims).map_err(|_| RefreshError::Seal)?;
+            Some(Arc::<str>::from(sealed))
+        } else {
+            None
+        };
+        let token = Arc::new(CachedToken {
+            access_token,
+            expires_at,
+            service: login.provider.id.clone(),
+            new_authid: new_authid.clone(),
+            login_key: login.key,
+            rotated,
+        });
+        self.cache.insert_login(login.key, Arc::clone(&token));
+        if let Some(text) = &new_authid {
+            // The new AuthID hits the cache straight away.
+            self.cache
+                .insert_text(TokenCache::text_key(text), Arc::clone(&token));
+        }
+        Ok(token)
     }
 }
 

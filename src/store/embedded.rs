@@ -355,7 +355,9 @@ impl Store for EmbeddedStore {
 /// a lock, a cached access token or a backoff window may be lost.
 fn durable(key: &StoreKey) -> bool {
     match key.space {
-        Space::Rotation | Space::Fetch | Space::UsedState | Space::Legacy => true,
+        Space::Rotation | Space::Fetch | Space::UsedState | Space::Legacy | Space::Interrupted => {
+            true
+        }
         Space::Token | Space::Lock | Space::Backoff => false,
     }
 }

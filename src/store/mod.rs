@@ -88,10 +88,12 @@ pub enum Space {
     UsedState,
     /// A grant migrated from the old App Engine service.
     Legacy,
+    /// A single-use login whose last refresh answer was lost: it rests.
+    Interrupted,
 }
 
 impl Space {
-    pub const ALL: [Space; 7] = [
+    pub const ALL: [Space; 8] = [
         Space::Rotation,
         Space::Token,
         Space::Lock,
@@ -99,6 +101,7 @@ impl Space {
         Space::Fetch,
         Space::UsedState,
         Space::Legacy,
+        Space::Interrupted,
     ];
 
     /// The name used in key names and metric labels.
@@ -111,6 +114,7 @@ impl Space {
             Self::Fetch => "fetch",
             Self::UsedState => "state",
             Self::Legacy => "legacy",
+            Self::Interrupted => "interrupted",
         }
     }
 }

@@ -20,4 +20,5 @@ mod pages;
 mod protection;
 mod redis_selftest;
 mod refresh;
+mod shared_store;
 mod support;

@@ -136,8 +136,7 @@ async fn microsoft_loop_detection_and_pcloud_errors_count_as_throttling() {
     assert!(
         broker
             .app
-            .refresher
-            .protection()
+            .protection
             .blocked("onedrivev2", SystemClock.now())
             .is_some()
     );

@@ -8,13 +8,14 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use oauth_broker::app::App;
-use oauth_broker::authid::{Claims, Keyring};
+use oauth_broker::authid::{Claims, Keyring, ServerKey};
 use oauth_broker::clock::SharedClock;
 use oauth_broker::config::{Limits, Settings};
 use oauth_broker::http::server::ConnectionLimits;
 use oauth_broker::provider::catalogue::CatalogueSource;
 use oauth_broker::provider::{Catalogue, HttpTokenClient};
 use oauth_broker::secret::Sensitive;
+use oauth_broker::store::{MemoryStore, Store};
 use serde_json::Value;
 
 use super::logs;
@@ -86,6 +87,12 @@ pub struct Setup<'a> {
     pub tweak: fn(&str, &mut Value),
     /// Edits the whole list of entries before loading.
     pub adjust: Option<Adjust<'a>>,
+    /// The store; a fresh `MemoryStore` when unset. Brokers built on one
+    /// store behave as instances of one deployment.
+    pub store: Option<Arc<dyn Store>>,
+    /// The server key; a fresh one when unset. Instances of one
+    /// deployment share it.
+    pub key: Option<Arc<ServerKey>>,
 }
 
 impl<'a> Setup<'a> {
@@ -98,7 +105,19 @@ impl<'a> Setup<'a> {
             opener_origins: None,
             tweak: |_, _| {},
             adjust: None,
+            store: None,
+            key: None,
         }
+    }
+
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    pub fn key(mut self, key: Arc<ServerKey>) -> Self {
+        self.key = Some(key);
+        self
     }
 
     pub fn and(mut self, mock: &'a MockProvider, ids: &[&'a str]) -> Self {
@@ -162,13 +181,24 @@ impl<'a> Setup<'a> {
             settings.opener_origins = origins;
         }
         let client = HttpTokenClient::new(settings.upstream_timeout).expect("client");
+        let keyring = match self.key {
+            Some(key) => {
+                let kid = key.kid().to_string();
+                Keyring::new([key], &kid, Default::default()).expect("keyring")
+            }
+            None => Keyring::ephemeral().expect("keyring"),
+        };
+        let store = self
+            .store
+            .unwrap_or_else(|| Arc::new(MemoryStore::default()));
         let app = Arc::new(App::new(
             settings,
-            Keyring::ephemeral().expect("keyring"),
+            keyring,
             None,
             catalogue,
             Arc::new(client),
             self.clock,
+            store,
         ));
         let router = oauth_broker::http::router(Arc::clone(&app));
         Broker { app, router }
@@ -349,6 +379,12 @@ impl Broker {
         ));
         format!("http://{addr}")
     }
+}
+
+/// A fresh server key, for instances that must share one.
+pub fn server_key() -> Arc<ServerKey> {
+    let kid = format!("test-{}", &oauth_broker::secret::random_id()[..8]);
+    Arc::new(ServerKey::generate(&kid, 1).expect("key").0)
 }
 
 /// `n` refreshes of one AuthID at once, as separate tasks; every reply

@@ -7,3 +7,4 @@ pub mod logs;
 pub mod mock_provider;
 pub mod process;
 pub mod redis;
+pub mod store;

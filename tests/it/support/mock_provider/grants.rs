@@ -224,6 +224,20 @@ impl MockProvider {
     pub fn is_valid_access_token(&self, at: &str) -> bool {
         self.lock().grants.live_access_token(at).is_some()
     }
+
+    /// Every refresh token, access token and authorization code the mock
+    /// has handed out, to search logs and stores for.
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let s = self.lock();
+        let grants = &s.grants;
+        grants
+            .refresh_tokens
+            .keys()
+            .chain(grants.access_tokens.keys())
+            .chain(grants.codes.keys())
+            .cloned()
+            .collect()
+    }
 }
 
 // ---- grant types at /token ------------------------------------------------

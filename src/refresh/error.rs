@@ -1,0 +1,69 @@
+//! Why a refresh failed; each reason maps to one HTTP status at the edge.
+
+use crate::authid::AuthIdError;
+use crate::provider::{Refusal, UpstreamError};
+
+/// Seconds a client is asked to wait when the store cannot be reached.
+pub const STORE_RETRY_AFTER: u64 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    #[error(transparent)]
+    AuthId(#[from] AuthIdError),
+    #[error("This AuthID is for the provider {0}, which this server does not offer")]
+    UnknownProvider(String),
+    #[error("AuthIDs for {0} are access tokens; use them directly, they need no refresh")]
+    AccessTokenOnly(String),
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The broker holds back: provider backoff, quota or bulkhead.
+    #[error("{}", refusal_text(*.0))]
+    Refused(Refusal),
+    /// The last single-use refresh of this login was cut off; it rests.
+    #[error("The last refresh of this login was interrupted; try again shortly")]
+    Interrupted { retry_after: u64 },
+    /// This login (or this client) asks too often.
+    #[error("{what}; try again later")]
+    TooMany {
+        what: &'static str,
+        retry_after: u64,
+    },
+    /// The login's provider rotates refresh tokens and the store, which
+    /// knows the newest one, cannot be reached: sending the token in the
+    /// AuthID could spend it twice.
+    #[error("The broker's store is unavailable; try again shortly")]
+    StoreUnavailable,
+    /// Another instance is refreshing this login and has not finished
+    /// within the wait.
+    #[error("This login is being refreshed elsewhere; try again shortly")]
+    InProgress { retry_after: u64 },
+    #[error("The refreshed AuthID could not be sealed")]
+    Seal,
+    #[error("The refresh failed unexpectedly")]
+    Internal,
+}
+
+fn refusal_text(r: Refusal) -> &'static str {
+    match r {
+        Refusal::Blocked(_) => "The provider asked this server to slow down; try again later",
+        Refusal::Quota(_) => {
+            "This server's request budget for the provider is spent; try again later"
+        }
+        Refusal::Busy(_) => "Too many requests to the provider are in progress; try again shortly",
+    }
+}
+
+impl RefreshError {
+    /// The outcome label of the refresh metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::AuthId(_) => "bad_authid",
+            Self::UnknownProvider(_) | Self::AccessTokenOnly(_) => "bad_provider",
+            Self::Upstream(e) => e.label(),
+            Self::Refused(_) | Self::Interrupted { .. } | Self::InProgress { .. } => "throttled",
+            Self::TooMany { .. } => "limited",
+            Self::StoreUnavailable => "store_unavailable",
+            Self::Seal | Self::Internal => "error",
+        }
+    }
+}
