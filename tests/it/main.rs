@@ -18,4 +18,5 @@ mod pages;
 mod protection;
 mod redis_selftest;
 mod refresh;
+mod store;
 mod support;
