@@ -21,4 +21,5 @@ mod protection;
 mod redis_selftest;
 mod refresh;
 mod shared_store;
+mod store;
 mod support;
