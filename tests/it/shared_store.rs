@@ -1,6 +1,7 @@
-//! Several instances on one store behave as one broker (SPEC 8): each test
-//! runs two in-process brokers that share a store and a server key, with
-//! the mock provider playing the provider.
+//! Several instances on one store behave as one broker (SPEC 8): each
+//! scenario runs two in-process brokers that share a store and a server
+//! key, with the mock provider playing the provider. The scenarios run on
+//! any [`Backend`]; here on shared in-memory stores.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,23 +15,53 @@ use serde_json::Value;
 use crate::login::{authid_in, authorize, callback, start};
 use crate::support::broker::{Broker, Reply, Setup, assert_error_shape, server_key};
 use crate::support::mock_provider::{Fault, MockProvider, Rotation};
-use crate::support::store::TestStore;
+use crate::support::store::{TestStore, assert_holds_none_of};
+
+/// Where the instances of a deployment keep their shared state.
+pub trait Backend {
+    /// The store as a newly started instance opens it.
+    fn open(&self) -> Arc<dyn Store>;
+    /// What `/ready` reports as the store's kind.
+    fn kind(&self) -> &'static str;
+    /// Makes the store unreachable, or brings it back with its data.
+    fn set_down(&self, down: bool);
+    /// Every key name and value the store holds (or was ever given).
+    fn dump(&self) -> Vec<(String, Vec<u8>)>;
+}
+
+impl Backend for Arc<TestStore> {
+    fn open(&self) -> Arc<dyn Store> {
+        Arc::clone(self) as Arc<dyn Store>
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn set_down(&self, down: bool) {
+        TestStore::set_down(self, down);
+    }
+
+    fn dump(&self) -> Vec<(String, Vec<u8>)> {
+        TestStore::dump(self)
+    }
+}
 
 /// Instances of one deployment: same providers, clock, key and store.
-struct Deployment<'a> {
+pub struct Deployment<'a> {
     providers: Vec<(&'a MockProvider, Vec<&'a str>)>,
-    clock: ManualClock,
+    pub clock: ManualClock,
     key: Arc<ServerKey>,
-    store: Arc<TestStore>,
+    pub backend: &'a dyn Backend,
 }
 
 impl<'a> Deployment<'a> {
-    fn new(mock: &'a MockProvider, ids: &[&'a str]) -> Self {
+    pub fn new(backend: &'a dyn Backend, mock: &'a MockProvider, ids: &[&'a str]) -> Self {
         Self {
             providers: vec![(mock, ids.to_vec())],
             clock: ManualClock::new(SystemClock.now()),
             key: server_key(),
-            store: Arc::new(TestStore::new()),
+            backend,
         }
     }
 
@@ -40,11 +71,11 @@ impl<'a> Deployment<'a> {
     }
 
     /// A new instance; building one again is a restart.
-    fn instance(&self) -> Broker {
+    pub fn instance(&self) -> Broker {
         let (first, ids) = &self.providers[0];
         let mut setup = Setup::new(first, ids)
             .clock(Arc::new(self.clock.clone()))
-            .store(Arc::clone(&self.store) as Arc<dyn Store>)
+            .store(self.backend.open())
             .key(Arc::clone(&self.key));
         for (mock, ids) in &self.providers[1..] {
             setup = setup.and(mock, ids);
@@ -59,8 +90,8 @@ impl<'a> Deployment<'a> {
         broker
     }
 
-    /// Asserts that nothing the store was ever given holds a token the
-    /// mock handed out, or any of `more` (AuthIDs, fetch tokens).
+    /// Asserts that nothing the store holds (or was given) contains a
+    /// token the mock handed out, or any of `more` (AuthIDs, fetch tokens).
     fn assert_store_holds_no_secret(&self, more: &[String]) {
         let mut secrets: Vec<String> = self
             .providers
@@ -68,7 +99,7 @@ impl<'a> Deployment<'a> {
             .flat_map(|(mock, _)| mock.issued_tokens())
             .collect();
         secrets.extend(more.iter().cloned());
-        self.store.assert_holds_none_of(&secrets);
+        assert_holds_none_of(&self.backend.dump(), &secrets);
     }
 }
 
@@ -104,10 +135,10 @@ fn metric(broker: &Broker, line_start: &str) -> f64 {
 /// client never keeps `v2_authid`), alternating instances, each run
 /// starting three client objects on alternating instances, with a
 /// rolling restart of both instances halfway.
-async fn six_runs_over_two_instances(id: &str, rotation: Rotation) {
+pub async fn six_runs_over_two_instances(backend: &dyn Backend, id: &str, rotation: Rotation) {
     let mock = MockProvider::start().await;
     mock.set_rotation(rotation);
-    let deployment = Deployment::new(&mock, &[id]);
+    let deployment = Deployment::new(backend, &mock, &[id]);
     let mut instances = [deployment.instance(), deployment.instance()];
     let pasted = instances[0].seal(id, &mock.issue_refresh_token());
     let mut seen = vec![pasted.clone()];
@@ -151,22 +182,13 @@ async fn six_runs_over_two_instances(id: &str, rotation: Rotation) {
     deployment.assert_store_holds_no_secret(&seen);
 }
 
-#[tokio::test]
-async fn box_runs_from_the_pasted_authid_across_instances_and_a_rolling_restart() {
-    six_runs_over_two_instances("box.com", Rotation::SingleUse).await;
-}
-
-#[tokio::test]
-async fn jottacloud_runs_from_the_pasted_authid_across_instances_and_a_rolling_restart() {
-    six_runs_over_two_instances("jottacloud", Rotation::SingleUseReuseDetection).await;
-}
-
-#[tokio::test]
-async fn forty_concurrent_refreshes_over_two_instances_make_one_provider_call() {
+pub async fn forty_concurrent_refreshes_over_two_instances_make_one_provider_call(
+    backend: &dyn Backend,
+) {
     let mock = MockProvider::start().await;
     mock.set_rotation(Rotation::SingleUse);
     mock.push_fault(Fault::Delay(Duration::from_millis(300)));
-    let deployment = Deployment::new(&mock, &["box.com"]);
+    let deployment = Deployment::new(backend, &mock, &["box.com"]);
     let instances = [
         Arc::new(deployment.instance()),
         Arc::new(deployment.instance()),
@@ -194,10 +216,9 @@ async fn forty_concurrent_refreshes_over_two_instances_make_one_provider_call() 
     deployment.assert_store_holds_no_secret(&seen);
 }
 
-#[tokio::test]
-async fn a_google_token_obtained_on_one_instance_is_served_by_the_other() {
+pub async fn a_google_token_obtained_on_one_instance_is_served_by_the_other(backend: &dyn Backend) {
     let mock = MockProvider::start().await;
-    let deployment = Deployment::new(&mock, &["googledrive"]);
+    let deployment = Deployment::new(backend, &mock, &["googledrive"]);
     let (one, two) = (deployment.instance(), deployment.instance());
     let authid = one.seal("googledrive", &mock.issue_refresh_token());
     let first = ok_json(&one.refresh(&authid).await, "instance 1");
@@ -215,10 +236,9 @@ async fn a_google_token_obtained_on_one_instance_is_served_by_the_other() {
     deployment.assert_store_holds_no_secret(&[authid]);
 }
 
-#[tokio::test]
-async fn a_retry_after_seen_by_one_instance_holds_the_other() {
+pub async fn a_retry_after_seen_by_one_instance_holds_the_other(backend: &dyn Backend) {
     let mock = MockProvider::start().await;
-    let deployment = Deployment::new(&mock, &["googledrive"]);
+    let deployment = Deployment::new(backend, &mock, &["googledrive"]);
     let (one, two) = (deployment.instance(), deployment.instance());
     mock.push_fault(Fault::Throttle {
         status: 429,
@@ -255,10 +275,9 @@ async fn a_retry_after_seen_by_one_instance_holds_the_other() {
 
 const FETCH_TOKEN: &str = "shared-fetch-token-0123456789";
 
-#[tokio::test]
-async fn a_login_finished_on_one_instance_is_fetched_once_on_the_other() {
+pub async fn a_login_finished_on_one_instance_is_fetched_once_on_the_other(backend: &dyn Backend) {
     let mock = MockProvider::start().await;
-    let deployment = Deployment::new(&mock, &["googledrive"]);
+    let deployment = Deployment::new(backend, &mock, &["googledrive"]);
     let (one, two) = (deployment.instance(), deployment.instance());
     let page = one
         .get(&format!("/?type=googledrive&token={FETCH_TOKEN}"))
@@ -301,18 +320,19 @@ async fn a_login_finished_on_one_instance_is_fetched_once_on_the_other() {
     deployment.assert_store_holds_no_secret(&[authid, FETCH_TOKEN.to_string()]);
 }
 
-#[tokio::test]
-async fn while_the_store_is_down_google_is_served_and_box_waits_then_goes_on() {
+pub async fn while_the_store_is_down_google_is_served_and_box_waits_then_goes_on(
+    backend: &dyn Backend,
+) {
     let google = MockProvider::start().await;
     let boxcom = MockProvider::start().await;
     boxcom.set_rotation(Rotation::SingleUse);
-    let deployment = Deployment::new(&google, &["googledrive"]).and(&boxcom, &["box.com"]);
+    let deployment = Deployment::new(backend, &google, &["googledrive"]).and(&boxcom, &["box.com"]);
     let (one, two) = (deployment.instance(), deployment.instance());
     let box_authid = one.seal("box.com", &boxcom.issue_refresh_token());
     let first = ok_json(&one.refresh(&box_authid).await, "box before the outage");
     assert!(first.get("v2_authid").is_some(), "rotated and recorded");
 
-    deployment.store.set_down(true);
+    deployment.backend.set_down(true);
     let google_authid = two.seal("googledrive", &google.issue_refresh_token());
     ok_json(
         &two.refresh(&google_authid).await,
@@ -346,11 +366,10 @@ async fn while_the_store_is_down_google_is_served_and_box_waits_then_goes_on() {
     assert_eq!(ready.json()["status"], "ready");
     assert_eq!(
         ready.json()["store"],
-        serde_json::json!({"kind": "memory", "up": false})
+        serde_json::json!({"kind": backend.kind(), "up": false})
     );
-    assert!(deployment.store.failures() > 0);
 
-    deployment.store.set_down(false);
+    deployment.backend.set_down(false);
     deployment.clock.advance(3600);
     let back = ok_json(&two.refresh(&box_authid).await, "box after the outage");
     assert!(back.get("v2_authid").is_some());
@@ -364,11 +383,12 @@ async fn while_the_store_is_down_google_is_served_and_box_waits_then_goes_on() {
 async fn a_rotation_the_store_did_not_take_reaches_the_client_and_is_recorded_later() {
     let mock = MockProvider::start().await;
     mock.set_rotation(Rotation::SingleUseReuseDetection);
-    let deployment = Deployment::new(&mock, &["box.com"]);
+    let store = Arc::new(TestStore::new());
+    let deployment = Deployment::new(&store, &mock, &["box.com"]);
     let (one, two) = (deployment.instance(), deployment.instance());
     let pasted = one.seal("box.com", &mock.issue_refresh_token());
 
-    deployment.store.set_refuse_versioned(true);
+    store.set_refuse_versioned(true);
     let json = ok_json(&one.refresh(&pasted).await, "unrecorded rotation");
     let v2 = json["v2_authid"]
         .as_str()
@@ -381,7 +401,7 @@ async fn a_rotation_the_store_did_not_take_reaches_the_client_and_is_recorded_la
         ),
         1.0
     );
-    deployment.store.set_refuse_versioned(false);
+    store.set_refuse_versioned(false);
 
     // The next run on the same instance records what it kept.
     deployment.clock.advance(3600);
@@ -398,18 +418,19 @@ async fn a_rotation_the_store_did_not_take_reaches_the_client_and_is_recorded_la
 async fn an_authid_newer_than_the_store_is_believed_and_teaches_the_store() {
     let mock = MockProvider::start().await;
     mock.set_rotation(Rotation::SingleUseReuseDetection);
-    let deployment = Deployment::new(&mock, &["box.com"]);
+    let store = Arc::new(TestStore::new());
+    let deployment = Deployment::new(&store, &mock, &["box.com"]);
     let (one, two) = (deployment.instance(), deployment.instance());
     let pasted = one.seal("box.com", &mock.issue_refresh_token());
     // A rotation the store missed, on an instance that is then replaced:
     // only the client's new AuthID knows the newest token.
-    deployment.store.set_refuse_versioned(true);
+    store.set_refuse_versioned(true);
     let v2 = ok_json(&one.refresh(&pasted).await, "unrecorded")["v2_authid"]
         .as_str()
         .unwrap()
         .to_string();
     drop(one);
-    deployment.store.set_refuse_versioned(false);
+    store.set_refuse_versioned(false);
     deployment.clock.advance(3600);
     // A client that keeps v2_authid presents it on the other instance.
     let json = ok_json(&two.refresh(&v2).await, "newer AuthID");
@@ -422,4 +443,51 @@ async fn an_authid_newer_than_the_store_is_believed_and_teaches_the_store() {
     let newest = from_pasted["v2_authid"].as_str().unwrap().to_string();
     assert!(mock.is_valid_refresh_token(&refresh_token_in(&two, &newest)));
     deployment.assert_store_holds_no_secret(&[pasted, v2, v3, newest]);
+}
+
+/// The scenarios on in-memory stores shared by in-process instances.
+mod memory {
+    use super::*;
+
+    fn store() -> Arc<TestStore> {
+        Arc::new(TestStore::new())
+    }
+
+    #[tokio::test]
+    async fn box_runs_from_the_pasted_authid_across_instances_and_a_rolling_restart() {
+        six_runs_over_two_instances(&store(), "box.com", Rotation::SingleUse).await;
+    }
+
+    #[tokio::test]
+    async fn jottacloud_runs_from_the_pasted_authid_across_instances_and_a_rolling_restart() {
+        six_runs_over_two_instances(&store(), "jottacloud", Rotation::SingleUseReuseDetection)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn forty_concurrent_refreshes_over_two_instances_make_one_provider_call() {
+        super::forty_concurrent_refreshes_over_two_instances_make_one_provider_call(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn a_google_token_obtained_on_one_instance_is_served_by_the_other() {
+        super::a_google_token_obtained_on_one_instance_is_served_by_the_other(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_seen_by_one_instance_holds_the_other() {
+        super::a_retry_after_seen_by_one_instance_holds_the_other(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn a_login_finished_on_one_instance_is_fetched_once_on_the_other() {
+        super::a_login_finished_on_one_instance_is_fetched_once_on_the_other(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn while_the_store_is_down_google_is_served_and_box_waits_then_goes_on() {
+        let store = store();
+        super::while_the_store_is_down_google_is_served_and_box_waits_then_goes_on(&store).await;
+        assert!(store.failures() > 0, "the store was down");
+    }
 }
