@@ -35,7 +35,7 @@ pub struct Claims {
 
 impl Claims {
     /// Claims of a new login: a fresh login id and login secret.
-    pub fn new(svc: impl Into<String>, rt: Sensitive, iat: i64) -> Self {
+    pub fn new(provider: impl Into<String>, rt: Sensitive, iat: i64) -> Self {
         let mut secret = Zeroizing::new([0u8; 32]);
         rand::thread_rng().fill_bytes(secret.as_mut());
         let mut extra = Map::new();
@@ -44,7 +44,7 @@ impl Claims {
             Value::String(URL_SAFE_NO_PAD.encode(secret.as_ref())),
         );
         Self {
-            svc: svc.into(),
+            svc: provider.into(),
             rt,
             iat,
             jti: random_id(),
@@ -55,15 +55,15 @@ impl Claims {
     /// Claims for a legacy `v2:` AuthID. The login id is derived from the
     /// token, so every request with the same legacy AuthID is the same
     /// login (one cache entry, one rotation-store entry).
-    pub fn from_legacy(svc: &str, rt: Sensitive, iat: i64) -> Self {
+    pub fn from_legacy(provider: &str, rt: Sensitive, iat: i64) -> Self {
         let digest = Sha256::new()
             .chain_update(b"oauth-broker legacy login id\0")
-            .chain_update(svc.as_bytes())
+            .chain_update(provider.as_bytes())
             .chain_update(b"\0")
             .chain_update(rt.expose().as_bytes())
             .finalize();
         Self {
-            svc: svc.to_string(),
+            svc: provider.to_string(),
             rt,
             iat,
             jti: URL_SAFE_NO_PAD.encode(&digest[..16]),

@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 
 use super::ApiError;
-use super::input::read_params;
+use super::input::Params;
 use crate::app::SharedApp;
 use crate::demo::DemoProvider;
 use crate::login::templates::escape_html;
@@ -93,12 +93,8 @@ async fn consent(
     Ok(response)
 }
 
-async fn decide(
-    State(app): State<SharedApp>,
-    request: axum::extract::Request,
-) -> Result<Response, ApiError> {
+async fn decide(State(app): State<SharedApp>, params: Params) -> Result<Response, ApiError> {
     let demo = demo(&app)?;
-    let params = read_params(request).await?;
     let field = |k: &str| params.get(k).unwrap_or("");
     // Only the registered redirect URI: the consent form is no open redirect.
     let redirect_uri = field("redirect_uri");
@@ -131,12 +127,9 @@ fn oauth_error((status, error): (u16, &'static str)) -> Response {
     (status, axum::Json(json!({ "error": error }))).into_response()
 }
 
-async fn token(
-    State(app): State<SharedApp>,
-    request: axum::extract::Request,
-) -> Result<Response, ApiError> {
+async fn token(State(app): State<SharedApp>, params: Params) -> Result<Response, ApiError> {
     let demo = demo(&app)?;
-    let form = read_params(request).await?.into_map();
+    let form = params.into_map();
     Ok(match demo.token(&form, app.clock.now()) {
         Ok(body) => {
             let mut response = axum::Json(body).into_response();
@@ -147,12 +140,9 @@ async fn token(
     })
 }
 
-async fn revoke(
-    State(app): State<SharedApp>,
-    request: axum::extract::Request,
-) -> Result<Response, ApiError> {
+async fn revoke(State(app): State<SharedApp>, params: Params) -> Result<Response, ApiError> {
     let demo = demo(&app)?;
-    let form = read_params(request).await?.into_map();
+    let form = params.into_map();
     Ok(match demo.revoke(&form) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => oauth_error(e),

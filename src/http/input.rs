@@ -1,12 +1,16 @@
 //! Request parameters from the query string and url-encoded form bodies,
-//! read with our limits and turned into our error format.
+//! read with our limits and turned into our error format: as extractors,
+//! [`Params`] for handlers that answer JSON, [`PageParams`] for those that
+//! answer with a page, and [`OwnForm`] for forms only this site may post.
 
 use std::collections::HashMap;
 
-use axum::extract::Request;
-use axum::http::{HeaderMap, header};
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
 
 use super::ApiError;
+use super::page::{self, Page};
+use crate::app::SharedApp;
 use crate::authid::MAX_AUTHID_LEN;
 
 /// Largest form body read.
@@ -25,6 +29,10 @@ impl Params {
 
     pub fn into_map(self) -> HashMap<String, String> {
         self.values
+    }
+
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
     }
 
     /// The AuthID from `X-AuthID`, else `authid` in the form or query.
@@ -69,7 +77,7 @@ pub async fn read_params(request: Request) -> Result<Params, ApiError> {
     if is_form {
         let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
             ApiError::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::PAYLOAD_TOO_LARGE,
                 "The request body is too large",
             )
         })?;
@@ -79,4 +87,49 @@ pub async fn read_params(request: Request) -> Result<Params, ApiError> {
         headers: parts.headers,
         values,
     })
+}
+
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _state: &S) -> Result<Self, ApiError> {
+        read_params(request).await
+    }
+}
+
+/// [`Params`] for a handler that answers with a page: a request that cannot
+/// be read gets the error page.
+pub struct PageParams(pub Params);
+
+impl FromRequest<SharedApp> for PageParams {
+    type Rejection = Page;
+
+    async fn from_request(request: Request, app: &SharedApp) -> Result<Self, Page> {
+        read_params(request)
+            .await
+            .map(Self)
+            .map_err(|e| page::error_page(app, e.status, "Bad request", &e.message))
+    }
+}
+
+/// [`Params`] of a form posted from this site's own page (see
+/// [`page::same_site_form`]); anything else gets an error page.
+pub struct OwnForm(pub Params);
+
+impl FromRequest<SharedApp> for OwnForm {
+    type Rejection = Page;
+
+    async fn from_request(request: Request, app: &SharedApp) -> Result<Self, Page> {
+        if !page::same_site_form(app, request.headers()) {
+            return Err(page::error_page(
+                app,
+                StatusCode::FORBIDDEN,
+                "Refused",
+                "This form can only be sent from this site's own page",
+            ));
+        }
+        PageParams::from_request(request, app)
+            .await
+            .map(|PageParams(params)| Self(params))
+    }
 }

@@ -1,12 +1,12 @@
 //! The login routes: `/login` starts, `/logged-in` finishes, and the
 //! Jottacloud token form posts to `/cli-token-login`.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::input::read_params;
+use super::input::{OwnForm, PageParams};
 use super::page::{self, LOGIN_COOKIE, Page};
 use crate::app::{App, SharedApp};
 use crate::login::state::STATE_LIFETIME;
@@ -15,14 +15,8 @@ use crate::metrics::Metrics;
 
 /// `GET /login?id=ID[&token=T]`: to the provider's consent screen, with
 /// the login bound to this browser by a cookie.
-pub async fn login(State(app): State<SharedApp>, request: Request) -> Response {
-    let from_elsewhere = sent_from_another_site(request.headers());
-    let params = match read_params(request).await {
-        Ok(p) => p,
-        Err(e) => {
-            return page::error_page(&app, e.status, "Bad request", &e.message).into_response();
-        }
-    };
+pub async fn login(State(app): State<SharedApp>, PageParams(params): PageParams) -> Response {
+    let from_elsewhere = sent_from_another_site(params.headers());
     let id = params.get("id").unwrap_or("");
     // A login whose AuthID goes to the program that opened the window
     // starts on this site's page, which says so before the user consents;
@@ -87,19 +81,15 @@ fn redirect(location: &str, cookie: Option<String>) -> Response {
 }
 
 /// `GET /logged-in`: the provider's redirect back.
-pub async fn logged_in(State(app): State<SharedApp>, request: Request) -> Page {
-    let cookie = page::cookie(request.headers(), LOGIN_COOKIE).map(str::to_string);
-    let params = match read_params(request).await {
-        Ok(p) => p,
-        Err(e) => return page::error_page(&app, e.status, "Bad request", &e.message),
-    };
+pub async fn logged_in(State(app): State<SharedApp>, PageParams(params): PageParams) -> Page {
+    let cookie = page::cookie(params.headers(), LOGIN_COOKIE);
     let callback = Callback {
         state: params.get("state"),
         code: params.get("code"),
         error: params.get("error"),
         hostname: params.get("hostname"),
     };
-    let result = app.login.finish(callback, cookie.as_deref()).await;
+    let result = app.login.finish(callback, cookie).await;
     record_finish(&app, &result);
     // The cookie is spent once this browser's login was checked; a callback
     // from elsewhere must not disturb a login in progress here.
@@ -119,11 +109,7 @@ pub async fn logged_in(State(app): State<SharedApp>, request: Request) -> Page {
 }
 
 /// `POST /cli-token-login` (form `id`, `token`, optional `fetchtoken`).
-pub async fn cli_token_login(State(app): State<SharedApp>, request: Request) -> Page {
-    let params = match page::read_own_form(&app, request).await {
-        Ok(p) => p,
-        Err(page) => return page,
-    };
+pub async fn cli_token_login(State(app): State<SharedApp>, OwnForm(params): OwnForm) -> Page {
     let fetch_token = match LoginService::fetch_token(params.get("fetchtoken")) {
         Ok(t) => t,
         Err(e) => return page::login_error(&app, &e),

@@ -227,25 +227,6 @@ pub fn same_site_form(app: &App, headers: &HeaderMap) -> bool {
     }
 }
 
-/// Reads a form posted from this site's own page (see
-/// [`same_site_form`]); anything else is answered with an error page.
-pub async fn read_own_form(
-    app: &App,
-    request: axum::extract::Request,
-) -> Result<super::input::Params, Page> {
-    if !same_site_form(app, request.headers()) {
-        return Err(error_page(
-            app,
-            StatusCode::FORBIDDEN,
-            "Refused",
-            "This form can only be sent from this site's own page",
-        ));
-    }
-    super::input::read_params(request)
-        .await
-        .map_err(|e| error_page(app, e.status, "Bad request", &e.message))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

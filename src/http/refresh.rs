@@ -1,13 +1,13 @@
 //! `GET|POST /refresh`: the Duplicati-compatible token endpoint.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 
 use super::ApiError;
 use super::client_ip::ClientIp;
-use super::input::{Params, read_params};
+use super::input::Params;
 use crate::app::SharedApp;
 use crate::provider::is_provider_id;
 use crate::refresh::RefreshAnswer;
@@ -25,10 +25,9 @@ struct RefreshBody<'a> {
 pub async fn refresh(
     State(app): State<SharedApp>,
     ClientIp(client): ClientIp,
-    request: Request,
+    method: Method,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    let method = request.method().clone();
-    let params = read_params(request).await?;
     let Some(authid) = params.authid()? else {
         return no_authid(&method, &params, &super::page::base_path(&app));
     };

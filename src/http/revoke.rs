@@ -1,13 +1,13 @@
 //! Revocation: `GET /revoke` (the form), `POST /revoked` (its HTML answer)
 //! and `POST /revoke` with `X-AuthID` for programs (JSON).
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::ApiError;
-use super::input::read_params;
+use super::input::{OwnForm, Params};
 use super::page::{self, Page};
 use crate::app::{App, SharedApp};
 use crate::login::{RevokeError, RevokeOutcome};
@@ -19,9 +19,8 @@ pub async fn form(State(app): State<SharedApp>) -> Page {
 /// `POST /revoke`: JSON `{"result": "revoked"}` or the error format.
 pub async fn revoke_json(
     State(app): State<SharedApp>,
-    request: Request,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    let params = read_params(request).await?;
     let authid = params
         .authid()?
         .ok_or_else(|| ApiError::bad_request("Missing AuthID: send it in the X-AuthID header"))?;
@@ -50,11 +49,7 @@ pub async fn revoke_json(
 }
 
 /// `POST /revoked` (form `authid`): the same, as a page.
-pub async fn revoked_page(State(app): State<SharedApp>, request: Request) -> Page {
-    let params = match page::read_own_form(&app, request).await {
-        Ok(p) => p,
-        Err(page) => return page,
-    };
+pub async fn revoked_page(State(app): State<SharedApp>, OwnForm(params): OwnForm) -> Page {
     let authid = match params.authid() {
         Ok(Some(a)) => a,
         Ok(None) => {

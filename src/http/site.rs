@@ -2,13 +2,13 @@
 //! flow's redirects: the provider list, the login-token form, the privacy
 //! policy and the static assets. How any page is rendered is `page`'s job.
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::ApiError;
-use super::input::read_params;
+use super::input::PageParams;
 use super::page::{self, Page};
 use crate::app::SharedApp;
 use crate::login::state::STATE_LIFETIME;
@@ -16,11 +16,7 @@ use crate::login::{LoginError, LoginService};
 
 /// `GET /`: every listed provider, or just `?type=ID`; `?token=T` registers
 /// a polling client's fetch token.
-pub async fn index(State(app): State<SharedApp>, request: Request) -> Page {
-    let params = match read_params(request).await {
-        Ok(p) => p,
-        Err(e) => return page::error_page(&app, e.status, "Bad request", &e.message),
-    };
+pub async fn index(State(app): State<SharedApp>, PageParams(params): PageParams) -> Page {
     let token = match LoginService::fetch_token(params.get("token")) {
         Ok(t) => t,
         Err(e) => return page::login_error(&app, &e),
@@ -74,11 +70,7 @@ pub async fn index(State(app): State<SharedApp>, request: Request) -> Page {
 }
 
 /// `GET /cli-token?id=jottacloud`: the form for a personal login token.
-pub async fn cli_token_form(State(app): State<SharedApp>, request: Request) -> Page {
-    let params = match read_params(request).await {
-        Ok(p) => p,
-        Err(e) => return page::error_page(&app, e.status, "Bad request", &e.message),
-    };
+pub async fn cli_token_form(State(app): State<SharedApp>, PageParams(params): PageParams) -> Page {
     let provider = match app.login.provider(params.get("id").unwrap_or("")) {
         Ok(p) => p.clone(),
         Err(e) => return page::login_error(&app, &e),

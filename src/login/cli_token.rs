@@ -76,15 +76,24 @@ mod tests {
     }
 
     #[test]
+    fn refuses_an_empty_paste_with_its_own_message() {
+        for empty in ["", " \n\t"] {
+            assert_eq!(parse(empty).unwrap_err(), "Paste the personal login token");
+        }
+    }
+
+    #[test]
     fn refuses_garbage_without_quoting_it() {
+        let incomplete = URL_SAFE_NO_PAD.encode(r#"{"username":"u","auth_token":"secret-x"}"#);
         for bad in [
-            "",
             "%%%%",
             &URL_SAFE_NO_PAD.encode("not json"),
             &URL_SAFE_NO_PAD.encode(r#"{"username":"u"}"#),
+            &incomplete,
         ] {
             let e = parse(bad).unwrap_err();
-            assert!(!bad.is_empty() && !e.contains(bad) || bad.is_empty());
+            assert!(!e.contains(bad), "{e}");
+            assert!(!e.contains("secret-x") && !e.contains("not json"), "{e}");
         }
     }
 }
