@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Checks deploy/prometheus/: the rules load (`promtool check rules`), their
-# unit tests pass (`promtool test rules`), and every alert has at least one
-# test case where it fires and one where it does not. Installs promtool from
+# Checks deploy/prometheus/ and deploy/grafana/: the rules load (`promtool
+# check rules`), their unit tests pass (`promtool test rules`), every alert
+# has at least one test case where it fires and one where it does not, the
+# dashboard's queries parse, and every oauth_broker_* metric the rules and
+# the dashboard name is one the source registers. Installs promtool from
 # Debian's `prometheus` package on first use, and PyYAML (pinned, from PyPI)
 # into a tool directory outside the repository.
 set -euo pipefail
@@ -54,6 +56,51 @@ problems += [f"{a}: tested but not in {rules_file}" for a in (fires | quiet) - s
 for p in problems:
     print(f"problem: {p}", file=sys.stderr)
 print(f"{len(alerts)} alerts, each with a firing and a quiet case" if not problems else "")
+sys.exit(1 if problems else 0)
+PY
+
+echo "== the dashboard's queries parse; the metrics named exist"
+cd ../..
+"$venv/bin/python" - <<'PY' || status=1
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+problems = []
+dashboards = sorted(Path("deploy/grafana").glob("*.json"))
+exprs = []
+for path in dashboards:
+    for panel in json.loads(path.read_text())["panels"]:
+        for target in panel.get("targets", []):
+            exprs.append(target["expr"].replace("$__rate_interval", "5m"))
+with tempfile.NamedTemporaryFile("w", suffix=".yml") as rules:
+    yaml.safe_dump(
+        {"groups": [{"name": "dashboard", "rules": [
+            {"record": f"dashboard:query{i}", "expr": e} for i, e in enumerate(exprs)
+        ]}]},
+        rules,
+    )
+    rules.flush()
+    check = subprocess.run(["promtool", "check", "rules", rules.name], capture_output=True, text=True)
+    if check.returncode != 0:
+        problems.append("dashboard queries: " + check.stdout + check.stderr)
+
+source = "\n".join(p.read_text() for p in Path("src").rglob("*.rs"))
+text = Path("deploy/prometheus/alerts.yml").read_text() + "\n".join(p.read_text() for p in dashboards)
+names = set(re.findall(r"\boauth_broker_(\w+)", text))
+for name in sorted(names):
+    base = re.sub(r"_(total|bucket|sum|count)$", "", name)
+    if f'"{base}"' not in source:
+        problems.append(f"oauth_broker_{name}: src/ registers no metric \"{base}\"")
+for p in problems:
+    print(f"problem: {p}", file=sys.stderr)
+if not problems:
+    print(f"{len(exprs)} dashboard queries parse; {len(names)} metric names, all registered")
 sys.exit(1 if problems else 0)
 PY
 exit "$status"
