@@ -4,45 +4,59 @@
 #
 #   docker build -t oauth-broker .
 #   docker run --rm -v oauth-broker-keys:/keys oauth-broker keys generate --activate
-#   docker run --rm -p 8080:8080 -v oauth-broker-keys:/keys \
+#   docker run --rm -p 8080:8080 -v oauth-broker-keys:/keys -v oauth-broker-data:/data \
 #       -e PUBLIC_URL=https://oauth.example.org -e SECRETS=... oauth-broker
 #
-# Two stages: a Rust toolchain image compiles a release binary with OpenSSL
-# built from source (feature `vendored-openssl`), and a minimal runtime image
-# holds only that binary.
+# A Rust toolchain image compiles a release binary with OpenSSL built from
+# source (feature `vendored-openssl`), and a minimal runtime image holds only
+# that binary.
+#
+# Dependencies are compiled in a layer of their own with cargo-chef: the
+# planner reduces Cargo.toml and Cargo.lock to a recipe (the dependency graph
+# and a skeleton of every target the manifest declares), and the builder
+# compiles the dependencies from that recipe alone. The layer is reused
+# until the recipe changes, and the recipe is derived from the manifest
+# itself, so a target added to Cargo.toml can never leave the layer behind.
+#
+# `scripts/replay-builder.py` replays the builder stage (with the stages it
+# starts from) on a Debian 12 machine with Rust, without a container engine,
+# and CI runs it. It follows WORKDIR, COPY, ENV, ARG and RUN; RUN lines keep
+# to paths relative to WORKDIR so the replay can follow them.
+
+############################################################################
+# Toolchain: the Rust image of the Debian release the runtime image is built
+# on (glibc must match), with cargo-chef at a pinned version.
+############################################################################
+FROM rust:1.95-bookworm AS chef
+RUN cargo install --locked cargo-chef@0.1.78
+WORKDIR /src
+
+############################################################################
+# Planner: the recipe. It sees the whole build context, but only the recipe
+# goes on, so a change to the sources alone does not invalidate the
+# dependency layer below.
+############################################################################
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
 
 ############################################################################
 # Builder
 ############################################################################
-FROM rust:1-bookworm AS builder
+FROM chef AS builder
+COPY --from=planner /src/recipe.json recipe.json
+# Every dependency, the vendored OpenSSL included (the slowest part), with
+# the same profile, features and lock file as the build below.
+RUN cargo chef cook --release --locked --features vendored-openssl --recipe-path recipe.json
 
-WORKDIR /src
-
-# Dependencies first, in their own layer: with stub targets in place of the
-# real sources, `cargo build` compiles every dependency (the vendored OpenSSL
-# included, the slowest part) and the layer is reused until Cargo.toml or
-# Cargo.lock changes. Cargo.toml names a bench (`authid`) and an integration
-# test (`it`) whose files must exist for the manifest to load; stubs stay in
-# place for the second build, which needs neither.
-COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches tests/it \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs tests/it/main.rs \
-    && echo 'fn main() {}' > benches/authid.rs \
-    && cargo build --release --locked --features vendored-openssl \
-    && rm -rf src
-
-# The real sources. Page templates and static files are compiled into the
-# binary (include_str!), so they are needed here and not at run time.
-COPY src ./src
-COPY templates ./templates
-
-# COPY keeps the files' modification times, which may be older than the stub
-# build; touching the crate roots makes cargo rebuild the crate itself.
-RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --features vendored-openssl \
-    && install -D -m 0755 target/release/oauth-broker /out/oauth-broker \
-    && install -d -m 0700 /out/keys
+# The sources: every target Cargo.toml declares is present (benches and
+# integration tests too, or cargo refuses the manifest), templates and static
+# files are compiled into the binary (include_str!). .dockerignore keeps out
+# what is not needed or must never reach an image.
+COPY . .
+RUN cargo build --release --locked --features vendored-openssl --bin oauth-broker \
+    && install -D -m 0755 target/release/oauth-broker out/oauth-broker \
+    && install -d -m 0700 out/keys out/data
 
 ############################################################################
 # Runtime
@@ -61,27 +75,31 @@ ARG REVISION=unknown
 ARG CREATED=unknown
 
 LABEL org.opencontainers.image.title="oauth-broker" \
-      org.opencontainers.image.description="Stateless OAuth 2.0 broker for backup clients: refresh tokens travel inside the user's AuthID as a JWE" \
+      org.opencontainers.image.description="OAuth 2.0 broker for backup clients: refresh tokens travel inside the user's AuthID as a JWE" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.base.name="gcr.io/distroless/cc-debian12:nonroot"
 
-COPY --from=builder /out/oauth-broker /usr/local/bin/oauth-broker
-# The key directory belongs to the runtime user, so `keys generate` run in
-# this image can write to a fresh volume (Docker copies this ownership into
-# an empty named volume on first mount). Key files are written 0600.
-COPY --from=builder --chown=65532:65532 /out/keys /keys
+COPY --from=builder /src/out/oauth-broker /usr/local/bin/oauth-broker
+# The key and data directories belong to the runtime user, so `keys
+# generate` and the embedded store can write to fresh volumes (Docker copies
+# this ownership into an empty named volume on first mount). Key files are
+# written 0600.
+COPY --from=builder --chown=65532:65532 /src/out/keys /keys
+COPY --from=builder --chown=65532:65532 /src/out/data /data
 
-# Bind every interface inside the container; keys live in the volume.
-# SSL_CERT_FILE names the distroless CA bundle for the vendored OpenSSL.
+# Bind every interface inside the container; keys and the embedded store
+# (the default when STORE is unset) live in volumes. SSL_CERT_FILE names the
+# distroless CA bundle for the vendored OpenSSL.
 ENV LISTEN=0.0.0.0:8080 \
     KEYS_DIR=/keys \
+    DATA_DIR=/data \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 
 USER 65532:65532
-VOLUME /keys
+VOLUME ["/keys", "/data"]
 EXPOSE 8080
 
 # `healthcheck` GETs /health on LISTEN (a wildcard address is reached on
