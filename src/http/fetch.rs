@@ -1,13 +1,13 @@
 //! `/fetch` and `/token-state`: the polling side of the fetch rendezvous.
 //! `/fetch` answers JSONP when asked with a safe callback name.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::ApiError;
-use super::input::{Params, read_params};
+use super::input::Params;
 use crate::app::SharedApp;
 use crate::login::fetch::is_jsonp_callback;
 use crate::login::{FetchState, FetchToken, LoginService};
@@ -15,8 +15,7 @@ use crate::refresh::RefreshError;
 use crate::store::StoreError;
 
 /// `GET /fetch?token=T[&callback=NAME]`.
-pub async fn fetch(State(app): State<SharedApp>, request: Request) -> Result<Response, ApiError> {
-    let params = read_params(request).await?;
+pub async fn fetch(State(app): State<SharedApp>, params: Params) -> Result<Response, ApiError> {
     let callback = match params.get("callback").filter(|c| !c.is_empty()) {
         Some(c) if is_jsonp_callback(c) => Some(c.to_string()),
         Some(_) => {
@@ -49,9 +48,8 @@ pub async fn fetch(State(app): State<SharedApp>, request: Request) -> Result<Res
 /// fetched the AuthID, `false` before that or when the login failed.
 pub async fn token_state(
     State(app): State<SharedApp>,
-    request: Request,
+    params: Params,
 ) -> Result<Response, ApiError> {
-    let params = read_params(request).await?;
     let token = token_of(&params)?;
     let state = app
         .login
