@@ -23,6 +23,9 @@ pub mod defaults {
     pub const LOGIN_REQUESTS_PER_HOUR: u32 = 1200;
     pub const BAD_AUTHIDS_PER_MINUTE: u32 = 30;
     pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+    pub const STORE_PREFIX: &str = "oauth-broker:";
+    pub const STORE_TIMEOUT_MS: u64 = 250;
+    pub const DATA_DIR: &str = "./data";
 }
 
 /// Validated server settings (providers and keys are loaded beside them).
@@ -171,13 +174,6 @@ impl Settings {
     }
 }
 
-/// `STORE_PREFIX` when not set.
-pub const DEFAULT_STORE_PREFIX: &str = "oauth-broker:";
-/// `STORE_TIMEOUT_MS` when not set.
-pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_millis(250);
-/// `DATA_DIR` when not set.
-pub const DEFAULT_DATA_DIR: &str = "./data";
-
 /// The store and how it is used.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -228,8 +224,8 @@ impl StoreSettings {
     pub fn memory() -> Self {
         Self {
             backend: StoreBackend::Memory,
-            prefix: DEFAULT_STORE_PREFIX.into(),
-            timeout: DEFAULT_STORE_TIMEOUT,
+            prefix: defaults::STORE_PREFIX.into(),
+            timeout: Duration::from_millis(defaults::STORE_TIMEOUT_MS),
         }
     }
 
@@ -448,7 +444,7 @@ mod tests {
             text,
             StoreDefault::Embedded,
             Path::new("./data"),
-            DEFAULT_STORE_PREFIX,
+            defaults::STORE_PREFIX,
             250,
         )
     }

@@ -86,13 +86,13 @@ pub struct StoreArgs {
     #[arg(long, env = "STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// Directory of the embedded store.
-    #[arg(long, env = "DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
+    #[arg(long, env = "DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
     /// Prefix of every key the broker writes to Redis.
-    #[arg(long, env = "STORE_PREFIX", default_value = crate::config::DEFAULT_STORE_PREFIX)]
+    #[arg(long, env = "STORE_PREFIX", default_value = defaults::STORE_PREFIX)]
     pub store_prefix: String,
     /// Milliseconds one store operation may take before it counts as failed.
-    #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = 250)]
+    #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = defaults::STORE_TIMEOUT_MS)]
     pub store_timeout_ms: u64,
 }
 
