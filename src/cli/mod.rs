@@ -176,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn debug_hides_keys_and_secrets() {
+    fn debug_hides_keys_secrets_and_the_store_password() {
         let cli = super::Cli::try_parse_from([
             "b",
             "serve",
@@ -184,6 +184,8 @@ mod tests {
             "secret-k",
             "--secrets",
             "secret-s",
+            "--store",
+            "redis://u:secret-p@cache:6379/0",
         ])
         .unwrap();
         assert!(!format!("{cli:?}").contains("secret-"));

@@ -84,7 +84,7 @@ pub struct StoreArgs {
     /// (demo's default), or redis://[user:password@]host:port/db or
     /// rediss://... (a Redis or Valkey shared by several instances).
     #[arg(long, env = "STORE", hide_env_values = true)]
-    pub store: Option<String>,
+    pub store: Option<Sensitive>,
     /// Directory of the embedded store.
     #[arg(long, env = "DATA_DIR", default_value = defaults::DATA_DIR)]
     pub data_dir: PathBuf,
@@ -103,7 +103,7 @@ impl StoreArgs {
         problems: &mut Vec<String>,
     ) -> Option<StoreSettings> {
         parse_store(
-            self.store.as_deref(),
+            self.store.as_ref().map(Sensitive::expose),
             default,
             &self.data_dir,
             &self.store_prefix,
