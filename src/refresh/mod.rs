@@ -127,6 +127,11 @@ struct Inner {
     lease: Duration,
     /// How long an instance waits for another one's answer.
     wait_bound: Duration,
+    /// Other processes may use the store, so refreshes take the login's
+    /// lock in it. The embedded store refuses a second process, so there
+    /// this process's single-flight is the lock (and a lock left behind by
+    /// a crash cannot hold a login up after the restart).
+    shared_lock: bool,
 }
 
 #[derive(Clone)]
@@ -139,7 +144,8 @@ enum Turn {
     /// This instance holds the login's lock; the call must end by
     /// `deadline`.
     Locked { token: LockToken, deadline: Instant },
-    /// No lock: the store failed and the provider does not rotate.
+    /// No lock: this process is the store's only user, or the store
+    /// failed and the provider does not rotate.
     Unlocked,
     /// Another instance answered while this one waited.
     Answered(Flown),
@@ -180,6 +186,7 @@ impl Refresher {
                 .build(),
             lease: deps.upstream_timeout * 2 + LEASE_MARGIN,
             wait_bound: deps.upstream_timeout + LEASE_MARGIN,
+            shared_lock: deps.store.kind() != "embedded",
             deps,
         };
         Self {
@@ -453,7 +460,7 @@ impl Inner {
         records: &LoginRecords<'_>,
         login: &Login,
     ) -> Result<Turn, RefreshError> {
-        if self.skip_store(login) {
+        if !self.shared_lock || self.skip_store(login) {
             return Ok(Turn::Unlocked);
         }
         let rotates = login.rotates();
@@ -602,20 +609,22 @@ impl Inner {
             if let Some(flown) = self.shared(records, login).await? {
                 return Ok(flown);
             }
-            if single_use {
-                match records.interrupted_at().await {
-                    Ok(Some(at)) => {
-                        let left = at + INTERRUPTED_COOLDOWN_SECS - deps.clock.now();
-                        if left > 0 {
-                            return Err(RefreshError::Interrupted {
-                                retry_after: left as u64,
-                            });
-                        }
-                        marked = true;
+        }
+        if single_use {
+            // A lost answer rests the login on every instance, and across
+            // a restart.
+            match records.interrupted_at().await {
+                Ok(Some(at)) => {
+                    let left = at + INTERRUPTED_COOLDOWN_SECS - deps.clock.now();
+                    if left > 0 {
+                        return Err(RefreshError::Interrupted {
+                            retry_after: left as u64,
+                        });
                     }
-                    Ok(None) => {}
-                    Err(e) => self.store_failed(true, "reading a login's rest", &e)?,
+                    marked = true;
                 }
+                Ok(None) => {}
+                Err(e) => self.store_failed(true, "reading a login's rest", &e)?,
             }
         }
         let now = deps.clock.now();
