@@ -20,6 +20,8 @@ mod pages;
 mod protection;
 mod redis_selftest;
 mod refresh;
+mod restarts;
+mod shared_redis;
 mod shared_store;
 mod store;
 mod support;

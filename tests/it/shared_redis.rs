@@ -1,0 +1,117 @@
+//! The shared-store scenarios on a real Redis: each test starts its own
+//! `redis-server` (password, append-only persistence); each instance opens
+//! its own connection to it, as a process would, bounded by the default
+//! store timeout. "Store down" stops the server; "back" restarts it on its
+//! data.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use oauth_broker::config::defaults::STORE_TIMEOUT_MS;
+use oauth_broker::metrics::Metrics;
+use oauth_broker::store::Store;
+use oauth_broker::store::instrumented::InstrumentedStore;
+use oauth_broker::store::redis::RedisStore;
+use secrecy::SecretString;
+
+use crate::shared_store::{self, Backend};
+use crate::support::mock_provider::Rotation;
+use crate::support::redis::{RedisServer, Reply};
+
+const PREFIX: &str = "oauth-broker-test:";
+const TIMEOUT: Duration = Duration::from_millis(STORE_TIMEOUT_MS);
+
+struct Redis {
+    server: Mutex<RedisServer>,
+    url: SecretString,
+}
+
+fn redis() -> Redis {
+    let server = RedisServer::start();
+    let url = SecretString::from(server.url());
+    Redis {
+        server: Mutex::new(server),
+        url,
+    }
+}
+
+impl Backend for Redis {
+    fn open(&self) -> Arc<dyn Store> {
+        let redis = RedisStore::new(&self.url, PREFIX, TIMEOUT).expect("store");
+        Arc::new(InstrumentedStore::new(
+            Arc::new(redis),
+            TIMEOUT,
+            &Metrics::new(),
+        ))
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn set_down(&self, down: bool) {
+        let mut server = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        if down {
+            server.stop();
+        } else {
+            server.restart();
+        }
+    }
+
+    fn dump(&self) -> Vec<(String, Vec<u8>)> {
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = server.keys("*");
+        assert!(
+            keys.iter().all(|k| k.starts_with(PREFIX)),
+            "every key carries the prefix: {keys:?}"
+        );
+        keys.into_iter()
+            .map(|key| match server.command(&["GET", &key]) {
+                Reply::Bulk(Some(value)) => (key, value),
+                other => panic!("GET {key} answered {other:?}"),
+            })
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn box_runs_from_the_pasted_authid_across_instances_and_a_rolling_restart() {
+    shared_store::six_runs_over_two_instances(&redis(), "box.com", Rotation::SingleUse).await;
+}
+
+#[tokio::test]
+async fn jottacloud_runs_from_the_pasted_authid_across_instances_and_a_rolling_restart() {
+    shared_store::six_runs_over_two_instances(
+        &redis(),
+        "jottacloud",
+        Rotation::SingleUseReuseDetection,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn forty_concurrent_refreshes_over_two_instances_make_one_provider_call() {
+    shared_store::forty_concurrent_refreshes_over_two_instances_make_one_provider_call(&redis())
+        .await;
+}
+
+#[tokio::test]
+async fn a_google_token_obtained_on_one_instance_is_served_by_the_other() {
+    shared_store::a_google_token_obtained_on_one_instance_is_served_by_the_other(&redis()).await;
+}
+
+#[tokio::test]
+async fn a_retry_after_seen_by_one_instance_holds_the_other() {
+    shared_store::a_retry_after_seen_by_one_instance_holds_the_other(&redis()).await;
+}
+
+#[tokio::test]
+async fn a_login_finished_on_one_instance_is_fetched_once_on_the_other() {
+    shared_store::a_login_finished_on_one_instance_is_fetched_once_on_the_other(&redis()).await;
+}
+
+#[tokio::test]
+async fn while_redis_is_stopped_google_is_served_and_box_waits_then_goes_on_after_a_restart() {
+    shared_store::while_the_store_is_down_google_is_served_and_box_waits_then_goes_on(&redis())
+        .await;
+}
