@@ -24,7 +24,7 @@ pub struct StoreState {
     pub up: bool,
     /// The kind of the last failure (`timeout`, `unavailable`, `failed`),
     /// if any operation has failed since start.
-    pub last_error: Option<&'static str>,
+    pub last_error_kind: Option<&'static str>,
 }
 
 /// A cloneable view of the store's health, for whoever reports it.
@@ -55,7 +55,7 @@ impl StoreHealth {
         StoreState {
             kind: self.0.kind,
             up: self.0.up.load(Ordering::Relaxed),
-            last_error: ERROR_KINDS.get(usize::from(last).wrapping_sub(1)).copied(),
+            last_error_kind: ERROR_KINDS.get(usize::from(last).wrapping_sub(1)).copied(),
         }
     }
 
@@ -372,7 +372,7 @@ mod tests {
             StoreState {
                 kind: "silent",
                 up: false,
-                last_error: Some("timeout")
+                last_error_kind: Some("timeout")
             }
         );
         let text = metrics.render();
@@ -403,7 +403,7 @@ mod tests {
             StoreState {
                 kind: "memory",
                 up: true,
-                last_error: None
+                last_error_kind: None
             }
         );
         let text = metrics.render();

@@ -190,25 +190,31 @@ impl RedisStore {
         for password in &self.passwords {
             text = text.replace(password.expose_secret(), "***");
         }
-        let unavailable = e.is_io_error()
-            || e.is_connection_refusal()
-            || e.is_connection_dropped()
-            || matches!(
-                e.kind(),
-                ErrorKind::AuthenticationFailed
-                    | ErrorKind::Server(
-                        ServerErrorKind::BusyLoading
-                            | ServerErrorKind::MasterDown
-                            | ServerErrorKind::ReadOnly
-                            | ServerErrorKind::TryAgain
-                            | ServerErrorKind::ClusterDown
-                            | ServerErrorKind::NoPerm
-                    )
+        // Redis answered, but refuses to serve now or to this user.
+        let refused = matches!(
+            e.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::NoPerm
             )
-            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+        ) || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+        // Redis answered something this store did not expect.
+        let answered = matches!(
+            e.kind(),
+            ErrorKind::Server(_)
+                | ErrorKind::Extension
+                | ErrorKind::UnexpectedReturnType
+                | ErrorKind::Parse
+        );
         if e.is_timeout() {
             StoreError::Timeout
-        } else if unavailable {
+        } else if refused || !answered {
+            // Not reached, refused (connection, TLS, authentication), or
+            // not serving: the store is unavailable.
             StoreError::Unavailable(format!("Redis: {text}"))
         } else {
             StoreError::Failed(format!("Redis: {text}"))

@@ -134,7 +134,10 @@ async fn an_outage_fails_every_call_in_time_and_the_same_store_comes_back_with_t
     }
     let state = store.state();
     assert!(!state.up);
-    assert!(matches!(state.last_error, Some("timeout" | "unavailable")));
+    assert!(matches!(
+        state.last_error_kind,
+        Some("timeout" | "unavailable")
+    ));
     let text = m.render();
     assert!(text.contains("oauth_broker_store_up 0"), "{text}");
     assert!(
@@ -204,4 +207,53 @@ async fn a_dump_of_redis_holds_only_what_callers_stored() {
         redis.command(&["GET", &name]),
         Reply::Bulk(Some(b"psealed-bytes".to_vec()))
     );
+}
+
+#[tokio::test]
+async fn rediss_speaks_tls_and_checks_the_certificate() {
+    let redis = RedisServer::start_tls();
+    // The test certificate is self-signed: refused unless told otherwise.
+    let checked = raw_store(&redis.tls_url(), "tls:");
+    assert!(matches!(
+        bounded(checked.get(&key(Space::Token, 1))).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    let store = raw_store(&format!("{}#insecure", redis.tls_url()), "tls:");
+    bounded(store.put(&key(Space::Token, 1), b"over tls".to_vec(), HOUR))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded(store.get(&key(Space::Token, 1))).await,
+        Ok(Some(b"over tls".to_vec()))
+    );
+    assert_eq!(redis.keys("tls:*").len(), 1);
+}
+
+#[tokio::test]
+async fn a_foreign_value_under_a_key_is_a_failure_not_a_panic() {
+    let redis = RedisServer::start();
+    let store = raw_store(&redis.url(), "ob:");
+    let k = key(Space::Rotation, 4);
+    let name = format!("ob:rotation:{}", hex::encode(k.id));
+    redis.command(&["SET", &name, "x"]);
+    assert!(matches!(store.get(&k).await, Err(StoreError::Failed(_))));
+    assert!(matches!(
+        store.get_versioned(&k).await,
+        Err(StoreError::Failed(_))
+    ));
+    redis.command(&["DEL", &name]);
+    redis.command(&["HSET", &name, "field", "value"]);
+    assert!(matches!(
+        store
+            .put_versioned(
+                &k,
+                Versioned {
+                    generation: 1,
+                    value: b"v".to_vec()
+                },
+                HOUR
+            )
+            .await,
+        Err(StoreError::Failed(_))
+    ));
 }

@@ -3,6 +3,9 @@
 //! temporary directory and no snapshots, so a test can stop it, restart it
 //! with its data, or wipe it. Killed when dropped.
 //!
+//! [`RedisServer::start_tls`] also listens for TLS on a second port, with a
+//! self-signed certificate for 127.0.0.1.
+//!
 //! `REDIS_SERVER` names another server binary (e.g. `valkey-server`).
 //! [`RedisServer::command`] speaks the protocol directly, so tests can look
 //! at what a store wrote without going through the store.
@@ -22,6 +25,8 @@ const PATIENCE: Duration = Duration::from_secs(20);
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
+    /// The TLS port, when started with TLS.
+    tls_port: Option<u16>,
     password: String,
     dir: tempfile::TempDir,
 }
@@ -50,19 +55,40 @@ impl Reply {
 impl RedisServer {
     /// Starts a server and waits until it answers.
     pub fn start() -> Self {
+        let mut server = Self::new();
+        server.spawn();
+        server
+    }
+
+    /// Starts a server that also speaks TLS (see [`Self::tls_url`]).
+    pub fn start_tls() -> Self {
+        let mut server = Self::new();
+        write_self_signed_certificate(server.dir.path());
+        server.tls_port = Some(free_port());
+        server.spawn();
+        server
+    }
+
+    fn new() -> Self {
         let password: String = rand::thread_rng()
             .sample_iter(&Alphanumeric)
             .take(24)
             .map(char::from)
             .collect();
-        let mut server = Self {
+        Self {
             child: None,
             port: free_port(),
+            tls_port: None,
             password,
             dir: tempfile::tempdir().expect("tempdir for redis"),
-        };
-        server.spawn();
-        server
+        }
+    }
+
+    /// `rediss://:<password>@127.0.0.1:<tls port>/0`. The certificate is
+    /// self-signed: clients must add `#insecure` or refuse it.
+    pub fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("rediss://:{}@127.0.0.1:{port}/0", self.password)
     }
 
     /// `redis://:<password>@127.0.0.1:<port>/0`.
@@ -175,7 +201,17 @@ impl RedisServer {
         let dir = self.dir.path().to_string_lossy().into_owned();
         let log = self.log_path().to_string_lossy().into_owned();
         let port = self.port.to_string();
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(tls_port) = self.tls_port {
+            let file = |name: &str| self.dir.path().join(name).to_string_lossy().into_owned();
+            command
+                .args(["--tls-port", &tls_port.to_string()])
+                .args(["--tls-cert-file", &file("cert.pem")])
+                .args(["--tls-key-file", &file("key.pem")])
+                .args(["--tls-ca-cert-file", &file("cert.pem")])
+                .args(["--tls-auth-clients", "no"]);
+        }
+        let child = command
             .args(["--port", &port])
             .args(["--bind", "127.0.0.1"])
             .args(["--daemonize", "no"])
@@ -220,6 +256,46 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 (`cert.pem`, `key.pem`).
+fn write_self_signed_certificate(dir: &Path) {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::{BigNum, MsbOption};
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509, X509NameBuilder};
+
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "127.0.0.1").unwrap();
+    let name = name.build();
+    let mut serial = BigNum::new().unwrap();
+    serial.rand(64, MsbOption::MAYBE_ZERO, false).unwrap();
+    let mut cert = X509::builder().unwrap();
+    cert.set_version(2).unwrap();
+    cert.set_serial_number(&serial.to_asn1_integer().unwrap())
+        .unwrap();
+    cert.set_subject_name(&name).unwrap();
+    cert.set_issuer_name(&name).unwrap();
+    cert.set_pubkey(&key).unwrap();
+    cert.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    cert.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .ip("127.0.0.1")
+        .build(&cert.x509v3_context(None, None))
+        .unwrap();
+    cert.append_extension(san).unwrap();
+    cert.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = cert.build();
+    std::fs::write(dir.join("cert.pem"), cert.to_pem().unwrap()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.private_key_to_pem_pkcs8().unwrap()).unwrap();
 }
 
 /// A port nobody listens on now (the server binds it a moment later).
