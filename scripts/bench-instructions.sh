@@ -84,7 +84,7 @@ measure() {
 # The broker, with the same settings as the load benchmark.
 echo "== broker under callgrind" >&2
 env -i PATH="$PATH" LISTEN=127.0.0.1:0 KEYS_DIR="$KEYS_DIR" CONFIGFILE="$CONFIG" \
-    LOG_FORMAT=json LOGIN_REQUESTS_PER_HOUR=1000000000 \
+    LOG_FORMAT=json LOGIN_REQUESTS_PER_HOUR=1000000000 STORE=memory \
     valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.broker.%p" \
     "$BIN/oauth-broker" serve >"$WORK/broker.log" 2>&1 &
 BROKER_PID=$!

@@ -102,12 +102,12 @@ PY
 }
 
 # start_broker NAME [VAR=VALUE...]: `oauth-broker serve` with the mock's
-# providers; logs (JSON) in $WORK/NAME.log.
+# providers and STORE=memory unless given; logs (JSON) in $WORK/NAME.log.
 start_broker() {
     local name=$1
     shift
     env -i PATH="$PATH" LISTEN=127.0.0.1:0 KEYS_DIR="$KEYS_DIR" CONFIGFILE="$CONFIG" \
-        LOG_FORMAT=json "$@" "$BIN/oauth-broker" serve >"$WORK/$name.log" 2>&1 &
+        LOG_FORMAT=json STORE=memory "$@" "$BIN/oauth-broker" serve >"$WORK/$name.log" 2>&1 &
     BROKER_PID=$!
     PIDS+=("$BROKER_PID")
     BROKER_URL="http://$(wait_listening "$WORK/$name.log" "$BROKER_PID")"
