@@ -90,18 +90,33 @@ where
             return;
         }
         drop(handles);
+        self.handle(first, second).inc();
+    }
+
+    /// The series' counter itself (a shared atomic), for a caller that
+    /// keeps it and counts without any lookup.
+    pub fn handle<Q>(&self, first: &str, second: &Q) -> Counter
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let handles = self.handles.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = handles.get(first).and_then(|m| m.get(second)) {
+            return counter.clone();
+        }
+        drop(handles);
         let second = second.to_owned();
         let counter = self
             .family
             .get_or_create(&(self.labels)(first, &second))
             .clone();
-        counter.inc();
         self.handles
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(first.to_string())
             .or_default()
-            .insert(second, counter);
+            .insert(second, counter.clone());
+        counter
     }
 }
 

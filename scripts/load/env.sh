@@ -2,6 +2,9 @@
 # builds the release binaries once, and starts the mock provider and the
 # broker on 127.0.0.1 in a scratch directory, stopping them on exit.
 #
+# BIN_DIR=DIR runs the binaries already in DIR (oauth-broker and
+# examples/) instead of building: to measure an earlier build.
+#
 # After `load_env_init`: $BIN (release dir), $WORK (scratch dir),
 # $KEYS_DIR, $CONFIG (provider entries file). Servers started with
 # `start_mock` / `start_broker NAME [ENV=VALUE...]` set $MOCK_URL /
@@ -11,7 +14,7 @@ load_env_init() {
     for tool in cargo curl python3; do
         command -v "$tool" >/dev/null || { echo "error: $tool not found" >&2; exit 1; }
     done
-    BIN=${CARGO_TARGET_DIR:-target}/release
+    BIN=${BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/oauth-broker-load.XXXXXX")
     PIDS=()
     trap load_env_cleanup EXIT
@@ -35,6 +38,7 @@ load_env_cleanup() {
 
 # One release build of everything the runs need.
 build_release() {
+    [[ -n "${BIN_DIR:-}" ]] && return 0
     echo "== cargo build --release (broker and load-test examples)" >&2
     cargo build --release --bin oauth-broker \
         --example bare_json --example mock_token --example mint_authids >&2
@@ -98,12 +102,12 @@ PY
 }
 
 # start_broker NAME [VAR=VALUE...]: `oauth-broker serve` with the mock's
-# providers; logs (JSON) in $WORK/NAME.log.
+# providers and STORE=memory unless given; logs (JSON) in $WORK/NAME.log.
 start_broker() {
     local name=$1
     shift
     env -i PATH="$PATH" LISTEN=127.0.0.1:0 KEYS_DIR="$KEYS_DIR" CONFIGFILE="$CONFIG" \
-        LOG_FORMAT=json "$@" "$BIN/oauth-broker" serve >"$WORK/$name.log" 2>&1 &
+        LOG_FORMAT=json STORE=memory "$@" "$BIN/oauth-broker" serve >"$WORK/$name.log" 2>&1 &
     BROKER_PID=$!
     PIDS+=("$BROKER_PID")
     BROKER_URL="http://$(wait_listening "$WORK/$name.log" "$BROKER_PID")"

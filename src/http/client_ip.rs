@@ -113,6 +113,17 @@ impl FromRequestParts<SharedApp> for ClientIp {
     }
 }
 
+/// What the [`ClientIp`] extractor notices about a request, for a path
+/// that answers without extracting the address (the `/refresh` fast path):
+/// `X-Forwarded-For` from a peer that is not trusted is counted and logged
+/// the same way.
+pub fn notice_forwarded(app: &SharedApp, headers: &HeaderMap, extensions: &Extensions) {
+    let found = origin(headers, extensions, &app.settings.limits.trusted_proxies);
+    if found.untrusted_forwarded {
+        note_untrusted_forwarded(app, found.ip);
+    }
+}
+
 fn note_untrusted_forwarded(app: &SharedApp, peer: Option<IpAddr>) {
     app.metrics.untrusted_forwarded.inc();
     let now = app.clock.now();

@@ -23,7 +23,9 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, State};
 use axum::middleware::Next;
 use axum::response::IntoResponse;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 use super::ApiError;
 use super::error;
@@ -34,22 +36,49 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// Upper bound on one request, above the upstream timeout.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Request ids: a per-process random prefix and a counter.
+/// Request ids: a random prefix per router and a counter, `{prefix:08x}-{n:x}`.
+/// Shared by the middleware stack and the `/refresh` fast path, so ids stay
+/// unique whichever path answers.
 #[derive(Clone)]
-struct Ids {
+pub(super) struct RequestIds(Arc<IdState>);
+
+struct IdState {
     prefix: u32,
+    counter: AtomicU64,
 }
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
+impl RequestIds {
+    pub(super) fn new() -> Self {
+        Self(Arc::new(IdState {
+            prefix: rand::random(),
+            counter: AtomicU64::new(0),
+        }))
+    }
 
-impl MakeRequestId for Ids {
+    /// The next id, formatted without an intermediate string.
+    pub(super) fn next(&self) -> HeaderValue {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let n = self.0.counter.fetch_add(1, Ordering::Relaxed);
+        let mut out = [0u8; 8 + 1 + 16];
+        for (i, slot) in out[..8].iter_mut().enumerate() {
+            *slot = HEX[(self.0.prefix >> (28 - 4 * i) & 0xf) as usize];
+        }
+        out[8] = b'-';
+        let digits = (16 - n.leading_zeros() as usize / 4).max(1);
+        for (i, slot) in out[9..9 + digits].iter_mut().enumerate() {
+            *slot = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
+        }
+        // Hex digits and a dash are always a valid header value.
+        HeaderValue::from_bytes(&out[..9 + digits])
+            .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    }
+}
+
+impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:08x}-{n:x}", self.prefix))
-            .ok()
-            .map(RequestId::new)
+        Some(RequestId::new(self.next()))
     }
 }
 
@@ -83,6 +112,21 @@ fn on_response<B>(response: &Response<B>, latency: Duration, _span: &Span) {
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
+/// Whether the request headers are over the limits `per_route` enforces.
+fn headers_too_large(headers: &axum::http::HeaderMap) -> bool {
+    let size: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    over_header_limits(size, headers.len())
+}
+
+/// The header limits, from the total of name and value lengths and the
+/// count of values.
+pub(super) fn over_header_limits(bytes: usize, count: usize) -> bool {
+    bytes > MAX_HEADER_BYTES || count > MAX_HEADERS
+}
+
 /// Per matched route: refuses oversized headers, counts requests by route
 /// template (never the raw path) and status, and logs error answers (client
 /// errors at info, server errors at warn; successes only at debug, the
@@ -98,12 +142,7 @@ async fn per_route(
     let route = route.as_ref().map_or("other", MatchedPath::as_str);
     let method = request.method().clone();
     let id = request.headers().get(&REQUEST_ID).cloned();
-    let headers = request.headers();
-    let size: usize = headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum();
-    let response = if size > MAX_HEADER_BYTES || headers.len() > MAX_HEADERS {
+    let response = if headers_too_large(request.headers()) {
         ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "The request headers are too large",
@@ -136,11 +175,15 @@ async fn overloaded(_: tower::BoxError) -> ApiError {
 
 /// The whole stack in one `ServiceBuilder`, applied once: each separate
 /// `Router::layer` call would box and clone the route service again on
-/// every request. Outermost first.
-pub fn apply(routes: Router, metrics: Arc<Metrics>, max_concurrent: usize) -> Router {
-    let ids = Ids {
-        prefix: rand::random(),
-    };
+/// every request. Outermost first. `permits` is the one concurrency limit
+/// of all routes (shared with the `/refresh` fast path, which answers only
+/// while a permit is free).
+pub fn apply(
+    routes: Router,
+    metrics: Arc<Metrics>,
+    ids: RequestIds,
+    permits: Arc<Semaphore>,
+) -> Router {
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), ids))
         .layer(
@@ -167,8 +210,23 @@ pub fn apply(routes: Router, metrics: Arc<Metrics>, max_concurrent: usize) -> Ro
         ))
         .layer(HandleErrorLayer::new(overloaded))
         .load_shed()
-        .concurrency_limit(max_concurrent.max(1));
+        .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits));
     routes
         .route_layer(axum::middleware::from_fn_with_state(metrics, per_route))
         .layer(stack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_prefix_dash_counter_in_hex() {
+        let ids = RequestIds::new();
+        let prefix = ids.0.prefix;
+        for n in [0u64, 1, 0xf, 0x10, 0xabc, u64::MAX] {
+            ids.0.counter.store(n, Ordering::Relaxed);
+            assert_eq!(ids.next().to_str().unwrap(), format!("{prefix:08x}-{n:x}"));
+        }
+    }
 }

@@ -3,6 +3,7 @@
 mod client_ip;
 mod demo;
 mod error;
+mod fast_refresh;
 mod fetch;
 mod input;
 mod login;
@@ -20,13 +21,26 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use error::ApiError;
+pub use fast_refresh::FastRefresh;
 
 use crate::app::SharedApp;
 
-/// The whole application: routes plus the middleware stack.
-pub fn router(app: SharedApp) -> Router {
+/// The whole application as one service: the `/refresh` fast path in front
+/// of the router and its middleware stack. Served as it is (not inside
+/// another `Router`, whose routing a hit would pay for twice).
+pub fn router(app: SharedApp) -> FastRefresh {
+    let (full, ids, permits) = full_stack(Arc::clone(&app));
+    FastRefresh::new(app, full, ids, permits)
+}
+
+/// Every route with the middleware stack, and what the fast path shares
+/// with the stack: the request ids and the concurrency limit's permits.
+fn full_stack(app: SharedApp) -> (Router, middleware::RequestIds, Arc<tokio::sync::Semaphore>) {
     let metrics = Arc::clone(&app.metrics);
-    let max_concurrent = app.settings.limits.max_concurrent_requests;
+    let ids = middleware::RequestIds::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        app.settings.limits.max_concurrent_requests.max(1),
+    ));
     let demo = app.demo.is_some().then(|| demo::routes(Arc::clone(&app)));
     let mut routes = Router::new()
         .route("/health", get(ops::health))
@@ -50,5 +64,6 @@ pub fn router(app: SharedApp) -> Router {
     if let Some(demo) = demo {
         routes = routes.merge(demo);
     }
-    middleware::apply(routes, metrics, max_concurrent)
+    let full = middleware::apply(routes, metrics, ids.clone(), Arc::clone(&permits));
+    (full, ids, permits)
 }

@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::Serialize;
 
 use super::ApiError;
 use super::client_ip::ClientIp;
@@ -11,16 +10,6 @@ use super::input::Params;
 use crate::app::SharedApp;
 use crate::provider::is_provider_id;
 use crate::refresh::RefreshAnswer;
-
-#[derive(Serialize)]
-struct RefreshBody<'a> {
-    access_token: &'a str,
-    expires: u64,
-    #[serde(rename = "type")]
-    provider: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    v2_authid: Option<&'a str>,
-}
 
 pub async fn refresh(
     State(app): State<SharedApp>,
@@ -52,14 +41,17 @@ fn no_authid(method: &Method, params: &Params, base: &str) -> Result<Response, A
     }
 }
 
+/// The JSON the cache prepared for this answer (the fast path sends the
+/// same bytes).
 fn token_response(answer: &RefreshAnswer) -> Response {
-    let body = RefreshBody {
-        access_token: answer.access_token().expose(),
-        expires: answer.expires,
-        provider: answer.service(),
-        v2_authid: answer.new_authid(),
-    };
-    let mut response = axum::Json(body).into_response();
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        answer.json_body(),
+    )
+        .into_response();
     no_store(response.headers_mut());
     response
 }

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::Request;
 use hyper::body::Incoming;
@@ -20,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
 
+use super::FastRefresh;
 use crate::config::Limits;
 use crate::metrics::Metrics;
 
@@ -51,7 +51,7 @@ const FULL_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// accepting and waits for open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: FastRefresh,
     limits: ConnectionLimits,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
@@ -61,7 +61,8 @@ pub async fn serve(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let mut make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let mut make_service =
+        axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>(router);
     let mut warned_full: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {

@@ -66,7 +66,7 @@ impl LoginService {
         };
         let answer = match style(&provider, &url) {
             Style::Bearer => match refresher.refresh(text, None).await {
-                Ok(fresh) => self.call(&url, &[], Some(fresh.access_token())).await,
+                Ok(fresh) => self.call(&url, &[], Some(&fresh.access_token())).await,
                 // The grant is gone already: nothing left to revoke.
                 Err(RefreshError::Upstream(UpstreamError::Reauthorize { .. })) => Ok(()),
                 Err(RefreshError::Upstream(e)) => Err(e),

@@ -1,19 +1,29 @@
 //! Fixed-window counters keyed by login or client address, on the
-//! broker's clock so tests can move time. The counters live in a
-//! size-capped cache: a flood of distinct AuthIDs or addresses cannot grow
-//! them without bound, and its one-off keys are the first to go (the cache
-//! keeps keys by how often they are seen, so a busy login keeps its count).
+//! broker's clock so tests can move time. The counters are held for a
+//! capped number of keys: a flood of distinct AuthIDs or addresses cannot
+//! grow them without bound, and its one-off keys are the first to go (a
+//! full shard drops ended windows, then the keys seen least often, so a
+//! busy login keeps its count). Sharded to keep lock hold times short; a
+//! key is hashed once, for its shard and its slot (every cache hit counts
+//! here).
 
-use std::hash::Hash;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::sync::Mutex;
 
-use moka::sync::Cache;
+use hashbrown::HashTable;
+
+/// Shards of a large limiter: enough that two cores seldom want one lock.
+const SHARDS: usize = 16;
+/// A shard holds at least this many keys (a small limiter has fewer
+/// shards), so one full shard does not evict while others are empty.
+const MIN_PER_SHARD: usize = 256;
 
 pub struct WindowLimiter<K> {
     limit: u32,
     window_secs: i64,
-    windows: Cache<K, Arc<Mutex<Window>>>,
+    hasher: RandomState,
+    shards: Box<[Mutex<HashTable<(K, Window)>>]>,
+    per_shard: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -22,32 +32,47 @@ struct Window {
     count: u32,
 }
 
-impl<K: Hash + Eq + Clone + Send + Sync + 'static> WindowLimiter<K> {
+impl<K: Hash + Eq + Clone> WindowLimiter<K> {
     /// At most `limit` hits per key in each window of `window_secs`,
-    /// tracking at most `capacity` keys. A key's counter also leaves the
-    /// cache once its window has passed unused.
+    /// tracking at most about `capacity` keys.
     pub fn new(limit: u32, window_secs: i64, capacity: u64) -> Self {
-        let window_secs = window_secs.max(1);
+        let capacity = (capacity as usize).max(1);
+        let shards = (capacity / MIN_PER_SHARD).clamp(1, SHARDS);
         Self {
             limit: limit.max(1),
-            window_secs,
-            windows: Cache::builder()
-                .max_capacity(capacity.max(1))
-                .time_to_idle(Duration::from_secs(window_secs as u64))
-                .build(),
+            window_secs: window_secs.max(1),
+            hasher: RandomState::new(),
+            shards: (0..shards).map(|_| Mutex::new(HashTable::new())).collect(),
+            per_shard: capacity.div_ceil(shards),
         }
+    }
+
+    /// The key's hash and its shard (from bits the slot does not use).
+    fn shard(&self, key: &K) -> (u64, &Mutex<HashTable<(K, Window)>>) {
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[(hash >> 48) as usize % self.shards.len()];
+        (hash, shard)
     }
 
     /// Counts a hit. `Err(seconds)` when the key is over its limit: the
     /// time until its window ends.
     pub fn hit(&self, key: &K, now: i64) -> Result<(), u64> {
-        let window = self.windows.get_with_by_ref(key, || {
-            Arc::new(Mutex::new(Window {
-                start: now,
-                count: 0,
-            }))
-        });
-        let mut w = window.lock().unwrap_or_else(|e| e.into_inner());
+        let (hash, shard) = self.shard(key);
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let rehash = |(k, _): &(K, Window)| self.hasher.hash_one(k);
+        if shard.len() >= self.per_shard && shard.find(hash, |(k, _)| k == key).is_none() {
+            self.make_room(&mut shard, now);
+        }
+        let (_, w) = shard
+            .entry(hash, |(k, _)| k == key, rehash)
+            .or_insert_with(|| {
+                let fresh = Window {
+                    start: now,
+                    count: 0,
+                };
+                (key.clone(), fresh)
+            })
+            .into_mut();
         if now - w.start >= self.window_secs {
             *w = Window {
                 start: now,
@@ -61,23 +86,45 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> WindowLimiter<K> {
         Ok(())
     }
 
+    /// A full shard drops ended windows; if that is not enough, the eighth
+    /// of its keys seen least often in their window.
+    fn make_room(&self, shard: &mut HashTable<(K, Window)>, now: i64) {
+        let window = self.window_secs;
+        shard.retain(|(_, w)| now - w.start < window);
+        let keep = self.per_shard - (self.per_shard / 8).max(1);
+        let drop_n = shard.len().saturating_sub(keep);
+        if drop_n == 0 {
+            return;
+        }
+        let mut counts: Vec<u32> = shard.iter().map(|(_, w)| w.count).collect();
+        let (_, cutoff, _) = counts.select_nth_unstable(drop_n - 1);
+        let cutoff = *cutoff;
+        let mut dropped = 0;
+        shard.retain(|(_, w)| {
+            let evict = dropped < drop_n && w.count <= cutoff;
+            dropped += usize::from(evict);
+            !evict
+        });
+    }
+
     /// Like [`hit`](Self::hit) but without counting.
     pub fn check(&self, key: &K, now: i64) -> Result<(), u64> {
-        let Some(window) = self.windows.get(key) else {
-            return Ok(());
-        };
-        let w = window.lock().unwrap_or_else(|e| e.into_inner());
-        if now - w.start < self.window_secs && w.count >= self.limit {
-            Err((w.start + self.window_secs - now).max(1) as u64)
-        } else {
-            Ok(())
+        let (hash, shard) = self.shard(key);
+        let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        match shard.find(hash, |(k, _)| k == key) {
+            Some((_, w)) if now - w.start < self.window_secs && w.count >= self.limit => {
+                Err((w.start + self.window_secs - now).max(1) as u64)
+            }
+            _ => Ok(()),
         }
     }
 
-    /// Keys tracked (for tests and metrics), after pending evictions.
+    /// Keys tracked (for tests and metrics).
     pub fn len(&self) -> usize {
-        self.windows.run_pending_tasks();
-        self.windows.entry_count() as usize
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -130,5 +177,17 @@ mod tests {
             l.hit(&u32::MAX, 100).is_err(),
             "the flood did not reset the busy login's window"
         );
+    }
+
+    #[test]
+    fn ended_windows_make_room_before_running_ones() {
+        let l = WindowLimiter::new(1, 60, 10);
+        assert!(l.hit(&u32::MAX, 0).is_ok());
+        for i in 0..10u32 {
+            assert!(l.hit(&i, 100).is_ok());
+        }
+        for i in 0..10u32 {
+            assert!(l.check(&i, 100).is_err(), "{i} still counted");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! Refreshing: AuthID in, access token out.
 //!
-//! A cache hit costs a hash and two map lookups and never leaves the
+//! A cache hit costs a keyed hash and one map lookup and never leaves the
 //! process. A miss opens the AuthID, applies the per-login limits, and
 //! joins or starts this instance's one flight for the login. The flight
 //! serves a token another instance obtained if the store has one;
@@ -65,18 +65,23 @@ pub struct RefreshAnswer {
 }
 
 impl RefreshAnswer {
-    pub fn access_token(&self) -> &Sensitive {
-        &self.token.access_token
+    pub fn access_token(&self) -> Sensitive {
+        self.token.access_token()
     }
 
     /// The provider id.
     pub fn service(&self) -> &str {
-        &self.token.service
+        self.token.service()
     }
 
     /// Present when the client should switch to a new AuthID.
     pub fn new_authid(&self) -> Option<&str> {
         self.token.new_authid.as_deref()
+    }
+
+    /// The `/refresh` success body, from the JSON the cache prepared.
+    pub fn json_body(&self) -> bytes::Bytes {
+        self.token.json_body(self.expires)
     }
 }
 
@@ -159,7 +164,7 @@ impl Login {
 
 impl Refresher {
     pub fn new(deps: RefreshDeps) -> Self {
-        let cache = TokenCache::new(deps.cache_capacity);
+        let cache = TokenCache::new(deps.cache_capacity, Arc::clone(&deps.clock));
         let limits = &deps.limits;
         let inner = Inner {
             cache,
@@ -202,6 +207,30 @@ impl Refresher {
         &self.inner.deps.catalogue
     }
 
+    /// The in-process cache hit, and nothing else: if this AuthID (trimmed
+    /// bytes, unchecked: bytes that are not a valid AuthID match no cached
+    /// text) has a fresh cached answer and its login is within its request
+    /// limit, counts the request and returns `f` of the answer and its
+    /// seconds left. `None` for anything else; [`refresh`](Self::refresh)
+    /// then decides (and counts nothing twice: a hit over the limit is not
+    /// counted). Metrics are the caller's.
+    pub fn hit_in_process<R>(
+        &self,
+        text: &[u8],
+        f: impl FnOnce(&CachedToken, u64) -> R,
+    ) -> Option<R> {
+        let inner = &self.inner;
+        let now = inner.deps.clock.now();
+        let key = inner.cache.text_key_of_bytes(text);
+        inner
+            .cache
+            .with_text(&key, now, |hit| {
+                let counted = inner.login_requests.hit(&hit.login_key, now).is_ok();
+                counted.then(|| f(hit, hit.seconds_left(now)))
+            })
+            .flatten()
+    }
+
     /// Returns a valid access token for the AuthID. `client` is the
     /// caller's address, for limiting AuthIDs that fail to open.
     pub async fn refresh(
@@ -225,18 +254,12 @@ impl Refresher {
     ) -> Result<(RefreshAnswer, &'static str), (String, RefreshError)> {
         let inner = &self.inner;
         let now = inner.deps.clock.now();
-        let text_key = TokenCache::text_key(text);
-        // A hit needs the login's entry too: forgetting a login (revocation)
-        // removes that one entry and so every AuthID text of the login.
-        if let Some(hit) = inner
-            .cache
-            .by_text(&text_key, now)
-            .filter(|hit| inner.cache.by_login(&hit.login_key, now).is_some())
-        {
+        let text_key = inner.cache.text_key(text);
+        if let Some(hit) = inner.cache.by_text(&text_key, now) {
             inner
                 .login_requests
                 .hit(&hit.login_key, now)
-                .map_err(|s| (hit.service.clone(), too_many_requests(s)))?;
+                .map_err(|s| (hit.service().to_string(), too_many_requests(s)))?;
             return Ok((answer(hit, now), "cache_hit"));
         }
         if let Some(ip) = client {
@@ -294,7 +317,7 @@ impl Refresher {
         let inner = &self.inner;
         inner
             .cache
-            .forget(&TokenCache::text_key(text.trim()), &login.key);
+            .forget(&inner.cache.text_key(text.trim()), &login.key);
         let records = LoginRecords::new(inner.deps.store.as_ref(), &login.claims);
         inner.unrecorded.invalidate(&records.rotation_key().id);
         if let Err(e) = records.forget().await {
@@ -336,7 +359,7 @@ fn too_many_requests(retry_after: u64) -> RefreshError {
 
 fn answer(token: Arc<CachedToken>, now: i64) -> RefreshAnswer {
     RefreshAnswer {
-        expires: (token.expires_at - now).max(0) as u64,
+        expires: token.seconds_left(now),
         token,
     }
 }
@@ -832,19 +855,19 @@ impl Inner {
         } else {
             None
         };
-        let token = Arc::new(CachedToken {
+        let token = Arc::new(CachedToken::new(
             access_token,
             expires_at,
-            service: login.provider.id.clone(),
-            new_authid: new_authid.clone(),
-            login_key: login.key,
+            login.provider.id.clone(),
+            new_authid.clone(),
+            login.key,
             rotated,
-        });
+        ));
         self.cache.insert_login(login.key, Arc::clone(&token));
         if let Some(text) = &new_authid {
             // The new AuthID hits the cache straight away.
             self.cache
-                .insert_text(TokenCache::text_key(text), Arc::clone(&token));
+                .insert_text(self.cache.text_key(text), Arc::clone(&token));
         }
         Ok(token)
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use oauth_broker::clock::ManualClock;
 
-use crate::support::broker::{BUILTIN, Broker, assert_error_shape, concurrent_refreshes};
+use crate::support::broker::{BUILTIN, Broker, Reply, assert_error_shape, concurrent_refreshes};
 use crate::support::logs;
 use crate::support::mock_provider::{Fault, MockProvider, RedirectRule, Rotation};
 
@@ -143,6 +143,55 @@ async fn the_authid_may_come_in_the_query_or_a_form() {
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.header("cache-control"), Some("no-store"));
+}
+
+#[tokio::test]
+async fn a_cache_hit_over_http_is_answered_like_the_full_stack() {
+    let mock = MockProvider::start().await;
+    // A clock that stands still, so `expires` is the same in both answers.
+    let now = oauth_broker::clock::Clock::now(&oauth_broker::clock::SystemClock);
+    let broker = Broker::with_clock(&mock, Arc::new(ManualClock::new(now)));
+    let base = broker.serve().await;
+    let authid = broker.seal("googledrive", &mock.issue_refresh_token());
+    let client = reqwest::Client::new();
+    // A form content type sends the request through the whole stack (the
+    // header still wins over the empty form); without it, a hit takes the
+    // fast path.
+    let send = |form: bool| {
+        let mut request = client
+            .get(format!("{base}/refresh"))
+            .header("X-AuthID", &authid);
+        if form {
+            request = request.header("Content-Type", "application/x-www-form-urlencoded");
+        }
+        async move { Reply::from_reqwest(request.send().await.expect("send")).await }
+    };
+    let first = send(true).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let full = send(true).await;
+    let fast = send(false).await;
+    assert_eq!(mock.token_calls(), 1);
+    assert_eq!(fast.status, StatusCode::OK);
+    assert_eq!(fast.body, full.body);
+    let comparable = |r: &Reply| {
+        let mut headers: Vec<(String, String)> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "date" | "x-request-id"))
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        headers.sort();
+        headers
+    };
+    assert_eq!(comparable(&fast), comparable(&full));
+    assert_eq!(fast.header("cache-control"), Some("no-store"));
+    let id = |r: &Reply| r.header("x-request-id").map(str::to_string).unwrap();
+    assert_ne!(id(&fast), id(&full));
+    assert_eq!(
+        id(&fast).split('-').next(),
+        id(&full).split('-').next(),
+        "one sequence of request ids"
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::ServiceExt as _;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -11,6 +11,7 @@ use oauth_broker::app::App;
 use oauth_broker::authid::{Claims, Keyring, ServerKey};
 use oauth_broker::clock::SharedClock;
 use oauth_broker::config::{Limits, Settings};
+use oauth_broker::http::FastRefresh;
 use oauth_broker::http::server::ConnectionLimits;
 use oauth_broker::provider::catalogue::CatalogueSource;
 use oauth_broker::provider::{Catalogue, HttpTokenClient};
@@ -207,7 +208,7 @@ impl<'a> Setup<'a> {
 
 pub struct Broker {
     pub app: Arc<App>,
-    pub router: Router,
+    pub router: FastRefresh,
 }
 
 pub struct Reply {
@@ -345,7 +346,7 @@ impl Broker {
         let broker = setup.build();
         let router = broker.router.clone();
         tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let _ = axum::serve(listener, router.into_make_service()).await;
         });
         (broker, url)
     }
