@@ -22,6 +22,7 @@ pub mod defaults {
     pub const LOGIN_REFRESHES_PER_HOUR: u32 = 20;
     pub const LOGIN_REQUESTS_PER_HOUR: u32 = 1200;
     pub const BAD_AUTHIDS_PER_MINUTE: u32 = 30;
+    pub const LOGIN_ATTEMPTS_PER_MINUTE: u32 = 30;
     pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
     pub const STORE_PREFIX: &str = "oauth-broker:";
     pub const STORE_TIMEOUT_MS: u64 = 250;
@@ -62,6 +63,9 @@ pub struct Limits {
     pub login_requests_per_hour: u32,
     /// AuthIDs that fail to open, per client address and minute.
     pub bad_authids_per_minute: u32,
+    /// Login callbacks, login-token logins and revocations (each may call
+    /// a provider), per client address and minute.
+    pub login_attempts_per_minute: u32,
     /// Requests handled at once by the whole server.
     pub max_concurrent_requests: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -120,6 +124,7 @@ impl Default for Limits {
             login_refreshes_per_hour: defaults::LOGIN_REFRESHES_PER_HOUR,
             login_requests_per_hour: defaults::LOGIN_REQUESTS_PER_HOUR,
             bad_authids_per_minute: defaults::BAD_AUTHIDS_PER_MINUTE,
+            login_attempts_per_minute: defaults::LOGIN_ATTEMPTS_PER_MINUTE,
             max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
             trusted_proxies: Vec::new(),
             header_read_timeout: Duration::from_secs(HEADER_READ_TIMEOUT_SECS),

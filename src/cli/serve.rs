@@ -132,6 +132,10 @@ pub struct LimitArgs {
     /// AuthIDs that fail to open, per client address and minute.
     #[arg(long, env = "BAD_AUTHIDS_PER_MINUTE", default_value_t = defaults::BAD_AUTHIDS_PER_MINUTE)]
     pub bad_authids_per_minute: u32,
+    /// Login callbacks, login-token logins and revocations, per client
+    /// address and minute.
+    #[arg(long, env = "LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = defaults::LOGIN_ATTEMPTS_PER_MINUTE)]
+    pub login_attempts_per_minute: u32,
     /// Requests the server handles at once; more get 503.
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = defaults::MAX_CONCURRENT_REQUESTS)]
     pub max_concurrent_requests: usize,
@@ -181,6 +185,11 @@ impl LimitArgs {
             problems,
         );
         positive(
+            "LOGIN_ATTEMPTS_PER_MINUTE",
+            self.login_attempts_per_minute.into(),
+            problems,
+        );
+        positive(
             "MAX_CONCURRENT_REQUESTS",
             self.max_concurrent_requests as u64,
             problems,
@@ -195,6 +204,7 @@ impl LimitArgs {
             login_refreshes_per_hour: self.login_refreshes_per_hour,
             login_requests_per_hour: self.login_requests_per_hour,
             bad_authids_per_minute: self.bad_authids_per_minute,
+            login_attempts_per_minute: self.login_attempts_per_minute,
             max_concurrent_requests: self.max_concurrent_requests,
             trusted_proxies,
             header_read_timeout: Duration::from_secs(self.header_read_timeout),

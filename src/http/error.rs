@@ -52,6 +52,10 @@ impl ApiError {
                 Self::bad_request(e.to_string())
             }
             RefreshError::Upstream(e) => Self::from_upstream(e, public_base),
+            e @ RefreshError::Revoked => Self::new(
+                StatusCode::UNAUTHORIZED,
+                format!("{e}; create a new AuthID at {public_base}"),
+            ),
             e @ RefreshError::Refused(refusal) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
                     .with_retry_after(refusal.retry_after())

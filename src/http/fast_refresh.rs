@@ -428,6 +428,10 @@ mod tests {
         let authid = f.authid("googledrive");
         f.full(get(&authid)).await;
         f.clock.advance(1234);
+        // The first request after a minute looks for a revocation, on the
+        // full path; the next is a fast hit again.
+        assert!(f.hit(&get(&authid)).is_none());
+        assert_eq!(f.full(get(&authid)).await.status, StatusCode::OK);
         let fast = reply(f.hit(&get(&authid)).unwrap()).await;
         let json: serde_json::Value = serde_json::from_slice(&fast.body).unwrap();
         assert_eq!(json["expires"], 3600 - 1234);
@@ -627,13 +631,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_forgotten_login_is_no_longer_a_hit() {
+    async fn a_revoked_login_is_no_longer_a_hit() {
         let f = fixture(Limits::default());
         let authid = f.authid("googledrive");
         f.full(get(&authid)).await;
         assert!(f.hit(&get(&authid)).is_some());
         let login = f.app.refresher.open(&authid).unwrap();
-        f.app.refresher.forget(&authid, &login).await;
+        let ending = f.app.refresher.begin_ending(&authid, login).await.unwrap();
+        ending.finish().await.unwrap();
         assert!(f.hit(&get(&authid)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_revocation_on_another_instance_is_looked_for_on_the_full_path() {
+        let f = fixture(Limits::default());
+        let authid = f.authid("googledrive");
+        f.full(get(&authid)).await;
+        // Another instance on the same store ends the login.
+        let login = f.app.refresher.open(&authid).unwrap();
+        let records =
+            crate::refresh::records::LoginRecords::new(f.app.store.as_ref(), &login.claims);
+        records
+            .mark_revoked(std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
+        records.forget().await.unwrap();
+        f.clock.advance(crate::refresh::REVOCATION_RECHECK_SECS - 1);
+        assert!(f.hit(&get(&authid)).is_some(), "within the minute");
+        f.clock.advance(1);
+        assert!(f.hit(&get(&authid)).is_none(), "then the full path looks");
+        assert_eq!(f.full(get(&authid)).await.status, StatusCode::UNAUTHORIZED);
+        assert!(f.hit(&get(&authid)).is_none());
+        assert_eq!(f.client.calls.load(Ordering::SeqCst), 1);
     }
 }

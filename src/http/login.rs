@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::client_ip::ClientIp;
 use super::input::{OwnForm, PageParams};
 use super::page::{self, LOGIN_COOKIE, Page};
 use crate::app::{App, SharedApp};
@@ -81,7 +82,11 @@ fn redirect(location: &str, cookie: Option<String>) -> Response {
 }
 
 /// `GET /logged-in`: the provider's redirect back.
-pub async fn logged_in(State(app): State<SharedApp>, PageParams(params): PageParams) -> Page {
+pub async fn logged_in(
+    State(app): State<SharedApp>,
+    ClientIp(client): ClientIp,
+    PageParams(params): PageParams,
+) -> Page {
     let cookie = page::cookie(params.headers(), LOGIN_COOKIE);
     let callback = Callback {
         state: params.get("state"),
@@ -89,13 +94,17 @@ pub async fn logged_in(State(app): State<SharedApp>, PageParams(params): PagePar
         error: params.get("error"),
         hostname: params.get("hostname"),
     };
-    let result = app.login.finish(callback, cookie).await;
+    let result = app.login.finish(callback, cookie, client).await;
     record_finish(&app, &result);
     // The cookie is spent once this browser's login was checked; a callback
-    // from elsewhere must not disturb a login in progress here.
+    // from elsewhere must not disturb a login in progress here, and one
+    // held back by the per-address limit may be reloaded later.
     let clear = match &result {
         Ok(_) => true,
-        Err(e) => !matches!(e, LoginError::WrongBrowser | LoginError::State(_)),
+        Err(e) => !matches!(
+            e,
+            LoginError::WrongBrowser | LoginError::State(_) | LoginError::TooMany { .. }
+        ),
     };
     let page = match result {
         Ok(finished) => success_page(&app, &finished),
@@ -109,7 +118,11 @@ pub async fn logged_in(State(app): State<SharedApp>, PageParams(params): PagePar
 }
 
 /// `POST /cli-token-login` (form `id`, `token`, optional `fetchtoken`).
-pub async fn cli_token_login(State(app): State<SharedApp>, OwnForm(params): OwnForm) -> Page {
+pub async fn cli_token_login(
+    State(app): State<SharedApp>,
+    ClientIp(client): ClientIp,
+    OwnForm(params): OwnForm,
+) -> Page {
     let fetch_token = match LoginService::fetch_token(params.get("fetchtoken")) {
         Ok(t) => t,
         Err(e) => return page::login_error(&app, &e),
@@ -120,6 +133,7 @@ pub async fn cli_token_login(State(app): State<SharedApp>, OwnForm(params): OwnF
             params.get("id").unwrap_or(""),
             params.get("token").unwrap_or(""),
             fetch_token,
+            client,
         )
         .await;
     record_finish(&app, &result);

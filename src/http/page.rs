@@ -22,6 +22,8 @@ pub struct Page {
     nonce: String,
     no_store: bool,
     cookie: Option<String>,
+    /// `Retry-After` seconds, for a page that asks the user to wait.
+    retry_after: Option<u64>,
 }
 
 impl Page {
@@ -33,6 +35,11 @@ impl Page {
 
     pub fn with_cookie(mut self, cookie: String) -> Self {
         self.cookie = Some(cookie);
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: Option<u64>) -> Self {
+        self.retry_after = seconds.map(|s| s.max(1));
         self
     }
 }
@@ -69,6 +76,7 @@ pub fn render(app: &App, status: StatusCode, template: &str, context: Value) -> 
         nonce,
         no_store: false,
         cookie: None,
+        retry_after: None,
     }
 }
 
@@ -135,6 +143,7 @@ pub fn login_error(app: &App, error: &LoginError) -> Page {
         }),
     )
     .no_store()
+    .with_retry_after(error.retry_after())
 }
 
 /// A readable error page with a plain message.
@@ -179,6 +188,9 @@ impl IntoResponse for Page {
         }
         if let Some(v) = self.cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.append(header::SET_COOKIE, v);
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

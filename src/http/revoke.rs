@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::ApiError;
+use super::client_ip::ClientIp;
 use super::input::{OwnForm, Params};
 use super::page::{self, Page};
 use crate::app::{App, SharedApp};
@@ -19,12 +20,13 @@ pub async fn form(State(app): State<SharedApp>) -> Page {
 /// `POST /revoke`: JSON `{"result": "revoked"}` or the error format.
 pub async fn revoke_json(
     State(app): State<SharedApp>,
+    ClientIp(client): ClientIp,
     params: Params,
 ) -> Result<Response, ApiError> {
     let authid = params
         .authid()?
         .ok_or_else(|| ApiError::bad_request("Missing AuthID: send it in the X-AuthID header"))?;
-    match app.login.revoke(authid).await {
+    match app.login.revoke(authid, client).await {
         Ok(RevokeOutcome::Revoked { provider }) => {
             let mut response =
                 axum::Json(json!({ "result": "revoked", "type": provider.id })).into_response();
@@ -35,11 +37,11 @@ pub async fn revoke_json(
             StatusCode::UNPROCESSABLE_ENTITY,
             match &provider.deauth_link {
                 Some(link) => format!(
-                    "{} cannot be asked to revoke access; remove the application's access at {link}",
+                    "{} cannot be asked to revoke access; this server no longer accepts the AuthID, and the access ends once you remove the application at {link}",
                     provider.name
                 ),
                 None => format!(
-                    "{} cannot be asked to revoke access; remove the application's access in your account there",
+                    "{} cannot be asked to revoke access; this server no longer accepts the AuthID, and the access ends once you remove the application in your account there",
                     provider.name
                 ),
             },
@@ -49,7 +51,11 @@ pub async fn revoke_json(
 }
 
 /// `POST /revoked` (form `authid`): the same, as a page.
-pub async fn revoked_page(State(app): State<SharedApp>, OwnForm(params): OwnForm) -> Page {
+pub async fn revoked_page(
+    State(app): State<SharedApp>,
+    ClientIp(client): ClientIp,
+    OwnForm(params): OwnForm,
+) -> Page {
     let authid = match params.authid() {
         Ok(Some(a)) => a,
         Ok(None) => {
@@ -62,12 +68,13 @@ pub async fn revoked_page(State(app): State<SharedApp>, OwnForm(params): OwnForm
         }
         Err(e) => return page::error_page(&app, e.status, "Not revoked", &e.message),
     };
-    let (revoked, provider) = match app.login.revoke(authid).await {
+    let (revoked, provider) = match app.login.revoke(authid, client).await {
         Ok(RevokeOutcome::Revoked { provider }) => (true, provider),
         Ok(RevokeOutcome::NoEndpoint { provider }) => (false, provider),
         Err(e) => {
             let e = api_error(&app, e);
-            return page::error_page(&app, e.status, "Not revoked", &e.message);
+            return page::error_page(&app, e.status, "Not revoked", &e.message)
+                .with_retry_after(e.retry_after);
         }
     };
     page::render(
@@ -86,7 +93,7 @@ pub async fn revoked_page(State(app): State<SharedApp>, OwnForm(params): OwnForm
 fn api_error(app: &App, e: RevokeError) -> ApiError {
     let base = app.settings.public_base();
     match e {
-        RevokeError::AuthId(e) => ApiError::from_refresh(e, base),
+        RevokeError::AuthId(e) | RevokeError::Held(e) => ApiError::from_refresh(e, base),
         RevokeError::Upstream(e) => ApiError::from_upstream(e, base),
     }
 }

@@ -1,6 +1,6 @@
 //! Why a login did not produce an AuthID, in words a user can act on.
 
-use crate::provider::UpstreamError;
+use crate::provider::{Refusal, UpstreamError};
 
 use super::state::{STATE_LIFETIME, StateError};
 
@@ -29,6 +29,12 @@ pub enum LoginError {
         provider: String,
         error: UpstreamError,
     },
+    /// The broker held the call back: the provider's backoff, quota or
+    /// bulkhead.
+    Held { provider: String, refusal: Refusal },
+    /// This client address tried too often; it may again after
+    /// `retry_after` seconds.
+    TooMany { retry_after: u64 },
     /// The AuthID could not be sealed.
     Seal,
 }
@@ -52,6 +58,8 @@ impl LoginError {
                 UpstreamError::Timeout => 504,
                 UpstreamError::Misconfigured { .. } | UpstreamError::Unavailable { .. } => 502,
             },
+            Self::Held { .. } => 503,
+            Self::TooMany { .. } => 429,
             Self::Seal => 503,
         }
     }
@@ -104,7 +112,35 @@ impl LoginError {
                     format!("The provider failed ({detail}); start again later")
                 }
             },
+            Self::Held { refusal, .. } => match refusal {
+                Refusal::Blocked(_) => {
+                    "The provider asked this server to slow down; wait a minute and start again".into()
+                }
+                Refusal::Busy(_) => {
+                    "Too many requests to the provider are in progress; start again shortly".into()
+                }
+                Refusal::Quota(_) | Refusal::UnknownLegacy(_) => {
+                    "This server's request budget for the provider is spent for now; start again shortly".into()
+                }
+            },
+            Self::TooMany { .. } => {
+                "Too many logins from this address; wait a minute and try again".into()
+            }
             Self::Seal => "The AuthID could not be created; try again".into(),
+        }
+    }
+
+    /// Seconds the user should wait before trying again, when that is the
+    /// answer (`Retry-After`).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Held { refusal, .. } => Some(refusal.retry_after()),
+            Self::TooMany { retry_after } => Some((*retry_after).max(1)),
+            Self::Upstream {
+                error: UpstreamError::Throttled { retry_after },
+                ..
+            } => Some(retry_after.map_or(60, |d| d.as_secs().max(1))),
+            _ => None,
         }
     }
 
@@ -115,7 +151,8 @@ impl LoginError {
             | Self::Replayed { provider }
             | Self::Declined { provider, .. }
             | Self::NoRefreshToken { provider }
-            | Self::Upstream { provider, .. } => Some(provider),
+            | Self::Upstream { provider, .. }
+            | Self::Held { provider, .. } => Some(provider),
             _ => None,
         }
     }
@@ -133,6 +170,8 @@ impl LoginError {
             Self::HostNotAllowed(_) => "host_not_allowed",
             Self::NoRefreshToken { .. } => "no_refresh_token",
             Self::Upstream { error, .. } => error.label(),
+            Self::Held { refusal, .. } => refusal.label(),
+            Self::TooMany { .. } => "limited",
             Self::Seal => "seal",
         }
     }

@@ -1,6 +1,11 @@
 //! Logging in: the authorization-code flow with sealed state and PKCE, the
 //! Jottacloud login-token flow, the fetch rendezvous for polling clients,
 //! and revocation. Free of HTTP types; the handlers in `http` call in here.
+//!
+//! Every call these flows make to a provider passes the same admission as
+//! a refresh (backoff, quota, bulkhead), and the requests that can cause
+//! one (callbacks, login-token logins, revocations) are counted per client
+//! address: anyone can send them, made up, without an AuthID.
 
 pub mod cli_token;
 mod error;
@@ -10,6 +15,7 @@ mod revoke;
 pub mod state;
 pub mod templates;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,14 +24,16 @@ use url::Url;
 
 use crate::authid::{Claims, KeyringHandle};
 use crate::clock::SharedClock;
+use crate::metrics::Metrics;
 use crate::outage::StoreOutage;
 use crate::provider::client::FormField;
 use crate::provider::hosts;
 use crate::provider::outcome::is_oauth_error_code;
 use crate::provider::{
-    Catalogue, Protection, Provider, TokenClient, TokenGrant, UpstreamError, classify,
+    Catalogue, Protection, Provider, Refusal, TokenClient, TokenGrant, UpstreamError, classify,
 };
 use crate::refresh::Refresher;
+use crate::refresh::limits::WindowLimiter;
 use crate::secret::{Sensitive, fingerprint, random_id};
 use crate::store::{Space, Store, StoreKey};
 
@@ -48,8 +56,15 @@ pub struct LoginDeps {
     pub clock: SharedClock,
     /// For revocation: opening AuthIDs and forgetting their logins.
     pub refresher: Refresher,
-    /// Backoff windows: code exchanges obey them like refreshes.
+    /// Backoff, quota and bulkhead: code exchanges, login-token logins and
+    /// revocations pass them like refreshes.
     pub protection: Arc<Protection>,
+    pub metrics: Arc<Metrics>,
+    /// Callbacks, login-token logins and revocations per client address
+    /// and minute.
+    pub attempts_per_minute: u32,
+    /// Client addresses counted at most.
+    pub address_capacity: u64,
     /// The state instances share: the fetch rendezvous and used states.
     pub store: Arc<dyn Store>,
     pub outage: Arc<StoreOutage>,
@@ -64,6 +79,8 @@ pub struct LoginService {
     /// instance; this copy still refuses a replay here while the store is
     /// unreachable.
     used_nonces: moka::sync::Cache<String, ()>,
+    /// Requests that may call a provider, per client address.
+    attempts: WindowLimiter<IpAddr>,
 }
 
 /// How long a used state is remembered: longer than it is valid.
@@ -122,12 +139,55 @@ impl LoginService {
     pub fn new(deps: LoginDeps) -> Self {
         Self {
             fetch_store: FetchStore::new(Arc::clone(&deps.store)),
+            attempts: WindowLimiter::new(deps.attempts_per_minute, 60, deps.address_capacity),
             deps,
             used_nonces: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(USED_STATE_TTL)
                 .build(),
         }
+    }
+
+    /// Counts a request that may call a provider; `Err(seconds)` when the
+    /// address has sent too many this minute. Requests without a known
+    /// address (driven in-process) are not counted.
+    fn count_attempt(&self, client: Option<IpAddr>) -> Result<(), u64> {
+        match client {
+            Some(ip) => self.attempts.hit(&ip, self.now()),
+            None => Ok(()),
+        }
+    }
+
+    /// Admits one call to the provider, as a refresh is admitted: not
+    /// inside a backoff window (on any instance), within the quota, and a
+    /// free slot. Hold the permit for the length of the call.
+    async fn admit(
+        &self,
+        provider: &Provider,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Refusal> {
+        let protection = &self.deps.protection;
+        let now = self.now();
+        let admitted = match protection.blocked_anywhere(&provider.id, now).await {
+            Some(left) => Err(Refusal::Blocked(left)),
+            None => protection.admit(&provider.id, now).await,
+        };
+        if let Err(refusal) = &admitted {
+            self.deps.metrics.throttle(&provider.id, refusal.label());
+        }
+        admitted
+    }
+
+    /// [`LoginService::admit`] for the login flows.
+    async fn admit_login(
+        &self,
+        provider: &Provider,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, LoginError> {
+        self.admit(provider)
+            .await
+            .map_err(|refusal| LoginError::Held {
+                provider: provider.id.clone(),
+                refusal,
+            })
     }
 
     pub fn catalogue(&self) -> &Catalogue {
@@ -258,7 +318,10 @@ impl LoginService {
         &self,
         callback: Callback<'_>,
         cookie_nonce: Option<&str>,
+        client: Option<IpAddr>,
     ) -> Result<Finished, LoginError> {
+        self.count_attempt(client)
+            .map_err(|retry_after| LoginError::TooMany { retry_after })?;
         let state_text = callback.state.unwrap_or("");
         let login_state =
             state::open(&self.deps.keyring.current(), state_text).map_err(LoginError::State)?;
@@ -332,6 +395,7 @@ impl LoginService {
             form.push(("state".into(), Sensitive::new(state_text)));
         }
         provider.push_additional(&mut form);
+        let _permit = self.admit_login(&provider).await?;
         let grant = self.token_request(&provider, &token_url, &form).await?;
         self.authid_from(&provider, grant)
             .map(|authid| (provider, authid))
@@ -355,22 +419,14 @@ impl LoginService {
         Ok(url)
     }
 
+    /// A token request; the caller holds the provider's admission.
     async fn token_request(
         &self,
         provider: &Provider,
         url: &Url,
         form: &[FormField],
     ) -> Result<TokenGrant, LoginError> {
-        // Logins obey the same per-registration backoff as refreshes.
         let protection = &self.deps.protection;
-        if let Some(left) = protection.blocked_anywhere(&provider.id, self.now()).await {
-            return Err(LoginError::Upstream {
-                provider: provider.id.clone(),
-                error: UpstreamError::Throttled {
-                    retry_after: Some(std::time::Duration::from_secs(left)),
-                },
-            });
-        }
         let result = self
             .deps
             .client
@@ -378,10 +434,16 @@ impl LoginService {
             .await
             .map_err(UpstreamError::from)
             .and_then(|raw| classify(&raw, self.now()));
-        if let Err(UpstreamError::Throttled { retry_after }) = &result {
-            protection
-                .throttled(&provider.id, *retry_after, self.now())
-                .await;
+        match &result {
+            Ok(_) => protection.succeeded(&provider.id),
+            Err(UpstreamError::Throttled { retry_after }) => {
+                let blocked = protection
+                    .throttled(&provider.id, *retry_after, self.now())
+                    .await;
+                self.deps.metrics.throttle(&provider.id, "provider");
+                tracing::warn!(provider = %provider.id, seconds = blocked, "provider throttled a login; calls held back");
+            }
+            Err(_) => {}
         }
         result.map_err(|error| LoginError::Upstream {
             provider: provider.id.clone(),
@@ -459,7 +521,10 @@ impl LoginService {
         name: &str,
         token_text: &str,
         fetch_token: Option<FetchToken>,
+        client: Option<IpAddr>,
     ) -> Result<Finished, LoginError> {
+        self.count_attempt(client)
+            .map_err(|retry_after| LoginError::TooMany { retry_after })?;
         let provider = Arc::clone(self.provider(name)?);
         if !provider.cli_token {
             return Err(LoginError::BadInput(format!(
@@ -486,6 +551,9 @@ impl LoginService {
             provider: provider.id.clone(),
             error,
         };
+        // One admission covers the discovery document and the token
+        // request: one login, one unit of the provider's budget.
+        let _permit = self.admit_login(provider).await?;
         let raw = self
             .deps
             .client

@@ -1,7 +1,10 @@
 //! Revocation: the user gives up an AuthID; the broker asks the provider to
-//! end the grant where the provider has an endpoint for it, and forgets
-//! every cached answer for the login.
+//! end the grant where the provider has an endpoint for it, and ends every
+//! AuthID of the login. For a provider that rotates refresh tokens, the
+//! token revoked is the newest one the store knows: the AuthID presented
+//! may be the one first pasted, whose token was spent long ago.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -9,7 +12,7 @@ use serde_json::Value;
 use super::LoginService;
 use crate::provider::client::FormField;
 use crate::provider::{Provider, RawAnswer, UpstreamError, classify};
-use crate::refresh::RefreshError;
+use crate::refresh::{Ending, RefreshError};
 use crate::secret::Sensitive;
 
 #[derive(Debug)]
@@ -17,7 +20,8 @@ pub enum RevokeOutcome {
     /// The provider ended the grant (or had already ended it).
     Revoked { provider: Arc<Provider> },
     /// The provider offers no revocation endpoint: the user must remove
-    /// the application's access on the provider's site.
+    /// the application's access on the provider's site. The broker no
+    /// longer accepts any AuthID of the login.
     NoEndpoint { provider: Arc<Provider> },
 }
 
@@ -25,7 +29,12 @@ pub enum RevokeOutcome {
 pub enum RevokeError {
     /// The AuthID cannot be opened or names an unknown provider.
     AuthId(RefreshError),
-    /// The provider refused or failed.
+    /// The broker held back and changed nothing: too many requests from
+    /// this address, the provider's backoff or quota, the store
+    /// unreachable for a login that needs it, a refresh of the login in
+    /// progress.
+    Held(RefreshError),
+    /// The provider refused or failed; nothing was changed.
     Upstream(UpstreamError),
 }
 
@@ -54,54 +63,138 @@ fn style(provider: &Provider, url: &url::Url) -> Style {
 }
 
 impl LoginService {
-    /// Revokes the grant behind an AuthID.
-    pub async fn revoke(&self, text: &str) -> Result<RevokeOutcome, RevokeError> {
+    /// Revokes the grant behind an AuthID and ends every AuthID of its
+    /// login. `client` is the caller's address, for the per-address limit.
+    pub async fn revoke(
+        &self,
+        text: &str,
+        client: Option<IpAddr>,
+    ) -> Result<RevokeOutcome, RevokeError> {
+        self.count_attempt(client).map_err(|retry_after| {
+            RevokeError::Held(RefreshError::TooMany {
+                what: "Too many logins and revocations from this address",
+                retry_after,
+            })
+        })?;
         let refresher = &self.deps.refresher;
         let login = refresher.open(text).map_err(RevokeError::AuthId)?;
         let provider = Arc::clone(&login.provider);
         let fingerprint = login.claims.login_fingerprint();
         let Some(url) = provider.revoke_url.clone() else {
-            refresher.forget(text, &login).await;
+            let ending = refresher
+                .begin_ending(text, login)
+                .await
+                .map_err(RevokeError::Held)?;
+            ending.finish().await.map_err(RevokeError::Held)?;
+            tracing::info!(provider = %provider.id, login = %fingerprint, "login ended; the provider has no revocation endpoint");
             return Ok(RevokeOutcome::NoEndpoint { provider });
         };
-        let answer = match style(&provider, &url) {
+        let style = style(&provider, &url);
+        // Dropbox revokes with an access token. A refresh takes the
+        // login's lock itself, so the token is obtained first.
+        let bearer = match style {
             Style::Bearer => match refresher.refresh(text, None).await {
-                Ok(fresh) => self.call(&url, &[], Some(&fresh.access_token())).await,
-                // The grant is gone already: nothing left to revoke.
-                Err(RefreshError::Upstream(UpstreamError::Reauthorize { .. })) => Ok(()),
-                Err(RefreshError::Upstream(e)) => Err(e),
-                Err(e) => return Err(RevokeError::AuthId(e)),
+                Ok(fresh) => Some(fresh.access_token()),
+                // The grant is gone already: nothing left to revoke there.
+                Err(
+                    RefreshError::Upstream(UpstreamError::Reauthorize { .. })
+                    | RefreshError::Revoked,
+                ) => None,
+                Err(RefreshError::Upstream(e)) => return Err(RevokeError::Upstream(e)),
+                Err(e) => return Err(RevokeError::Held(e)),
             },
-            style => {
-                let mut form: Vec<FormField> = vec![("token".into(), login.claims.rt.clone())];
-                if style == Style::Rfc7009 {
-                    form.push(("token_type_hint".into(), Sensitive::new("refresh_token")));
-                    provider.push_client_auth(&mut form);
-                }
-                self.call(&url, &form, None).await
-            }
+            _ => None,
         };
-        refresher.forget(text, &login).await;
+        let ending = refresher
+            .begin_ending(text, login)
+            .await
+            .map_err(RevokeError::Held)?;
+        let calls = self.revoke_at_provider(&provider, &url, style, bearer.as_ref(), &ending);
+        let answer = tokio::time::timeout_at(ending.deadline(), calls)
+            .await
+            .unwrap_or(Err(RevokeError::Upstream(UpstreamError::Timeout)));
         match answer {
             Ok(()) => {
+                if ending.finish().await.is_err() {
+                    // The grant is ended at the provider, which refuses
+                    // every token of it: the mark only saves it the calls.
+                    tracing::warn!(provider = %provider.id, login = %fingerprint, "grant revoked, but the store did not take the revocation mark");
+                }
                 tracing::info!(provider = %provider.id, login = %fingerprint, "grant revoked");
                 Ok(RevokeOutcome::Revoked { provider })
             }
             Err(e) => {
-                tracing::warn!(provider = %provider.id, login = %fingerprint, error = %e, "revocation failed");
-                Err(RevokeError::Upstream(e))
+                ending.abandon().await;
+                tracing::warn!(provider = %provider.id, login = %fingerprint, error = ?e, "revocation failed; the login is unchanged");
+                Err(e)
             }
         }
     }
 
-    async fn call(
+    /// Asks the provider to end the grant: with the bearer access token,
+    /// or with the newest refresh token and then the AuthID's own if it is
+    /// older (a courtesy: ending the newest ends the grant).
+    async fn revoke_at_provider(
         &self,
+        provider: &Provider,
+        url: &url::Url,
+        style: Style,
+        bearer: Option<&Sensitive>,
+        ending: &Ending,
+    ) -> Result<(), RevokeError> {
+        if style == Style::Bearer {
+            return match bearer {
+                Some(token) => self.revoke_call(provider, url, &[], Some(token)).await,
+                None => Ok(()),
+            };
+        }
+        for (i, token) in ending.refresh_tokens().iter().enumerate() {
+            let mut form: Vec<FormField> = vec![("token".into(), token.clone())];
+            if style == Style::Rfc7009 {
+                form.push(("token_type_hint".into(), Sensitive::new("refresh_token")));
+                provider.push_client_auth(&mut form);
+            }
+            match self.revoke_call(provider, url, &form, None).await {
+                Ok(()) => {}
+                Err(e) if i == 0 => return Err(e),
+                Err(e) => tracing::info!(
+                    provider = %provider.id,
+                    login = %ending.login().claims.login_fingerprint(),
+                    error = ?e,
+                    "the AuthID's older refresh token was not revoked; the newest was"
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// One call to the revocation endpoint, admitted like a refresh.
+    async fn revoke_call(
+        &self,
+        provider: &Provider,
         url: &url::Url,
         form: &[FormField],
         bearer: Option<&Sensitive>,
-    ) -> Result<(), UpstreamError> {
-        let raw = self.deps.client.post_form(url, form, bearer).await?;
-        interpret(&raw, self.now())
+    ) -> Result<(), RevokeError> {
+        let _permit = self
+            .admit(provider)
+            .await
+            .map_err(|refusal| RevokeError::Held(RefreshError::Refused(refusal)))?;
+        let now = self.now();
+        let result = match self.deps.client.post_form(url, form, bearer).await {
+            Ok(raw) => interpret(&raw, now),
+            Err(e) => Err(UpstreamError::from(e)),
+        };
+        let protection = &self.deps.protection;
+        match &result {
+            Ok(()) => protection.succeeded(&provider.id),
+            Err(UpstreamError::Throttled { retry_after }) => {
+                protection.throttled(&provider.id, *retry_after, now).await;
+                self.deps.metrics.throttle(&provider.id, "provider");
+            }
+            Err(_) => {}
+        }
+        result.map_err(RevokeError::Upstream)
     }
 }
 

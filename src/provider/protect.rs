@@ -1,7 +1,11 @@
 //! Protecting providers: per-provider backoff that obeys `Retry-After`, the
 //! broker's own per-provider quota (GCRA, `governor`), and a bulkhead that
 //! bounds concurrent calls to each provider so a slow one cannot tie up
-//! the others.
+//! the others. Refreshes, code exchanges, login-token logins and
+//! revocations all pass the same gate. Legacy `v2:` AuthIDs never seen
+//! before also pass a small quota of their own first: anyone can make them
+//! up, and each costs a call with the broker's credentials, so a flood of
+//! them may spend at most a tenth of the provider's budget.
 //!
 //! Backoff windows are shared through the store, so a `Retry-After` seen
 //! by one instance holds every instance: each window is kept here and
@@ -27,6 +31,9 @@ use crate::store::{Space, Store, StoreKey};
 
 /// Backoff without `Retry-After`: 1 s doubling to this, with jitter.
 const MAX_EXPONENTIAL_BACKOFF_SECS: u64 = 60;
+/// Legacy AuthIDs never seen before get this fraction of a provider's
+/// quota (rate and burst), at least one call per second.
+const UNKNOWN_LEGACY_SHARE: u32 = 10;
 
 /// Why a call to a provider was not made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,12 +44,14 @@ pub enum Refusal {
     Quota(u64),
     /// Too many calls to the provider are already waiting.
     Busy(u64),
+    /// The small budget of legacy AuthIDs never seen before is spent.
+    UnknownLegacy(u64),
 }
 
 impl Refusal {
     pub fn retry_after(self) -> u64 {
         match self {
-            Self::Blocked(s) | Self::Quota(s) | Self::Busy(s) => s.max(1),
+            Self::Blocked(s) | Self::Quota(s) | Self::Busy(s) | Self::UnknownLegacy(s) => s.max(1),
         }
     }
 
@@ -51,6 +60,7 @@ impl Refusal {
             Self::Blocked(_) => "backoff",
             Self::Quota(_) => "quota",
             Self::Busy(_) => "busy",
+            Self::UnknownLegacy(_) => "legacy_quota",
         }
     }
 }
@@ -70,6 +80,8 @@ struct Gate {
     /// The registration's backoff entry in the store.
     key: StoreKey,
     quota: DefaultDirectRateLimiter,
+    /// Drawn on first by legacy AuthIDs never seen before.
+    unknown_legacy: DefaultDirectRateLimiter,
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     backoff: Mutex<Backoff>,
@@ -108,6 +120,20 @@ fn quota(limit: RateLimit) -> Quota {
     Quota::per_second(per_second).allow_burst(burst)
 }
 
+fn unknown_legacy_quota(limit: RateLimit) -> Quota {
+    quota(RateLimit {
+        per_second: limit.per_second / UNKNOWN_LEGACY_SHARE,
+        burst: limit.burst / UNKNOWN_LEGACY_SHARE,
+    })
+}
+
+fn wait_secs(
+    not_until: &governor::NotUntil<<DefaultClock as governor::clock::Clock>::Instant>,
+) -> u64 {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    (wait.as_secs_f64().ceil() as u64).max(1)
+}
+
 impl Protection {
     pub fn new(
         catalogue: &Catalogue,
@@ -124,6 +150,7 @@ impl Protection {
                 Arc::new(Gate {
                     key,
                     quota: RateLimiter::direct(quota(p.rate_limit)),
+                    unknown_legacy: RateLimiter::direct(unknown_legacy_quota(p.rate_limit)),
                     permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
                     waiting: AtomicUsize::new(0),
                     backoff: Mutex::new(Backoff::default()),
@@ -187,8 +214,7 @@ impl Protection {
             return Err(Refusal::Blocked(left));
         }
         if let Err(not_until) = gate.quota.check() {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Err(Refusal::Quota(wait.as_secs_f64().ceil() as u64));
+            return Err(Refusal::Quota(wait_secs(&not_until)));
         }
         if let Ok(permit) = Arc::clone(&gate.permits).try_acquire_owned() {
             return Ok(Some(permit));
@@ -209,6 +235,17 @@ impl Protection {
             Ok(Ok(permit)) => Ok(Some(permit)),
             _ => Err(Refusal::Busy(1)),
         }
+    }
+
+    /// Takes one call from the budget of legacy AuthIDs never seen before;
+    /// such a call then passes [`Protection::admit`] like any other.
+    pub fn admit_unknown_legacy(&self, provider: &str) -> Result<(), Refusal> {
+        let Some(gate) = self.gates.get(provider) else {
+            return Ok(());
+        };
+        gate.unknown_legacy
+            .check()
+            .map_err(|not_until| Refusal::UnknownLegacy(wait_secs(&not_until)))
     }
 
     /// The provider throttled: block it for `retry_after` (capped), or for
@@ -376,6 +413,26 @@ mod tests {
             Err(Refusal::Quota(s)) => assert!(s >= 1),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn unknown_legacy_authids_have_a_tenth_of_the_quota_of_their_own() {
+        let p = protection(4);
+        // "b" has the default 10/s, burst 20: one legacy call per second,
+        // burst 2.
+        assert!(p.admit_unknown_legacy("b").is_ok());
+        assert!(p.admit_unknown_legacy("b").is_ok());
+        match p.admit_unknown_legacy("b") {
+            Err(Refusal::UnknownLegacy(s)) => assert!(s >= 1),
+            other => panic!("{other:?}"),
+        }
+        // The provider's own quota is untouched by the refusals.
+        for _ in 0..18 {
+            assert!(p.admit("b", 0).await.is_ok());
+        }
+        // "a" has 1/s, burst 2: a tenth rounds up to one call.
+        assert!(p.admit_unknown_legacy("a").is_ok());
+        assert!(p.admit_unknown_legacy("a").is_err());
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::SharedClock;
 use crate::secret::Sensitive;
+use crate::store::StoreKey;
 
 /// A token is served from cache only while more than this many seconds
 /// remain, so the client never receives one about to expire.
@@ -73,6 +74,11 @@ pub struct CachedToken {
     /// replaced or evicted): texts still pointing here miss, so forgetting
     /// a login reaches every AuthID text of it through the one entry.
     retired: AtomicBool,
+    /// Where the store marks the login revoked: a hit looks there now and
+    /// then, so a revocation on another instance ends this one's answers.
+    revoked_key: Option<StoreKey>,
+    /// When (clock seconds) the mark was last looked for.
+    checked_at: AtomicI64,
 }
 
 // By hand: the token and the new AuthID must never reach a log.
@@ -154,7 +160,41 @@ impl CachedToken {
             service_at: at(service_at),
             escaped,
             retired: AtomicBool::new(false),
+            revoked_key: None,
+            checked_at: AtomicI64::new(i64::MAX),
         }
+    }
+
+    /// Has hits look for the login's revocation mark at `revoked_key`,
+    /// first [`recheck_due`](Self::recheck_due) an interval after `now`.
+    pub fn watching(mut self, revoked_key: StoreKey, now: i64) -> Self {
+        self.revoked_key = Some(revoked_key);
+        self.checked_at = AtomicI64::new(now);
+        self
+    }
+
+    /// Where the login's revocation mark would be, if hits look for it.
+    pub fn revoked_key(&self) -> Option<&StoreKey> {
+        self.revoked_key.as_ref()
+    }
+
+    /// True when a hit should look for a revocation (without claiming the
+    /// look: the fast path leaves it to the full one).
+    pub fn recheck_pending(&self, now: i64, interval: i64) -> bool {
+        self.revoked_key.is_some()
+            && now.saturating_sub(self.checked_at.load(Ordering::Relaxed)) >= interval
+    }
+
+    /// True for one caller per `interval`: the one that should look for a
+    /// revocation now.
+    pub fn recheck_due(&self, now: i64, interval: i64) -> bool {
+        let last = self.checked_at.load(Ordering::Relaxed);
+        self.revoked_key.is_some()
+            && now.saturating_sub(last) >= interval
+            && self
+                .checked_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     fn text(&self, at: Option<(u32, u32)>) -> Option<&str> {
@@ -469,6 +509,14 @@ impl TokenCache {
         }
     }
 
+    /// Drops a login's answers without knowing an AuthID text of it: its
+    /// current entry is retired, so every text pointing there misses.
+    pub fn forget_login(&self, login: &CacheKey) {
+        if let Some(t) = self.by_login.remove(&login_slot(login)) {
+            t.retire();
+        }
+    }
+
     /// Drops the by-text index, so every AuthID is opened again (after a
     /// key was removed from the keyring).
     pub fn forget_all_texts(&self) {
@@ -511,6 +559,44 @@ mod tests {
     fn cache(capacity: u64) -> (TokenCache, ManualClock) {
         let clock = ManualClock::new(NOW);
         (TokenCache::new(capacity, Arc::new(clock.clone())), clock)
+    }
+
+    #[test]
+    fn one_caller_per_interval_looks_for_a_revocation() {
+        let key = StoreKey::new(crate::store::Space::Revoked, [7; 32]);
+        let unwatched = token(NOW + 3600);
+        assert!(!unwatched.recheck_pending(NOW + 1000, 60));
+        assert!(!unwatched.recheck_due(NOW + 1000, 60));
+        let t = CachedToken::new(
+            Sensitive::new("at"),
+            NOW + 3600,
+            "x".into(),
+            None,
+            [0; 32],
+            false,
+        )
+        .watching(key, NOW);
+        assert_eq!(t.revoked_key(), Some(&key));
+        assert!(!t.recheck_pending(NOW + 59, 60));
+        assert!(!t.recheck_due(NOW + 59, 60));
+        assert!(t.recheck_pending(NOW + 60, 60));
+        assert!(t.recheck_due(NOW + 60, 60));
+        assert!(!t.recheck_due(NOW + 60, 60), "the next caller does not");
+        assert!(!t.recheck_pending(NOW + 60, 60));
+        assert!(t.recheck_due(NOW + 120, 60));
+    }
+
+    #[test]
+    fn forgetting_a_login_without_its_text_ends_every_text_of_it() {
+        let (cache, _) = cache(10);
+        let t = token_for(3, NOW + 3600);
+        let k = cache.text_key("v3:a");
+        cache.insert_login([3; 32], Arc::clone(&t));
+        cache.insert_text(k, t);
+        assert!(cache.by_text(&k, NOW).is_some());
+        cache.forget_login(&[3; 32]);
+        assert!(cache.by_text(&k, NOW).is_none());
+        assert!(cache.by_login(&[3; 32], NOW).is_none());
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub enum RefreshError {
     AccessTokenOnly(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// The login was revoked; no AuthID of it is served any more.
+    #[error("This AuthID was revoked")]
+    Revoked,
     /// The broker holds back: provider backoff, quota or bulkhead.
     #[error("{}", refusal_text(*.0))]
     Refused(Refusal),
@@ -50,6 +53,9 @@ fn refusal_text(r: Refusal) -> &'static str {
             "This server's request budget for the provider is spent; try again later"
         }
         Refusal::Busy(_) => "Too many requests to the provider are in progress; try again shortly",
+        Refusal::UnknownLegacy(_) => {
+            "This server's budget for legacy AuthIDs it has not seen before is spent for this provider; try again later"
+        }
     }
 }
 
@@ -60,6 +66,7 @@ impl RefreshError {
             Self::AuthId(_) => "bad_authid",
             Self::UnknownProvider(_) | Self::AccessTokenOnly(_) => "bad_provider",
             Self::Upstream(e) => e.label(),
+            Self::Revoked => "revoked",
             Self::Refused(_) | Self::Interrupted { .. } | Self::InProgress { .. } => "throttled",
             Self::TooMany { .. } => "limited",
             Self::StoreUnavailable => "store_unavailable",

@@ -1,7 +1,7 @@
 //! Refreshing: AuthID in, access token out.
 //!
-//! A cache hit costs a keyed hash and one map lookup and never leaves the
-//! process. A miss opens the AuthID, applies the per-login limits, and
+//! A cache hit costs a keyed hash and one map lookup, and leaves the
+//! process only once a minute per login, to look for a revocation. A miss opens the AuthID, applies the per-login limits, and
 //! joins or starts this instance's one flight for the login. The flight
 //! serves a token another instance obtained if the store has one;
 //! otherwise it takes the login's lock across instances, resolves the
@@ -9,8 +9,13 @@
 //! provider, and records what the provider rotated before anyone is
 //! answered. An instance that finds the lock taken waits for the holder's
 //! answer in the store instead of calling the provider.
+//!
+//! Revocation (see [`ending`]) holds the same lock, marks the login
+//! revoked in the store and drops what is held for it; refreshes look for
+//! the mark under the lock, and cache hits look for it once a minute.
 
 pub mod cache;
+mod ending;
 mod error;
 pub mod limits;
 mod open;
@@ -34,6 +39,7 @@ use crate::provider::{Catalogue, Protection, Refusal, Rotation, TokenClient, Ups
 use crate::secret::Sensitive;
 use crate::store::{Store, StoreError, Versioned};
 use cache::{CacheKey, CachedToken, TokenCache};
+pub use ending::Ending;
 pub use error::{RefreshError, STORE_RETRY_AFTER};
 use limits::WindowLimiter;
 pub use open::{GENERATION_CLAIM, Login};
@@ -54,6 +60,10 @@ const FIRST_POLL: Duration = Duration::from_millis(20);
 const LAST_POLL: Duration = Duration::from_millis(250);
 /// `Retry-After` when another instance is still refreshing the login.
 const IN_PROGRESS_RETRY_AFTER: u64 = 2;
+/// How often (seconds) a cached answer looks for a revocation made on
+/// another instance: the store is asked at most this often per login, so
+/// cache hits stay in the process.
+pub const REVOCATION_RECHECK_SECS: i64 = 60;
 
 /// What `/refresh` answers on success: the cached answer itself (shared,
 /// not copied) and the seconds it has left.
@@ -225,6 +235,10 @@ impl Refresher {
         inner
             .cache
             .with_text(&key, now, |hit| {
+                // Looking for a revocation needs the store: the full path.
+                if hit.recheck_pending(now, REVOCATION_RECHECK_SECS) {
+                    return None;
+                }
                 let counted = inner.login_requests.hit(&hit.login_key, now).is_ok();
                 counted.then(|| f(hit, hit.seconds_left(now)))
             })
@@ -260,6 +274,10 @@ impl Refresher {
                 .login_requests
                 .hit(&hit.login_key, now)
                 .map_err(|s| (hit.service().to_string(), too_many_requests(s)))?;
+            inner
+                .still_granted(&hit, now)
+                .await
+                .map_err(|e| (hit.service().to_string(), e))?;
             return Ok((answer(hit, now), "cache_hit"));
         }
         if let Some(ip) = client {
@@ -289,6 +307,7 @@ impl Refresher {
             .hit(&login.key, now)
             .map_err(|s| fail(too_many_requests(s)))?;
         if let Some(hit) = inner.cache.by_login(&login.key, now) {
+            inner.still_granted(&hit, now).await.map_err(fail)?;
             inner.cache.insert_text(text_key, Arc::clone(&hit));
             return Ok((answer(hit, now), "cache_hit"));
         }
@@ -297,6 +316,7 @@ impl Refresher {
             return Err(fail(RefreshError::Refused(Refusal::Blocked(left))));
         }
         let key = login.key;
+        let legacy = login.legacy;
         let task_inner = Arc::clone(inner);
         let flown = inner
             .flights
@@ -305,24 +325,18 @@ impl Refresher {
                 move || flight(task_inner, login),
                 Err(RefreshError::Internal),
             )
-            .await
-            .map_err(fail)?;
+            .await;
+        if let (Err(RefreshError::Upstream(UpstreamError::Reauthorize { .. })), true, Some(ip)) =
+            (&flown, legacy, client)
+        {
+            // Anyone can make up a legacy AuthID, and the provider is the
+            // only one who can tell: its refusal counts like an AuthID that
+            // does not open.
+            let _ = inner.bad_authids.hit(&ip, now);
+        }
+        let flown = flown.map_err(fail)?;
         inner.cache.insert_text(text_key, Arc::clone(&flown.token));
         Ok((answer(flown.token, inner.deps.clock.now()), flown.outcome))
-    }
-
-    /// Drops everything held for a login, here and in the store (after
-    /// revocation).
-    pub async fn forget(&self, text: &str, login: &Login) {
-        let inner = &self.inner;
-        inner
-            .cache
-            .forget(&inner.cache.text_key(text.trim()), &login.key);
-        let records = LoginRecords::new(inner.deps.store.as_ref(), &login.claims);
-        inner.unrecorded.invalidate(&records.rotation_key().id);
-        if let Err(e) = records.forget().await {
-            inner.deps.outage.failed("forgetting a revoked login", &e);
-        }
     }
 
     /// Opens an AuthID and resolves its provider, without refreshing.
@@ -420,6 +434,43 @@ impl Inner {
     /// Optional store work is skipped for a moment after a failure.
     fn skip_store(&self, login: &Login) -> bool {
         !login.rotates() && self.deps.outage.skipping()
+    }
+
+    /// A cached answer is served unless its login was revoked on another
+    /// instance. The store is asked at most once per
+    /// [`REVOCATION_RECHECK_SECS`] and login; without it, the answer is
+    /// served.
+    async fn still_granted(&self, hit: &CachedToken, now: i64) -> Result<(), RefreshError> {
+        let Some(key) = hit.revoked_key() else {
+            return Ok(());
+        };
+        if !hit.recheck_due(now, REVOCATION_RECHECK_SECS) || self.deps.outage.skipping() {
+            return Ok(());
+        }
+        match self.deps.store.get(key).await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => {
+                self.cache.forget_login(&hit.login_key);
+                Err(RefreshError::Revoked)
+            }
+            Err(e) => {
+                self.deps.outage.failed("looking for a revocation", &e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the provider accepted this legacy login before (then its
+    /// refreshes use the provider's budget like any other). Without the
+    /// store it counts as never seen.
+    async fn known_legacy(&self, records: &LoginRecords<'_>, login: &Login) -> bool {
+        if self.skip_store(login) {
+            return false;
+        }
+        records.is_known().await.unwrap_or_else(|e| {
+            self.deps.outage.failed("looking up a legacy login", &e);
+            false
+        })
     }
 
     fn resting_here(&self, login: &Login, now: i64) -> Result<(), RefreshError> {
@@ -626,6 +677,14 @@ impl Inner {
         let rotates = login.rotates();
         let single_use = provider.rotation == Rotation::SingleUse;
         let mut marked = false;
+        if !self.skip_store(login) {
+            // Revocation marks the login under this lock.
+            match records.is_revoked().await {
+                Ok(true) => return Err(RefreshError::Revoked),
+                Ok(false) => {}
+                Err(e) => self.store_failed(rotates, "looking for a revocation", &e)?,
+            }
+        }
         if locked_until.is_some() {
             // Another instance may have finished between the first look
             // and taking the lock.
@@ -671,6 +730,16 @@ impl Inner {
                 refresh_token: login.claims.rt.clone(),
             }
         };
+        // A legacy AuthID the provider never accepted may be made up: it
+        // draws on a small budget of its own before the provider's.
+        let unknown_legacy =
+            login.legacy && newest.generation == 0 && !self.known_legacy(records, login).await;
+        if unknown_legacy {
+            if let Err(refusal) = deps.protection.admit_unknown_legacy(&provider.id) {
+                deps.metrics.throttle(&provider.id, refusal.label());
+                return Err(RefreshError::Refused(refusal));
+            }
+        }
         let deadline = locked_until.unwrap_or_else(|| Instant::now() + self.lease - LEASE_MARGIN);
         let permit =
             match tokio::time::timeout_at(deadline, deps.protection.admit(&provider.id, now)).await
@@ -718,6 +787,11 @@ impl Inner {
             Err(e) => return Err(e.into()),
         };
         deps.protection.succeeded(&provider.id);
+        if unknown_legacy && !self.skip_store(login) {
+            if let Err(e) = records.mark_known(provider.refresh_token_lifetime).await {
+                deps.outage.failed("noting a legacy login", &e);
+            }
+        }
 
         let rotated = grant.refresh_token.filter(|rt| rt != &newest.refresh_token);
         let was_rotated = rotated.is_some();
@@ -855,14 +929,20 @@ impl Inner {
         } else {
             None
         };
-        let token = Arc::new(CachedToken::new(
-            access_token,
-            expires_at,
-            login.provider.id.clone(),
-            new_authid.clone(),
-            login.key,
-            rotated,
-        ));
+        let token = Arc::new(
+            CachedToken::new(
+                access_token,
+                expires_at,
+                login.provider.id.clone(),
+                new_authid.clone(),
+                login.key,
+                rotated,
+            )
+            .watching(
+                LoginRecords::new(deps.store.as_ref(), &login.claims).revoked_key(),
+                deps.clock.now(),
+            ),
+        );
         self.cache.insert_login(login.key, Arc::clone(&token));
         if let Some(text) = &new_authid {
             // The new AuthID hits the cache straight away.

@@ -24,6 +24,10 @@ pub struct Login {
     pub(super) key: CacheKey,
     /// The client should get a re-sealed AuthID (legacy form, old key).
     pub(super) reseal: bool,
+    /// A legacy `v2:` AuthID: anyone can make one up, so its failures
+    /// count against the client's address and, until the provider has
+    /// accepted the login once, its calls draw on a small budget.
+    pub(super) legacy: bool,
 }
 
 impl Login {
@@ -53,15 +57,15 @@ pub(super) fn open(
     now: i64,
     text: &str,
 ) -> Result<Login, RefreshError> {
-    let (claims, reseal) = match authid::parse(text)? {
+    let (claims, reseal, legacy) = match authid::parse(text)? {
         AuthIdText::V3(jwe) => {
             let opened = keyring.open(jwe)?;
-            (opened.claims, !opened.by_primary)
+            (opened.claims, !opened.by_primary, false)
         }
         AuthIdText::Legacy(legacy) => {
             let claims =
                 Claims::from_legacy(legacy.service, Sensitive::new(legacy.refresh_token), now);
-            (claims, true)
+            (claims, true, true)
         }
     };
     let provider = catalogue
@@ -77,5 +81,6 @@ pub(super) fn open(
         claims,
         key,
         reseal,
+        legacy,
     })
 }

@@ -1,8 +1,10 @@
 //! One login's records in the store: the newest refresh token of a
 //! rotating login (versioned, so two instances can never both win a
 //! rotation), the access token it was last given, the refresh lock that
-//! lets one instance at a time call the provider, and the rest after a
-//! lost answer. Every id and value goes through the login's [`Vault`].
+//! lets one instance at a time call the provider, the rest after a lost
+//! answer, the mark of a revoked login and that of a legacy login the
+//! provider accepted. Every id and value goes through the login's
+//! [`Vault`].
 
 use std::time::Duration;
 
@@ -35,6 +37,15 @@ pub struct SharedToken {
 
 /// Proof of holding a login's lock: the random value written with it.
 pub struct LockToken([u8; 16]);
+
+/// Releases the lock at `key` if `token` still holds it.
+pub async fn release_lock(
+    store: &dyn Store,
+    key: &StoreKey,
+    token: &LockToken,
+) -> StoreResult<bool> {
+    store.delete_if(key, &token.0).await
+}
 
 pub struct LoginRecords<'a> {
     store: &'a dyn Store,
@@ -159,9 +170,13 @@ impl<'a> LoginRecords<'a> {
     /// Releases the lock if it is still ours (it may have expired and
     /// been taken by another instance).
     pub async fn unlock(&self, token: &LockToken) -> StoreResult<bool> {
-        self.store
-            .delete_if(&self.vault.key(Space::Lock), &token.0)
-            .await
+        release_lock(self.store, &self.lock_key(), token).await
+    }
+
+    /// The id of the login's refresh lock, for releasing it later without
+    /// the login's claims.
+    pub fn lock_key(&self) -> StoreKey {
+        self.vault.key(Space::Lock)
     }
 
     /// When the login's last single-use refresh answer was lost, if it was.
@@ -193,6 +208,41 @@ impl<'a> LoginRecords<'a> {
 
     pub async fn clear_interrupted(&self) -> StoreResult<()> {
         self.store.delete(&self.vault.key(Space::Interrupted)).await
+    }
+
+    /// The id of the login's revocation mark (kept with cached answers, so
+    /// a cache hit can look for it without the AuthID).
+    pub fn revoked_key(&self) -> StoreKey {
+        self.vault.key(Space::Revoked)
+    }
+
+    /// Whether the login was revoked, on any instance.
+    pub async fn is_revoked(&self) -> StoreResult<bool> {
+        Ok(self.store.get(&self.revoked_key()).await?.is_some())
+    }
+
+    /// Marks the login revoked for `ttl` (as long as its refresh token
+    /// could still be used at the provider). Only the entry's presence
+    /// counts; its id is an HMAC under the login secret, so no one without
+    /// an AuthID of the login can make or find it.
+    pub async fn mark_revoked(&self, ttl: Duration) -> StoreResult<()> {
+        self.store.put(&self.revoked_key(), vec![1], ttl).await
+    }
+
+    /// Whether the provider has accepted this (legacy) login before.
+    pub async fn is_known(&self) -> StoreResult<bool> {
+        Ok(self
+            .store
+            .get(&self.vault.key(Space::Known))
+            .await?
+            .is_some())
+    }
+
+    /// Notes that the provider accepted this (legacy) login, for `ttl`.
+    pub async fn mark_known(&self, ttl: Duration) -> StoreResult<()> {
+        self.store
+            .put(&self.vault.key(Space::Known), vec![1], ttl)
+            .await
     }
 
     /// Drops the login's records (after revocation).
@@ -299,5 +349,36 @@ mod tests {
         .unwrap();
         r.forget().await.unwrap();
         assert_eq!(store.entry_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn revocation_and_known_marks_belong_to_their_login() {
+        let store = MemoryStore::default();
+        let c = claims();
+        let r = LoginRecords::new(&store, &c);
+        let ttl = Duration::from_secs(60);
+        assert!(!r.is_revoked().await.unwrap());
+        assert!(!r.is_known().await.unwrap());
+        r.mark_revoked(ttl).await.unwrap();
+        r.mark_known(ttl).await.unwrap();
+        assert!(r.is_revoked().await.unwrap());
+        assert!(r.is_known().await.unwrap());
+        // Every AuthID of the login finds the mark; another login does not.
+        let mut rotated = c.clone();
+        rotated.rt = Sensitive::new("rt-9");
+        assert!(
+            LoginRecords::new(&store, &rotated)
+                .is_revoked()
+                .await
+                .unwrap()
+        );
+        let other = claims();
+        assert!(
+            !LoginRecords::new(&store, &other)
+                .is_revoked()
+                .await
+                .unwrap()
+        );
+        assert_eq!(r.revoked_key().space, Space::Revoked);
     }
 }

@@ -365,31 +365,162 @@ fn refresh_form_follows_provider_quirks() {
 }
 
 #[tokio::test]
-async fn forgetting_a_login_drops_every_authid_text_of_it() {
+async fn ending_a_login_revokes_the_newest_token_and_refuses_every_authid_of_it() {
     let f = fixture();
     f.client.push(
         200,
         r#"{"access_token":"at-1","expires_in":3600,"refresh_token":"rt-2"}"#,
     );
-    let authid = f.authid("box.com", "rt-1");
+    let pasted = f.authid("box.com", "rt-1");
     let newest = f
         .refresher
-        .refresh_for(&authid)
+        .refresh_for(&pasted)
         .await
         .unwrap()
         .new_authid()
         .unwrap()
         .to_string();
-    let login = f.refresher.open(&authid).unwrap();
-    f.refresher.forget(&authid, &login).await;
-    f.client.push(400, r#"{"error":"invalid_grant"}"#);
-    let err = f.refresher.refresh_for(&newest).await.unwrap_err();
-    assert_eq!(
-        err.label(),
-        "reauthorize",
-        "the other AuthID text is not served from cache"
+    let login = f.refresher.open(&pasted).unwrap();
+    let ending = f.refresher.begin_ending(&pasted, login).await.unwrap();
+    let tokens: Vec<_> = ending
+        .refresh_tokens()
+        .iter()
+        .map(|t| t.expose().to_string())
+        .collect();
+    assert_eq!(tokens, ["rt-2", "rt-1"], "the newest first");
+    ending.finish().await.unwrap();
+    for text in [&pasted, &newest] {
+        assert_eq!(
+            f.refresher.refresh_for(text).await.unwrap_err(),
+            RefreshError::Revoked
+        );
+    }
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), 1, "no call after");
+    let (records, _) = f.records_of(&pasted);
+    assert!(records.rotation().await.unwrap().is_none());
+    assert!(records.token(f.clock.now()).await.unwrap().is_none());
+    assert!(
+        records
+            .try_lock(Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_some()
     );
-    assert_eq!(f.client.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_abandoned_ending_leaves_the_login_as_it_was() {
+    let f = fixture();
+    let authid = f.authid("box.com", "rt-1");
+    f.refresher.refresh_for(&authid).await.unwrap();
+    let login = f.refresher.open(&authid).unwrap();
+    let ending = f.refresher.begin_ending(&authid, login).await.unwrap();
+    assert_eq!(ending.refresh_tokens().len(), 1);
+    ending.abandon().await;
+    assert!(f.refresher.refresh_for(&authid).await.is_ok());
+    let (records, _) = f.records_of(&authid);
+    assert!(
+        records
+            .try_lock(Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_cached_answer_ends_within_a_minute_of_a_revocation_elsewhere() {
+    let f = fixture();
+    let authid = f.authid("googledrive", "rt-1");
+    f.refresher.refresh_for(&authid).await.unwrap();
+    // Another instance on the same store ends the login.
+    let (records, _) = f.records_of(&authid);
+    records
+        .mark_revoked(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    records.forget().await.unwrap();
+    f.clock.advance(REVOCATION_RECHECK_SECS - 1);
+    assert!(
+        f.refresher.refresh_for(&authid).await.is_ok(),
+        "still cached"
+    );
+    f.clock.advance(1);
+    assert_eq!(
+        f.refresher.refresh_for(&authid).await.unwrap_err(),
+        RefreshError::Revoked
+    );
+    assert_eq!(
+        f.refresher.refresh_for(&authid).await.unwrap_err(),
+        RefreshError::Revoked,
+        "and it stays ended"
+    );
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn made_up_legacy_authids_have_a_budget_of_their_own_and_count_against_the_address() {
+    let f = fixture();
+    let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+    let (mut refused, mut reauthorize) = (0, 0);
+    // Google's budget is 50/s with a burst of 100: 5/s and 10 for these.
+    for i in 0..30 {
+        f.client.push(400, r#"{"error":"invalid_grant"}"#);
+        match f
+            .refresher
+            .refresh(&format!("v2:googledrive:made-up-{i}"), Some(ip))
+            .await
+        {
+            Err(RefreshError::Upstream(UpstreamError::Reauthorize { .. })) => reauthorize += 1,
+            Err(RefreshError::Refused(Refusal::UnknownLegacy(_))) => refused += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), reauthorize);
+    assert!(refused > 0 && reauthorize < 30, "{reauthorize} calls");
+    // Each refusal by the provider counted against the address.
+    let limit = Limits::default().bad_authids_per_minute as usize;
+    let left = (0..limit)
+        .take_while(|_| {
+            f.refresher
+                .inner
+                .bad_authids
+                .hit(&ip, f.clock.now())
+                .is_ok()
+        })
+        .count();
+    assert_eq!(left, limit - reauthorize);
+    // A sealed AuthID still has the provider's budget.
+    f.client.answers.lock().unwrap().clear();
+    let sealed = f.authid("googledrive", "rt-real");
+    assert!(f.refresher.refresh_for(&sealed).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_legacy_login_the_provider_accepted_leaves_the_small_budget() {
+    let f = fixture();
+    let real = "v2:googledrive:real-legacy-token";
+    assert!(f.refresher.refresh_for(real).await.is_ok());
+    f.clock.advance(3600);
+    // Made-up ones spend the budget of legacy AuthIDs never seen...
+    let mut spent = false;
+    for i in 0..200 {
+        f.client.push(400, r#"{"error":"invalid_grant"}"#);
+        let made_up = f
+            .refresher
+            .refresh_for(&format!("v2:googledrive:made-up-{i}"))
+            .await;
+        if let Err(RefreshError::Refused(Refusal::UnknownLegacy(_))) = made_up {
+            spent = true;
+            break;
+        }
+    }
+    assert!(spent);
+    f.client.answers.lock().unwrap().clear();
+    // ...and the known one, whose access token expired, is refreshed.
+    let calls = f.client.calls.load(Ordering::SeqCst);
+    assert!(f.refresher.refresh_for(real).await.is_ok());
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), calls + 1);
 }
 
 #[tokio::test]

@@ -351,14 +351,18 @@ impl Store for EmbeddedStore {
 
 /// Whether writes to this key's space must be on disk before they are
 /// acknowledged: the newest refresh token, a finished login waiting for
-/// `/fetch`, a used login state and a migrated grant must survive a crash;
-/// a lock, a cached access token or a backoff window may be lost.
+/// `/fetch`, a used login state, a migrated grant and a revocation must
+/// survive a crash; a lock, a cached access token, a backoff window or
+/// knowing a legacy login may be lost.
 fn durable(key: &StoreKey) -> bool {
     match key.space {
-        Space::Rotation | Space::Fetch | Space::UsedState | Space::Legacy | Space::Interrupted => {
-            true
-        }
-        Space::Token | Space::Lock | Space::Backoff => false,
+        Space::Rotation
+        | Space::Fetch
+        | Space::UsedState
+        | Space::Legacy
+        | Space::Interrupted
+        | Space::Revoked => true,
+        Space::Token | Space::Lock | Space::Backoff | Space::Known => false,
     }
 }
 

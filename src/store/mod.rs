@@ -1,7 +1,8 @@
 //! The store (SPEC 8): the state several instances share and that outlives
 //! a restart — the newest refresh token of rotating logins, the access
 //! token each login was last given, provider backoff windows, per-login
-//! refresh locks, the `/fetch` rendezvous and used login states.
+//! refresh locks, the `/fetch` rendezvous, used login states and revoked
+//! logins.
 //!
 //! The store is a small key-value interface with the few atomic operations
 //! the broker needs; every backend (memory, embedded, Redis) offers the
@@ -90,10 +91,15 @@ pub enum Space {
     Legacy,
     /// A single-use login whose last refresh answer was lost: it rests.
     Interrupted,
+    /// A revoked login: every AuthID of it is refused.
+    Revoked,
+    /// A legacy `v2:` login the provider has accepted: its refreshes no
+    /// longer draw on the small budget of legacy AuthIDs never seen.
+    Known,
 }
 
 impl Space {
-    pub const ALL: [Space; 8] = [
+    pub const ALL: [Space; 10] = [
         Space::Rotation,
         Space::Token,
         Space::Lock,
@@ -102,6 +108,8 @@ impl Space {
         Space::UsedState,
         Space::Legacy,
         Space::Interrupted,
+        Space::Revoked,
+        Space::Known,
     ];
 
     /// The name used in key names and metric labels.
@@ -115,6 +123,8 @@ impl Space {
             Self::UsedState => "state",
             Self::Legacy => "legacy",
             Self::Interrupted => "interrupted",
+            Self::Revoked => "revoked",
+            Self::Known => "known",
         }
     }
 }

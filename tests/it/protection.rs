@@ -410,3 +410,170 @@ async fn oversized_headers_get_431_json() {
     assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     assert_error_shape(&reply);
 }
+
+/// Anyone can make up `v2:<provider>:<token>`; each made-up one costs a
+/// provider call with the broker's credentials.
+#[tokio::test]
+async fn made_up_legacy_authids_leave_the_budget_of_sealed_authids_alone() {
+    let mock = MockProvider::start().await;
+    let broker = Setup::new(&mock, &["box.com"])
+        .tweak(|_, entry| entry["rateLimit"] = serde_json::json!({"perSecond": 10, "burst": 20}))
+        .build();
+    let mut held = 0;
+    for i in 0..60 {
+        let ip = format!("198.51.100.{}", i % 6 + 1);
+        let reply = broker
+            .refresh_from(&ip, &format!("v2:box.com:made-up-token-{i}"))
+            .await;
+        assert_error_shape(&reply);
+        match reply.status {
+            StatusCode::UNAUTHORIZED => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert!(
+                    reply.header("x-reason").unwrap().contains("legacy AuthIDs"),
+                    "{}",
+                    reply.body
+                );
+                held += 1;
+            }
+            other => panic!("{other}: {}", reply.body),
+        }
+    }
+    assert!(held > 0, "the made-up AuthIDs have a budget of their own");
+    let sealed = broker.seal("box.com", &mock.issue_refresh_token());
+    let real = broker.refresh(&sealed).await;
+    assert_eq!(real.status, StatusCode::OK, "{}", real.body);
+}
+
+#[tokio::test]
+async fn legacy_authids_the_provider_refuses_count_against_the_address() {
+    let mock = MockProvider::start().await;
+    let broker = Setup::new(&mock, &["googledrive"])
+        .limits(Limits {
+            bad_authids_per_minute: 5,
+            ..Limits::default()
+        })
+        .build();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let reply = broker
+            .refresh_from("203.0.113.9", &format!("v2:googledrive:made-up-{i}"))
+            .await;
+        assert_error_shape(&reply);
+        statuses.push(reply.status.as_u16());
+    }
+    assert_eq!(statuses[..5], [401; 5]);
+    assert_eq!(statuses[5..], [429; 7]);
+    assert_eq!(mock.token_calls(), 5);
+    // Another address is not held back by this one.
+    let other = broker
+        .refresh_from("203.0.113.10", "v2:googledrive:made-up-x")
+        .await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED);
+}
+
+/// A flood of callbacks with made-up codes: each login state is real (the
+/// attacker started the logins), each code is not.
+#[tokio::test]
+async fn anonymous_login_callbacks_pass_the_provider_quota() {
+    let mock = MockProvider::start().await;
+    let broker = Setup::new(&mock, &["googledrive"])
+        .tweak(|_, entry| entry["rateLimit"] = serde_json::json!({"perSecond": 2, "burst": 2}))
+        .build();
+    let mut callbacks = Vec::new();
+    for _ in 0..100 {
+        let started = crate::login::start(&broker, "/login?id=googledrive").await;
+        let state = crate::login::query(&started.authorize)["state"].clone();
+        callbacks.push((state, started.cookie));
+    }
+    let began = std::time::Instant::now();
+    let mut held = 0;
+    for (i, (state, cookie)) in callbacks.iter().enumerate() {
+        let path = format!(
+            "/logged-in?state={}&code=made-up-code-{i}",
+            url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()
+        );
+        let reply = crate::login::callback(&broker, &path, Some(cookie)).await;
+        match reply.status.as_u16() {
+            // The provider refused the made-up code.
+            400 => assert!(reply.body.contains("refused the login"), "{}", reply.body),
+            503 => {
+                assert!(reply.header("retry-after").is_some());
+                assert!(reply.body.contains("budget"), "{}", reply.body);
+                held += 1;
+            }
+            other => panic!("{other}: {}", reply.body),
+        }
+    }
+    let elapsed = began.elapsed().as_secs_f64();
+    // The quota allows its burst plus its rate over the time taken.
+    let allowed = 2 + (2.0 * elapsed).ceil() as usize;
+    let calls = mock.token_calls();
+    assert!(calls <= allowed, "{calls} token calls, {allowed} allowed");
+    assert_eq!(calls + held, 100);
+    assert_eq!(
+        broker
+            .app
+            .protection
+            .active_backoffs(broker.app.clock.now()),
+        0
+    );
+}
+
+#[tokio::test]
+async fn login_callbacks_token_logins_and_revocations_are_limited_per_address() {
+    let mock = MockProvider::start().await;
+    let broker = Setup::new(&mock, &["googledrive", "jottacloud"])
+        .limits(Limits {
+            login_attempts_per_minute: 3,
+            ..Limits::default()
+        })
+        .build();
+    let callback = |ip: &'static str| {
+        let request = axum::http::Request::builder()
+            .uri("/logged-in?state=ls1.made-up&code=made-up")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        broker.request_from(ip, request)
+    };
+    for _ in 0..3 {
+        assert_eq!(callback("192.0.2.1").await.status, StatusCode::BAD_REQUEST);
+    }
+    let page = callback("192.0.2.1").await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(retry_after(&page) >= 1);
+    assert!(page.body.contains("Too many logins"), "{}", page.body);
+
+    let token_login = axum::http::Request::builder()
+        .method("POST")
+        .uri("/cli-token-login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from("id=jottacloud&token=made-up"))
+        .unwrap();
+    let page = broker.request_from("192.0.2.1", token_login).await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry_after(&page) >= 1);
+
+    // Google's revocation endpoint takes the token alone.
+    mock.set_revoke_requires_client_auth(false);
+    let authid = broker.seal("googledrive", &mock.issue_refresh_token());
+    let json = broker
+        .request_from("192.0.2.1", crate::support::broker::revoke_request(&authid))
+        .await;
+    assert_eq!(json.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_error_shape(&json);
+    assert!(retry_after(&json) >= 1);
+    assert_eq!(mock.revoke_calls(), 0);
+
+    // Another address is not held back.
+    assert_eq!(callback("192.0.2.2").await.status, StatusCode::BAD_REQUEST);
+    let json = broker
+        .request_from("192.0.2.2", crate::support::broker::revoke_request(&authid))
+        .await;
+    assert_eq!(json.status, StatusCode::OK, "{}", json.body);
+}

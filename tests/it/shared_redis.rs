@@ -115,3 +115,16 @@ async fn while_redis_is_stopped_google_is_served_and_box_waits_then_goes_on_afte
     shared_store::while_the_store_is_down_google_is_served_and_box_waits_then_goes_on(&redis())
         .await;
 }
+
+#[tokio::test]
+async fn revoking_the_pasted_box_authid_after_rotations_ends_the_login_on_every_instance() {
+    shared_store::revoking_the_pasted_box_authid_after_rotations_ends_the_login_on_every_instance(
+        &redis(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn while_redis_is_stopped_revoking_a_rotating_login_changes_nothing() {
+    shared_store::revoking_a_rotating_login_while_the_store_is_down_changes_nothing(&redis()).await;
+}

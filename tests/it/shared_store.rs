@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use oauth_broker::authid::ServerKey;
 use oauth_broker::clock::{Clock, ManualClock, SystemClock};
+use oauth_broker::refresh::REVOCATION_RECHECK_SECS;
 use oauth_broker::store::Store;
 use serde_json::Value;
 
@@ -445,6 +446,95 @@ async fn an_authid_newer_than_the_store_is_believed_and_teaches_the_store() {
     deployment.assert_store_holds_no_secret(&[pasted, v2, v3, newest]);
 }
 
+/// A user pastes an AuthID, the client keeps presenting it (never
+/// `v2_authid`) while Box rotates the token on both instances, then the
+/// user revokes with that same pasted AuthID.
+pub async fn revoking_the_pasted_box_authid_after_rotations_ends_the_login_on_every_instance(
+    backend: &dyn Backend,
+) {
+    let mock = MockProvider::start().await;
+    mock.set_rotation(Rotation::SingleUse);
+    let deployment = Deployment::new(backend, &mock, &["box.com"]);
+    let instances = [deployment.instance(), deployment.instance()];
+    let pasted = instances[0].seal("box.com", &mock.issue_refresh_token());
+    let mut newest = String::new();
+    for run in 0..4 {
+        if run > 0 {
+            deployment.clock.advance(3600);
+        }
+        let json = ok_json(&instances[run % 2].refresh(&pasted).await, "run");
+        newest = json["v2_authid"].as_str().expect("rotated").to_string();
+    }
+    let newest_rt = refresh_token_in(&instances[0], &newest);
+    let pasted_rt = refresh_token_in(&instances[0], &pasted);
+    assert!(mock.is_valid_refresh_token(&newest_rt));
+    assert_eq!(mock.token_calls(), 4);
+
+    let revoked = instances[0].revoke(&pasted).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
+    assert_eq!(revoked.json()["result"], "revoked");
+    let sent = mock.revoked();
+    assert_eq!(
+        sent.first(),
+        Some(&newest_rt),
+        "the newest token is revoked, not the spent one in the AuthID"
+    );
+    assert!(sent.iter().all(|t| *t == newest_rt || *t == pasted_rt));
+    assert!(!mock.is_valid_refresh_token(&newest_rt));
+
+    // Every AuthID of the login is refused: here, on a fresh instance,
+    // and (once its cached answer is looked at again, within a minute)
+    // on the instance that served the last run.
+    let fresh = deployment.instance();
+    for broker in [&instances[0], &fresh] {
+        for text in [&pasted, &newest] {
+            let reply = broker.refresh(text).await;
+            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+            assert_error_shape(&reply);
+            assert!(reply.header("x-reason").unwrap().contains("revoked"));
+        }
+    }
+    deployment.clock.advance(REVOCATION_RECHECK_SECS);
+    for text in [&newest, &pasted] {
+        let reply = instances[1].refresh(text).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    }
+    assert_eq!(mock.token_calls(), 4, "no refresh reached the provider");
+    deployment.assert_store_holds_no_secret(&[pasted, newest]);
+}
+
+pub async fn revoking_a_rotating_login_while_the_store_is_down_changes_nothing(
+    backend: &dyn Backend,
+) {
+    let mock = MockProvider::start().await;
+    mock.set_rotation(Rotation::SingleUse);
+    let deployment = Deployment::new(backend, &mock, &["box.com"]);
+    let one = deployment.instance();
+    let pasted = one.seal("box.com", &mock.issue_refresh_token());
+    ok_json(&one.refresh(&pasted).await, "rotation");
+
+    deployment.backend.set_down(true);
+    let held = one.revoke(&pasted).await;
+    assert_eq!(
+        held.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        held.body
+    );
+    assert_error_shape(&held);
+    assert_eq!(held.header("retry-after"), Some("5"));
+    assert_eq!(
+        mock.revoke_calls(),
+        0,
+        "no token was sent that may be stale"
+    );
+
+    deployment.backend.set_down(false);
+    deployment.clock.advance(3600);
+    ok_json(&one.refresh(&pasted).await, "the login goes on");
+    assert_eq!(mock.spent_token_presentations(), 0);
+}
+
 /// The scenarios on in-memory stores shared by in-process instances.
 mod memory {
     use super::*;
@@ -488,6 +578,21 @@ mod memory {
     async fn while_the_store_is_down_google_is_served_and_box_waits_then_goes_on() {
         let store = store();
         super::while_the_store_is_down_google_is_served_and_box_waits_then_goes_on(&store).await;
+        assert!(store.failures() > 0, "the store was down");
+    }
+
+    #[tokio::test]
+    async fn revoking_the_pasted_box_authid_after_rotations_ends_the_login_on_every_instance() {
+        super::revoking_the_pasted_box_authid_after_rotations_ends_the_login_on_every_instance(
+            &store(),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn revoking_a_rotating_login_while_the_store_is_down_changes_nothing() {
+        let store = store();
+        super::revoking_a_rotating_login_while_the_store_is_down_changes_nothing(&store).await;
         assert!(store.failures() > 0, "the store was down");
     }
 }

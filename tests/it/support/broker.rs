@@ -299,6 +299,31 @@ impl Broker {
         }
     }
 
+    /// A request as if it came over a connection from `ip` (what the
+    /// server's connection loop records for the client address).
+    pub async fn request_from(&self, ip: &str, mut request: Request<Body>) -> Reply {
+        let peer = std::net::SocketAddr::new(ip.parse().expect("address"), 40000);
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        self.request(request).await
+    }
+
+    /// [`Broker::refresh`] from the client address `ip`.
+    pub async fn refresh_from(&self, ip: &str, authid: &str) -> Reply {
+        let request = Request::builder()
+            .uri("/refresh")
+            .header("X-AuthID", authid)
+            .body(Body::empty())
+            .expect("request");
+        self.request_from(ip, request).await
+    }
+
+    /// `POST /revoke` with `X-AuthID`, as a program revokes.
+    pub async fn revoke(&self, authid: &str) -> Reply {
+        self.request(revoke_request(authid)).await
+    }
+
     /// `GET /refresh` shaped like Duplicati's request.
     pub async fn refresh(&self, authid: &str) -> Reply {
         let request = Request::builder()
@@ -380,6 +405,16 @@ impl Broker {
         ));
         format!("http://{addr}")
     }
+}
+
+/// `POST /revoke` with `X-AuthID`.
+pub fn revoke_request(authid: &str) -> Request<Body> {
+    Request::builder()
+        .method(Method::POST)
+        .uri("/revoke")
+        .header("X-AuthID", authid)
+        .body(Body::empty())
+        .expect("request")
 }
 
 /// A fresh server key, for instances that must share one.
