@@ -1,8 +1,9 @@
 //! Refreshing: AuthID in, access token out.
 //!
 //! A cache hit costs a keyed hash and one map lookup, and leaves the
-//! process only once a minute per login, to look for a revocation. A miss opens the AuthID, applies the per-login limits, and
-//! joins or starts this instance's one flight for the login. The flight
+//! process only once a minute per login, to look for a revocation. A miss
+//! opens the AuthID, applies the per-login limits, and joins or starts
+//! this instance's one flight for the login. The flight
 //! serves a token another instance obtained if the store has one;
 //! otherwise it takes the login's lock across instances, resolves the
 //! newest refresh token, passes the provider's protection, calls the
