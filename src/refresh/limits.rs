@@ -18,11 +18,14 @@ const SHARDS: usize = 16;
 /// shards), so one full shard does not evict while others are empty.
 const MIN_PER_SHARD: usize = 256;
 
+/// One shard: each key with its window.
+type Shard<K> = HashTable<(K, Window)>;
+
 pub struct WindowLimiter<K> {
     limit: u32,
     window_secs: i64,
     hasher: RandomState,
-    shards: Box<[Mutex<HashTable<(K, Window)>>]>,
+    shards: Box<[Mutex<Shard<K>>]>,
     per_shard: usize,
 }
 
@@ -48,7 +51,7 @@ impl<K: Hash + Eq + Clone> WindowLimiter<K> {
     }
 
     /// The key's hash and its shard (from bits the slot does not use).
-    fn shard(&self, key: &K) -> (u64, &Mutex<HashTable<(K, Window)>>) {
+    fn shard(&self, key: &K) -> (u64, &Mutex<Shard<K>>) {
         let hash = self.hasher.hash_one(key);
         let shard = &self.shards[(hash >> 48) as usize % self.shards.len()];
         (hash, shard)
@@ -88,7 +91,7 @@ impl<K: Hash + Eq + Clone> WindowLimiter<K> {
 
     /// A full shard drops ended windows; if that is not enough, the eighth
     /// of its keys seen least often in their window.
-    fn make_room(&self, shard: &mut HashTable<(K, Window)>, now: i64) {
+    fn make_room(&self, shard: &mut Shard<K>, now: i64) {
         let window = self.window_secs;
         shard.retain(|(_, w)| now - w.start < window);
         let keep = self.per_shard - (self.per_shard / 8).max(1);
