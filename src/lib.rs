@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod authid;
+pub mod cause;
 pub mod cli;
 pub mod clock;
 pub mod config;

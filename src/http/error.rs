@@ -1,22 +1,58 @@
-//! The one error type at the HTTP edge. It decides the status, the
-//! `X-Reason` text and `Retry-After`; every error is JSON
-//! `{"error": "<message>"}`.
+//! The one error type at the HTTP edge. Every domain error converts into
+//! it (`From`), and the conversion decides the status, the text the user
+//! reads and `Retry-After`, and keeps the cause. It renders as JSON here
+//! (`{"error": ...}` with `X-Reason`) or as a page through `page::error`.
+//! Either way the cause travels in a response extension to the one line
+//! the middleware logs for each error answer; it is never in the answer.
 
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::authid::AuthIdError;
-use crate::provider::UpstreamError;
-use crate::refresh::RefreshError;
+use crate::cause::Cause;
+use crate::login::{LoginError, RevokeError};
+use crate::provider::{Attempt, UpstreamError};
+use crate::refresh::{RefreshError, STORE_RETRY_AFTER};
 
-/// An error answered to a client. The message is shown to users: it must
-/// never carry a token, secret or AuthID.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An error answered to a client.
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
+    /// Shown to users: never a token, secret or AuthID.
     pub message: String,
     pub retry_after: Option<u64>,
+    /// The user must create a new AuthID: the text ends by saying where,
+    /// which the edge knows (`PUBLIC_URL`) and the domain does not.
+    new_authid: bool,
+    /// How the error looks as a page.
+    pub(super) page: PageHints,
+    /// What went wrong inside: logged, never answered.
+    cause: Option<Cause>,
+}
+
+/// The parts of an error page beyond status and text.
+#[derive(Debug, Clone)]
+pub(super) struct PageHints {
+    pub title: &'static str,
+    /// The provider whose login the page offers to start again.
+    pub restart: Option<String>,
+    /// Also point to where the application's access is removed at that
+    /// provider (it kept an earlier consent).
+    pub deauth: bool,
+}
+
+impl Default for PageHints {
+    fn default() -> Self {
+        Self {
+            title: "The request did not work",
+            restart: None,
+            deauth: false,
+        }
+    }
 }
 
 impl ApiError {
@@ -25,6 +61,9 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after: None,
+            new_authid: false,
+            page: PageHints::default(),
+            cause: None,
         }
     }
 
@@ -36,92 +75,59 @@ impl ApiError {
         self.retry_after = Some(seconds.max(1));
         self
     }
-}
 
-impl ApiError {
-    /// Maps a refresh failure to its status and a reason the user can act
-    /// on. `public_base` is where a new AuthID can be created.
-    pub fn from_refresh(e: RefreshError, public_base: &str) -> Self {
-        match e {
-            RefreshError::AuthId(e) if e.is_unauthorized() => Self::new(
-                StatusCode::UNAUTHORIZED,
-                format!("{e}; create a new AuthID at {public_base}"),
-            ),
-            RefreshError::AuthId(e) => e.into(),
-            e @ (RefreshError::UnknownProvider(_) | RefreshError::AccessTokenOnly(_)) => {
-                Self::bad_request(e.to_string())
-            }
-            RefreshError::Upstream(e) => Self::from_upstream(e, public_base),
-            e @ RefreshError::Revoked => Self::new(
-                StatusCode::UNAUTHORIZED,
-                format!("{e}; create a new AuthID at {public_base}"),
-            ),
-            e @ RefreshError::Refused(refusal) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-                    .with_retry_after(refusal.retry_after())
-            }
-            e @ RefreshError::Interrupted { retry_after } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-                    .with_retry_after(retry_after)
-            }
-            e @ RefreshError::InProgress { retry_after } => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-                    .with_retry_after(retry_after)
-            }
-            e @ RefreshError::StoreUnavailable => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-                    .with_retry_after(crate::refresh::STORE_RETRY_AFTER)
-            }
-            e @ RefreshError::TooMany { retry_after, .. } => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
-                    .with_retry_after(retry_after)
-            }
-            e @ (RefreshError::Seal | RefreshError::Internal) => {
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }
+    /// The heading when the error is shown as a page.
+    pub fn titled(mut self, title: &'static str) -> Self {
+        self.page.title = title;
+        self
+    }
+
+    fn with_cause(mut self, cause: Option<Cause>) -> Self {
+        self.cause = cause;
+        self
+    }
+
+    fn telling_where_to_create_an_authid(mut self) -> Self {
+        self.new_authid = true;
+        self
+    }
+
+    /// The text the user reads. `public_base` (`PUBLIC_URL`) completes a
+    /// text that sends the user to create a new AuthID.
+    pub fn text(&self, public_base: Option<&str>) -> Cow<'_, str> {
+        match (self.new_authid, public_base) {
+            (false, _) => Cow::Borrowed(&self.message),
+            (true, Some(base)) => format!("{}; create a new AuthID at {base}", self.message).into(),
+            (true, None) => format!("{}; create a new AuthID", self.message).into(),
         }
     }
 
-    pub fn from_upstream(e: UpstreamError, public_base: &str) -> Self {
-        match e {
-            UpstreamError::Reauthorize { .. } => Self::new(
-                StatusCode::UNAUTHORIZED,
-                format!(
-                    "The provider no longer accepts this login; create a new AuthID at {public_base}"
-                ),
-            ),
-            UpstreamError::Misconfigured { .. } => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "The provider refused this server's registration; the operator must fix it",
-            ),
-            UpstreamError::Throttled { retry_after } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The provider is throttling requests; try again later",
-            )
-            .with_retry_after(retry_after.map_or(DEFAULT_RETRY_AFTER, |d| d.as_secs())),
-            UpstreamError::Unavailable { detail } => Self::new(
-                StatusCode::BAD_GATEWAY,
-                format!("The provider failed ({detail}); try again later"),
-            ),
-            UpstreamError::Timeout => Self::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "The provider did not answer in time; try again later",
-            ),
+    pub(super) fn cause(&self) -> Option<&Cause> {
+        self.cause.as_ref()
+    }
+
+    /// The JSON answer: `{"error": text}`, `X-Reason`, `Retry-After`, never
+    /// cached.
+    fn json(&self, public_base: Option<&str>) -> Response {
+        let text = self.text(public_base);
+        let mut response = (self.status, axum::Json(json!({ "error": text }))).into_response();
+        let headers = response.headers_mut();
+        set_reason(headers, &text);
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        response
     }
 }
 
-/// Seconds a throttled client is told to wait when the provider gave none.
-const DEFAULT_RETRY_AFTER: u64 = 60;
-
-impl From<AuthIdError> for ApiError {
-    fn from(e: AuthIdError) -> Self {
-        if e.is_unauthorized() {
-            Self::new(StatusCode::UNAUTHORIZED, e.to_string())
-        } else {
-            Self::bad_request(e.to_string())
-        }
-    }
+/// `X-Reason` with the text, readable by scripts of other origins.
+pub(super) fn set_reason(headers: &mut HeaderMap, text: &str) {
+    headers.insert(HeaderName::from_static("x-reason"), header_text(text));
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("X-Reason"),
+    );
 }
 
 /// One line, printable ASCII, bounded: safe for a header.
@@ -140,24 +146,172 @@ fn header_text(message: &str) -> HeaderValue {
     HeaderValue::from_str(clean.trim()).unwrap_or_else(|_| HeaderValue::from_static("error"))
 }
 
+/// What an error answer leaves in its extensions for the middleware.
+#[derive(Clone)]
+pub(super) struct Report {
+    cause: Option<Cause>,
+    /// A JSON answer whose text must still say where to create a new
+    /// AuthID.
+    unfinished: Option<Arc<ApiError>>,
+}
+
+impl Report {
+    pub(super) fn cause(cause: Option<Cause>) -> Self {
+        Self {
+            cause,
+            unfinished: None,
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = axum::Json(json!({ "error": self.message }));
-        let mut response = (self.status, body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            HeaderName::from_static("x-reason"),
-            header_text(&self.message),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("X-Reason"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Some(seconds) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
+        let mut response = self.json(None);
+        let report = Report {
+            cause: self.cause.clone(),
+            unfinished: self.new_authid.then(|| Arc::new(self)),
+        };
+        response.extensions_mut().insert(report);
         response
+    }
+}
+
+/// Finishes an answer on its way out: a JSON error that sends the user to
+/// create a new AuthID is rendered again with `PUBLIC_URL`. Returns the
+/// cause to log with the answer.
+pub(super) fn finish(response: &mut Response, public_base: &str) -> Option<Cause> {
+    let report = response.extensions_mut().remove::<Report>()?;
+    if let Some(error) = report.unfinished {
+        *response = error.json(Some(public_base));
+    }
+    report.cause
+}
+
+impl From<AuthIdError> for ApiError {
+    fn from(e: AuthIdError) -> Self {
+        if e.is_unauthorized() {
+            Self::new(StatusCode::UNAUTHORIZED, e.to_string())
+        } else {
+            Self::bad_request(e.to_string())
+        }
+    }
+}
+
+/// A refresh failure: its status and a reason the user can act on.
+impl From<RefreshError> for ApiError {
+    fn from(e: RefreshError) -> Self {
+        let text = e.to_string();
+        let cause = e.cause().cloned();
+        match e {
+            RefreshError::AuthId(e) if e.is_unauthorized() => {
+                Self::from(e).telling_where_to_create_an_authid()
+            }
+            RefreshError::AuthId(e) => e.into(),
+            RefreshError::UnknownProvider(_) | RefreshError::AccessTokenOnly(_) => {
+                Self::bad_request(text)
+            }
+            RefreshError::Upstream(e) => e.into(),
+            RefreshError::Revoked => {
+                Self::new(StatusCode::UNAUTHORIZED, text).telling_where_to_create_an_authid()
+            }
+            RefreshError::Refused(refusal) => Self::new(StatusCode::SERVICE_UNAVAILABLE, text)
+                .with_retry_after(refusal.retry_after()),
+            RefreshError::Interrupted { retry_after }
+            | RefreshError::InProgress { retry_after } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, text).with_retry_after(retry_after)
+            }
+            RefreshError::StoreUnavailable => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, text).with_retry_after(STORE_RETRY_AFTER)
+            }
+            RefreshError::TooMany { retry_after, .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, text).with_retry_after(retry_after)
+            }
+            RefreshError::Seal(_) | RefreshError::Internal => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, text).with_cause(cause)
+            }
+        }
+    }
+}
+
+/// Seconds a throttled client is told to wait when the provider gave none.
+const DEFAULT_RETRY_AFTER: u64 = 60;
+
+/// A provider's refusal or failure, after a refresh or during a login: the
+/// one mapping of provider failures to HTTP. The provider's own words (its
+/// OAuth code) are logged where the request was made, not here.
+fn upstream(e: &UpstreamError, attempt: Attempt) -> ApiError {
+    let status = match e {
+        UpstreamError::Reauthorize { .. } if attempt == Attempt::Login => StatusCode::BAD_REQUEST,
+        UpstreamError::Reauthorize { .. } => StatusCode::UNAUTHORIZED,
+        UpstreamError::Misconfigured { .. } | UpstreamError::Unavailable { .. } => {
+            StatusCode::BAD_GATEWAY
+        }
+        UpstreamError::Throttled { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+    };
+    let error = ApiError::new(status, e.advice(attempt));
+    match e {
+        UpstreamError::Reauthorize { .. } if attempt == Attempt::Refresh => {
+            error.telling_where_to_create_an_authid()
+        }
+        UpstreamError::Throttled { retry_after } => {
+            error.with_retry_after(retry_after.map_or(DEFAULT_RETRY_AFTER, |d| d.as_secs()))
+        }
+        _ => error,
+    }
+}
+
+/// A provider's refusal of a refresh or a revocation.
+impl From<UpstreamError> for ApiError {
+    fn from(e: UpstreamError) -> Self {
+        upstream(&e, Attempt::Refresh)
+    }
+}
+
+impl From<RevokeError> for ApiError {
+    fn from(e: RevokeError) -> Self {
+        match e {
+            RevokeError::AuthId(e) | RevokeError::Held(e) => e.into(),
+            RevokeError::Upstream(e) => e.into(),
+        }
+    }
+}
+
+/// A login that produced no AuthID: usually shown as a page, which can
+/// offer to start the login again.
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> Self {
+        let mut error = match &e {
+            LoginError::Upstream { error, .. } => upstream(error, Attempt::Login),
+            LoginError::UnknownProvider => Self::new(StatusCode::NOT_FOUND, ""),
+            LoginError::BadInput(_)
+            | LoginError::State(_)
+            | LoginError::Expired { .. }
+            | LoginError::WrongBrowser
+            | LoginError::Replayed { .. }
+            | LoginError::Declined { .. }
+            | LoginError::HostNotAllowed(_) => Self::new(StatusCode::BAD_REQUEST, ""),
+            LoginError::NoRefreshToken { .. } => Self::new(StatusCode::CONFLICT, ""),
+            LoginError::Held { refusal, .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, "")
+                .with_retry_after(refusal.retry_after()),
+            LoginError::TooMany { retry_after } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "").with_retry_after(*retry_after)
+            }
+            LoginError::Seal(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, ""),
+        };
+        error.message = e.message();
+        error.page = PageHints {
+            title: match &e {
+                LoginError::UnknownProvider => "Unknown provider",
+                LoginError::Expired { .. } => "The login has expired",
+                LoginError::NoRefreshToken { .. } => "No lasting access was granted",
+                LoginError::Declined { .. } => "Access was not granted",
+                _ => "The login did not work",
+            },
+            restart: e.restart().map(str::to_string),
+            deauth: matches!(e, LoginError::NoRefreshToken { .. }),
+        };
+        error.with_cause(e.cause())
     }
 }
 
@@ -174,6 +328,7 @@ pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::login::state::StateError;
 
     #[test]
     fn header_text_is_one_clean_line() {
@@ -190,6 +345,61 @@ mod tests {
         assert_eq!(
             ApiError::from(AuthIdError::RetiredKey).status,
             StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn a_refresh_the_provider_refuses_for_good_says_where_to_create_an_authid() {
+        let e = ApiError::from(RefreshError::Upstream(UpstreamError::Reauthorize {
+            code: "invalid_grant".into(),
+        }));
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            e.text(Some("https://broker.example")),
+            "The provider no longer accepts this login; create a new AuthID at https://broker.example"
+        );
+        let login = ApiError::from(LoginError::Upstream {
+            provider: "box.com".into(),
+            error: UpstreamError::Reauthorize {
+                code: "invalid_grant".into(),
+            },
+        });
+        assert_eq!(login.status, StatusCode::BAD_REQUEST);
+        assert!(!login.text(Some("https://b.example")).contains("b.example"));
+    }
+
+    #[test]
+    fn a_cause_is_kept_but_never_in_the_text() {
+        let e = ApiError::from(RefreshError::Seal(Cause::new("josekit: key unusable")));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(e.cause().unwrap().to_string(), "josekit: key unusable");
+        assert!(!e.text(None).contains("josekit"));
+        let login = ApiError::from(LoginError::Upstream {
+            provider: "box.com".into(),
+            error: UpstreamError::Misconfigured {
+                code: "invalid_scope".into(),
+            },
+        });
+        assert!(login.cause().unwrap().to_string().contains("invalid_scope"));
+        assert!(!login.text(None).contains("invalid_scope"));
+    }
+
+    #[test]
+    fn login_errors_have_a_status_title_and_restart() {
+        let e = ApiError::from(LoginError::NoRefreshToken {
+            provider: "box.com".into(),
+        });
+        assert_eq!(e.status, StatusCode::CONFLICT);
+        assert_eq!(e.page.title, "No lasting access was granted");
+        assert_eq!(e.page.restart.as_deref(), Some("box.com"));
+        assert!(e.page.deauth);
+        let e = ApiError::from(LoginError::State(StateError::Invalid));
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.page.title, "The login did not work");
+        assert!(e.page.restart.is_none());
+        assert_eq!(
+            ApiError::from(LoginError::UnknownProvider).status,
+            StatusCode::NOT_FOUND
         );
     }
 }

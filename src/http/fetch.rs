@@ -2,7 +2,7 @@
 //! `/fetch` answers JSONP when asked with a safe callback name.
 
 use axum::extract::State;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -36,7 +36,7 @@ pub async fn fetch(State(app): State<SharedApp>, params: Params) -> Result<Respo
         Err(e) => Err(e),
     };
     Ok(match callback {
-        Some(name) => jsonp(&name, answer),
+        Some(name) => jsonp(&name, answer, app.settings.public_base()),
         None => match answer {
             Ok(body) => json_no_store(body),
             Err(e) => e.into_response(),
@@ -67,7 +67,7 @@ pub async fn token_state(
 
 fn token_of(params: &Params) -> Result<FetchToken, ApiError> {
     LoginService::fetch_token(params.get("token"))
-        .map_err(|e| ApiError::bad_request(e.message()))?
+        .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::bad_request("Missing token"))
 }
 
@@ -80,7 +80,7 @@ fn no_such_token() -> ApiError {
 
 fn store_unavailable(app: &SharedApp, e: &StoreError) -> ApiError {
     app.outage.failed("reading a fetch token", e);
-    ApiError::from_refresh(RefreshError::StoreUnavailable, app.settings.public_base())
+    RefreshError::StoreUnavailable.into()
 }
 
 fn json_no_store(body: Value) -> Response {
@@ -92,10 +92,13 @@ fn json_no_store(body: Value) -> Response {
 /// JSONP answers are always 200: a script that fails to load tells the
 /// page nothing, while `{"error": ...}` lets it show the reason (as the
 /// original service did). `X-Reason` still carries it.
-fn jsonp(callback: &str, answer: Result<Value, ApiError>) -> Response {
+fn jsonp(callback: &str, answer: Result<Value, ApiError>, public_base: &str) -> Response {
     let (body, reason) = match answer {
         Ok(body) => (body, None),
-        Err(e) => (json!({ "error": e.message }), Some(e.message)),
+        Err(e) => {
+            let text = e.text(Some(public_base)).into_owned();
+            (json!({ "error": text }), Some(text))
+        }
     };
     let mut response = format!("/**/{callback}({body});").into_response();
     let headers = response.headers_mut();
@@ -104,12 +107,8 @@ fn jsonp(callback: &str, answer: Result<Value, ApiError>) -> Response {
         HeaderValue::from_static("application/javascript; charset=utf-8"),
     );
     super::refresh::no_store(headers);
-    if let Some(v) = reason.and_then(|r| HeaderValue::from_str(&r).ok()) {
-        headers.insert(HeaderName::from_static("x-reason"), v);
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("X-Reason"),
-        );
+    if let Some(text) = reason {
+        super::error::set_reason(headers, &text);
     }
     response
 }

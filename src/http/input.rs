@@ -108,7 +108,7 @@ impl FromRequest<SharedApp> for PageParams {
         read_params(request)
             .await
             .map(Self)
-            .map_err(|e| page::error_page(app, e.status, "Bad request", &e.message))
+            .map_err(|e| page::error(app, e.titled("Bad request")))
     }
 }
 
@@ -121,11 +121,13 @@ impl FromRequest<SharedApp> for OwnForm {
 
     async fn from_request(request: Request, app: &SharedApp) -> Result<Self, Page> {
         if !page::same_site_form(app, request.headers()) {
-            return Err(page::error_page(
+            return Err(page::error(
                 app,
-                StatusCode::FORBIDDEN,
-                "Refused",
-                "This form can only be sent from this site's own page",
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "This form can only be sent from this site's own page",
+                )
+                .titled("Refused"),
             ));
         }
         PageParams::from_request(request, app)

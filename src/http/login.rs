@@ -49,10 +49,10 @@ pub async fn login(State(app): State<SharedApp>, PageParams(params): PageParams)
             let provider = app.catalogue().get(&provider).cloned();
             match provider {
                 Some(p) => redirect(&page::login_href(&app, &p, params.get("token")), None),
-                None => page::login_error(&app, &LoginError::UnknownProvider).into_response(),
+                None => page::error(&app, LoginError::UnknownProvider).into_response(),
             }
         }
-        Err(e) => page::login_error(&app, &e).into_response(),
+        Err(e) => page::error(&app, e).into_response(),
     }
 }
 
@@ -108,7 +108,7 @@ pub async fn logged_in(
     };
     let page = match result {
         Ok(finished) => success_page(&app, &finished),
-        Err(e) => page::login_error(&app, &e),
+        Err(e) => page::error(&app, e),
     };
     if clear {
         page.with_cookie(page::login_cookie(&app, "", 0))
@@ -125,7 +125,7 @@ pub async fn cli_token_login(
 ) -> Page {
     let fetch_token = match LoginService::fetch_token(params.get("fetchtoken")) {
         Ok(t) => t,
-        Err(e) => return page::login_error(&app, &e),
+        Err(e) => return page::error(&app, e),
     };
     let result = app
         .login
@@ -139,7 +139,7 @@ pub async fn cli_token_login(
     record_finish(&app, &result);
     match result {
         Ok(finished) => success_page(&app, &finished),
-        Err(e) => page::login_error(&app, &e),
+        Err(e) => page::error(&app, e),
     }
 }
 

@@ -127,13 +127,21 @@ pub(super) fn over_header_limits(bytes: usize, count: usize) -> bool {
     bytes > MAX_HEADER_BYTES || count > MAX_HEADERS
 }
 
-/// Per matched route: refuses oversized headers, counts requests by route
-/// template (never the raw path) and status, and logs error answers (client
-/// errors at info, server errors at warn; successes only at debug, the
-/// metrics count them). One function, so the route service is cloned once
-/// per request, not once per concern.
+/// What [`per_route`] needs.
+pub struct Edge {
+    pub metrics: Arc<Metrics>,
+    /// `PUBLIC_URL` without a trailing slash: where a new AuthID is created.
+    pub public_base: String,
+}
+
+/// Per matched route: refuses oversized headers, finishes error answers
+/// (see [`error::finish`]), counts requests by route template (never the
+/// raw path) and status, and logs error answers with their cause, once
+/// (client errors at info, server errors at warn; successes only at debug,
+/// the metrics count them). One function, so the route service is cloned
+/// once per request, not once per concern.
 async fn per_route(
-    State(metrics): State<Arc<Metrics>>,
+    State(edge): State<Arc<Edge>>,
     request: axum::extract::Request,
     next: Next,
 ) -> Response<Body> {
@@ -142,7 +150,7 @@ async fn per_route(
     let route = route.as_ref().map_or("other", MatchedPath::as_str);
     let method = request.method().clone();
     let id = request.headers().get(&REQUEST_ID).cloned();
-    let response = if headers_too_large(request.headers()) {
+    let mut response = if headers_too_large(request.headers()) {
         ApiError::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "The request headers are too large",
@@ -151,15 +159,17 @@ async fn per_route(
     } else {
         next.run(request).await
     };
+    let cause = error::finish(&mut response, &edge.public_base);
     let status = response.status().as_u16();
-    metrics.http_requests.inc(route, &status);
+    edge.metrics.http_requests.inc(route, &status);
     if status >= 400 {
         let id = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         let ms = started.elapsed().as_millis() as u64;
+        let cause = cause.as_ref().map(tracing::field::display);
         if status >= 500 {
-            tracing::warn!(id, %method, route, status, ms, "answered");
+            tracing::warn!(id, %method, route, status, ms, cause, "answered");
         } else {
-            tracing::info!(id, %method, route, status, ms, "answered");
+            tracing::info!(id, %method, route, status, ms, cause, "answered");
         }
     }
     response
@@ -178,12 +188,7 @@ async fn overloaded(_: tower::BoxError) -> ApiError {
 /// every request. Outermost first. `permits` is the one concurrency limit
 /// of all routes (shared with the `/refresh` fast path, which answers only
 /// while a permit is free).
-pub fn apply(
-    routes: Router,
-    metrics: Arc<Metrics>,
-    ids: RequestIds,
-    permits: Arc<Semaphore>,
-) -> Router {
+pub fn apply(routes: Router, edge: Edge, ids: RequestIds, permits: Arc<Semaphore>) -> Router {
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), ids))
         .layer(
@@ -212,7 +217,10 @@ pub fn apply(
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits));
     routes
-        .route_layer(axum::middleware::from_fn_with_state(metrics, per_route))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(edge),
+            per_route,
+        ))
         .layer(stack)
 }
 

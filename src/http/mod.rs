@@ -36,7 +36,10 @@ pub fn router(app: SharedApp) -> FastRefresh {
 /// Every route with the middleware stack, and what the fast path shares
 /// with the stack: the request ids and the concurrency limit's permits.
 fn full_stack(app: SharedApp) -> (Router, middleware::RequestIds, Arc<tokio::sync::Semaphore>) {
-    let metrics = Arc::clone(&app.metrics);
+    let edge = middleware::Edge {
+        metrics: Arc::clone(&app.metrics),
+        public_base: app.settings.public_base().to_string(),
+    };
     let ids = middleware::RequestIds::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(
         app.settings.limits.max_concurrent_requests.max(1),
@@ -64,6 +67,6 @@ fn full_stack(app: SharedApp) -> (Router, middleware::RequestIds, Arc<tokio::syn
     if let Some(demo) = demo {
         routes = routes.merge(demo);
     }
-    let full = middleware::apply(routes, metrics, ids.clone(), Arc::clone(&permits));
+    let full = middleware::apply(routes, edge, ids.clone(), Arc::clone(&permits));
     (full, ids, permits)
 }

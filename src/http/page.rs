@@ -7,8 +7,11 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::ApiError;
+use super::error::Report;
 use crate::app::App;
-use crate::login::{FetchToken, LoginError};
+use crate::cause::Cause;
+use crate::login::FetchToken;
 use crate::provider::Provider;
 use crate::secret::random_id;
 
@@ -24,6 +27,8 @@ pub struct Page {
     cookie: Option<String>,
     /// `Retry-After` seconds, for a page that asks the user to wait.
     retry_after: Option<u64>,
+    /// Why an error page is shown, for the log.
+    cause: Option<Cause>,
 }
 
 impl Page {
@@ -77,6 +82,7 @@ pub fn render(app: &App, status: StatusCode, template: &str, context: Value) -> 
         no_store: false,
         cookie: None,
         retry_after: None,
+        cause: None,
     }
 }
 
@@ -114,47 +120,37 @@ pub fn index_href(app: &App, provider: &Provider, fetch_token: &FetchToken) -> S
     format!("{}/?{}", base_path(app), query.finish())
 }
 
-/// A readable error page for a failed login.
-pub fn login_error(app: &App, error: &LoginError) -> Page {
-    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let provider = error.restart().and_then(|id| app.catalogue().get(id));
+/// An error as a readable page: its title and text, a link to start the
+/// login again where there is one, and where to remove the application's
+/// access when that is the way out. Never cached; the cause goes to the
+/// log with the answer.
+pub fn error(app: &App, error: impl Into<ApiError>) -> Page {
+    let error = error.into();
+    let provider = error
+        .page
+        .restart
+        .as_deref()
+        .and_then(|id| app.catalogue().get(id));
     let restart_href = provider.map(|p| login_href(app, p, None));
-    let deauth = match error {
-        LoginError::NoRefreshToken { .. } => provider.and_then(|p| p.deauth_link.clone()),
-        _ => None,
-    };
-    let title = match error {
-        LoginError::UnknownProvider => "Unknown provider",
-        LoginError::Expired { .. } => "The login has expired",
-        LoginError::NoRefreshToken { .. } => "No lasting access was granted",
-        LoginError::Declined { .. } => "Access was not granted",
-        _ => "The login did not work",
-    };
-    render(
+    let deauth = provider
+        .filter(|_| error.page.deauth)
+        .and_then(|p| p.deauth_link.clone());
+    let mut page = render(
         app,
-        status,
+        error.status,
         "error.html",
         json!({
-            "title": title,
-            "message": error.message(),
+            "title": error.page.title,
+            "message": error.text(Some(app.settings.public_base())),
             "restart_href": restart_href,
             "deauth_link": deauth,
             "deauth_name": provider.map(|p| p.name.clone()),
         }),
     )
     .no_store()
-    .with_retry_after(error.retry_after())
-}
-
-/// A readable error page with a plain message.
-pub fn error_page(app: &App, status: StatusCode, title: &str, message: &str) -> Page {
-    render(
-        app,
-        status,
-        "error.html",
-        json!({ "title": title, "message": message }),
-    )
-    .no_store()
+    .with_retry_after(error.retry_after);
+    page.cause = error.cause().cloned();
+    page
 }
 
 fn csp(nonce: &str) -> String {
@@ -191,6 +187,9 @@ impl IntoResponse for Page {
         }
         if let Some(seconds) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.cause.is_some() {
+            response.extensions_mut().insert(Report::cause(self.cause));
         }
         response
     }

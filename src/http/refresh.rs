@@ -20,11 +20,7 @@ pub async fn refresh(
     let Some(authid) = params.authid()? else {
         return no_authid(&method, &params, &super::page::base_path(&app));
     };
-    let answer = app
-        .refresher
-        .refresh(authid, client)
-        .await
-        .map_err(|e| ApiError::from_refresh(e, app.settings.public_base()))?;
+    let answer = app.refresher.refresh(authid, client).await?;
     Ok(token_response(&answer))
 }
 

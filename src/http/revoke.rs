@@ -10,8 +10,8 @@ use super::ApiError;
 use super::client_ip::ClientIp;
 use super::input::{OwnForm, Params};
 use super::page::{self, Page};
-use crate::app::{App, SharedApp};
-use crate::login::{RevokeError, RevokeOutcome};
+use crate::app::SharedApp;
+use crate::login::RevokeOutcome;
 
 pub async fn form(State(app): State<SharedApp>) -> Page {
     page::render(&app, StatusCode::OK, "revoke.html", json!({}))
@@ -46,7 +46,7 @@ pub async fn revoke_json(
                 ),
             },
         )),
-        Err(e) => Err(api_error(&app, e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -59,23 +59,17 @@ pub async fn revoked_page(
     let authid = match params.authid() {
         Ok(Some(a)) => a,
         Ok(None) => {
-            return page::error_page(
+            return page::error(
                 &app,
-                StatusCode::BAD_REQUEST,
-                "No AuthID",
-                "Paste the AuthID to revoke",
+                ApiError::bad_request("Paste the AuthID to revoke").titled("No AuthID"),
             );
         }
-        Err(e) => return page::error_page(&app, e.status, "Not revoked", &e.message),
+        Err(e) => return page::error(&app, e.titled("Not revoked")),
     };
     let (revoked, provider) = match app.login.revoke(authid, client).await {
         Ok(RevokeOutcome::Revoked { provider }) => (true, provider),
         Ok(RevokeOutcome::NoEndpoint { provider }) => (false, provider),
-        Err(e) => {
-            let e = api_error(&app, e);
-            return page::error_page(&app, e.status, "Not revoked", &e.message)
-                .with_retry_after(e.retry_after);
-        }
+        Err(e) => return page::error(&app, ApiError::from(e).titled("Not revoked")),
     };
     page::render(
         &app,
@@ -88,12 +82,4 @@ pub async fn revoked_page(
         }),
     )
     .no_store()
-}
-
-fn api_error(app: &App, e: RevokeError) -> ApiError {
-    let base = app.settings.public_base();
-    match e {
-        RevokeError::AuthId(e) | RevokeError::Held(e) => ApiError::from_refresh(e, base),
-        RevokeError::Upstream(e) => ApiError::from_upstream(e, base),
-    }
 }

@@ -19,7 +19,7 @@ use crate::login::{LoginError, LoginService};
 pub async fn index(State(app): State<SharedApp>, PageParams(params): PageParams) -> Page {
     let token = match LoginService::fetch_token(params.get("token")) {
         Ok(t) => t,
-        Err(e) => return page::login_error(&app, &e),
+        Err(e) => return page::error(&app, e),
     };
     if let Some(t) = &token {
         app.login.register_fetch_token(t).await;
@@ -28,7 +28,7 @@ pub async fn index(State(app): State<SharedApp>, PageParams(params): PageParams)
     let providers: Vec<_> = match wanted {
         Some(name) => match app.login.provider(name) {
             Ok(p) => vec![p.clone()],
-            Err(e) => return page::login_error(&app, &e),
+            Err(e) => return page::error(&app, e),
         },
         None => app
             .catalogue()
@@ -73,12 +73,12 @@ pub async fn index(State(app): State<SharedApp>, PageParams(params): PageParams)
 pub async fn cli_token_form(State(app): State<SharedApp>, PageParams(params): PageParams) -> Page {
     let provider = match app.login.provider(params.get("id").unwrap_or("")) {
         Ok(p) => p.clone(),
-        Err(e) => return page::login_error(&app, &e),
+        Err(e) => return page::error(&app, e),
     };
     if !provider.cli_token {
-        return page::login_error(
+        return page::error(
             &app,
-            &LoginError::BadInput(format!(
+            LoginError::BadInput(format!(
                 "{} does not log in with a token; use its login link",
                 provider.name
             )),
@@ -86,7 +86,7 @@ pub async fn cli_token_form(State(app): State<SharedApp>, PageParams(params): Pa
     }
     let token = match LoginService::fetch_token(params.get("token")) {
         Ok(t) => t,
-        Err(e) => return page::login_error(&app, &e),
+        Err(e) => return page::error(&app, e),
     };
     page::render(
         &app,

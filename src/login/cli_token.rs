@@ -43,6 +43,8 @@ pub fn parse(text: &str) -> Result<LoginToken, &'static str> {
     if text.len() > MAX_LOGIN_TOKEN_LEN {
         return Err("The login token is too long");
     }
+    // The decoders' own errors are dropped on purpose: they quote bytes
+    // and fragments of the token, which is a password.
     let bytes = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT)
         .decode(&text)
         .or_else(|_| GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT).decode(&text))

@@ -1,6 +1,8 @@
-//! Why a login did not produce an AuthID, in words a user can act on.
+//! Why a login did not produce an AuthID, in words a user can act on. The
+//! HTTP edge decides the status, `Retry-After` and the page.
 
-use crate::provider::{Refusal, UpstreamError};
+use crate::cause::Cause;
+use crate::provider::{Attempt, Refusal, UpstreamError};
 
 use super::state::{STATE_LIFETIME, StateError};
 
@@ -35,35 +37,11 @@ pub enum LoginError {
     /// This client address tried too often; it may again after
     /// `retry_after` seconds.
     TooMany { retry_after: u64 },
-    /// The AuthID could not be sealed.
-    Seal,
+    /// The login state or the AuthID could not be sealed.
+    Seal(Cause),
 }
 
 impl LoginError {
-    /// The HTTP status this error is answered with.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::UnknownProvider => 404,
-            Self::BadInput(_)
-            | Self::State(_)
-            | Self::Expired { .. }
-            | Self::WrongBrowser
-            | Self::Replayed { .. }
-            | Self::Declined { .. }
-            | Self::HostNotAllowed(_) => 400,
-            Self::NoRefreshToken { .. } => 409,
-            Self::Upstream { error, .. } => match error {
-                UpstreamError::Reauthorize { .. } => 400,
-                UpstreamError::Throttled { .. } => 503,
-                UpstreamError::Timeout => 504,
-                UpstreamError::Misconfigured { .. } | UpstreamError::Unavailable { .. } => 502,
-            },
-            Self::Held { .. } => 503,
-            Self::TooMany { .. } => 429,
-            Self::Seal => 503,
-        }
-    }
-
     /// A one-line reason, safe to show and to log.
     pub fn message(&self) -> String {
         match self {
@@ -95,23 +73,7 @@ impl LoginError {
             Self::NoRefreshToken { .. } => {
                 "The provider did not issue a long-lived grant (refresh token), usually because this application already has access. Remove the application's access at the provider, then log in again".into()
             }
-            Self::Upstream { error, .. } => match error {
-                UpstreamError::Reauthorize { .. } => {
-                    "The provider refused the login (the code was used or has expired); start again".into()
-                }
-                UpstreamError::Misconfigured { .. } => {
-                    "The provider refused this server's registration; the operator must fix it".into()
-                }
-                UpstreamError::Throttled { .. } => {
-                    "The provider is throttling requests; wait a minute and start again".into()
-                }
-                UpstreamError::Timeout => {
-                    "The provider did not answer in time; start again".into()
-                }
-                UpstreamError::Unavailable { detail } => {
-                    format!("The provider failed ({detail}); start again later")
-                }
-            },
+            Self::Upstream { error, .. } => error.advice(Attempt::Login),
             Self::Held { refusal, .. } => match refusal {
                 Refusal::Blocked(_) => {
                     "The provider asked this server to slow down; wait a minute and start again".into()
@@ -126,21 +88,7 @@ impl LoginError {
             Self::TooMany { .. } => {
                 "Too many logins from this address; wait a minute and try again".into()
             }
-            Self::Seal => "The AuthID could not be created; try again".into(),
-        }
-    }
-
-    /// Seconds the user should wait before trying again, when that is the
-    /// answer (`Retry-After`).
-    pub fn retry_after(&self) -> Option<u64> {
-        match self {
-            Self::Held { refusal, .. } => Some(refusal.retry_after()),
-            Self::TooMany { retry_after } => Some((*retry_after).max(1)),
-            Self::Upstream {
-                error: UpstreamError::Throttled { retry_after },
-                ..
-            } => Some(retry_after.map_or(60, |d| d.as_secs().max(1))),
-            _ => None,
+            Self::Seal(_) => "The AuthID could not be created; try again".into(),
         }
     }
 
@@ -153,6 +101,16 @@ impl LoginError {
             | Self::NoRefreshToken { provider }
             | Self::Upstream { provider, .. }
             | Self::Held { provider, .. } => Some(provider),
+            _ => None,
+        }
+    }
+
+    /// What went wrong inside, for the log: the provider's OAuth code, or
+    /// why sealing failed. The message never holds it.
+    pub fn cause(&self) -> Option<Cause> {
+        match self {
+            Self::Upstream { error, .. } => Some(Cause::new(error)),
+            Self::Seal(cause) => Some(cause.clone()),
             _ => None,
         }
     }
@@ -172,7 +130,7 @@ impl LoginError {
             Self::Upstream { error, .. } => error.label(),
             Self::Held { refusal, .. } => refusal.label(),
             Self::TooMany { .. } => "limited",
-            Self::Seal => "seal",
+            Self::Seal(_) => "seal",
         }
     }
 }

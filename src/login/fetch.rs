@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::refresh::vault::Vault;
+use crate::refresh::vault::{Vault, encrypt_failed};
 use crate::secret::Sensitive;
-use crate::store::{Space, Store, StoreError, StoreResult, Versioned};
+use crate::store::{Space, Store, StoreResult, Versioned};
 
 /// How long a registered token waits for its login.
 pub const PENDING_TTL: i64 = 600;
@@ -115,9 +115,10 @@ impl FetchStore {
             state,
             expires_at: now + ttl,
         };
-        let fail = || StoreError::Failed("a value could not be encrypted".into());
-        let plain = Zeroizing::new(serde_json::to_vec(&entry).map_err(|_| fail())?);
-        let value = vault.seal(&key, generation, &plain).map_err(|_| fail())?;
+        let plain = Zeroizing::new(serde_json::to_vec(&entry).map_err(encrypt_failed)?);
+        let value = vault
+            .seal(&key, generation, &plain)
+            .map_err(encrypt_failed)?;
         self.store
             .put_versioned(
                 &key,

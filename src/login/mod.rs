@@ -23,6 +23,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::authid::{Claims, KeyringHandle};
+use crate::cause::Cause;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::outage::StoreOutage;
@@ -280,8 +281,8 @@ impl LoginService {
             nonce: random_id(),
             expires_at: self.now() + STATE_LIFETIME,
         };
-        let sealed = state::seal(&self.deps.keyring.current(), &login_state)
-            .map_err(|_| LoginError::Seal)?;
+        let sealed =
+            state::seal(&self.deps.keyring.current(), &login_state).map_err(LoginError::Seal)?;
         let mut url = authorize_url.clone();
         {
             let mut q = url.query_pairs_mut();
@@ -467,7 +468,7 @@ impl LoginService {
             .keyring
             .seal(&claims)
             .map(Sensitive::new)
-            .map_err(|_| LoginError::Seal)
+            .map_err(|e| LoginError::Seal(Cause::new(e)))
     }
 
     /// Logs the outcome and completes the fetch token either way, so a

@@ -8,12 +8,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{self, Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::authid::Keyring;
+use crate::cause::Cause;
 use crate::secret::Sensitive;
 
 /// Version prefix of sealed login states.
@@ -67,15 +68,18 @@ pub enum StateError {
     UnknownKey,
 }
 
-/// Seals a state with the keyring's primary key.
-pub fn seal(keyring: &Keyring, state: &LoginState) -> Result<String, StateError> {
+/// Seals a state with the keyring's primary key. A failure is the
+/// server's (a key id too long for the format, the cipher), never the
+/// user's: its cause is kept for the log.
+pub fn seal(keyring: &Keyring, state: &LoginState) -> Result<String, Cause> {
     let key = keyring.primary();
     let kid = key.kid().as_bytes();
-    let kid_len = u8::try_from(kid.len()).map_err(|_| StateError::Invalid)?;
+    let kid_len = u8::try_from(kid.len())
+        .map_err(|e| Cause::new(format_args!("the key id does not fit a login state: {e}")))?;
     let cipher = XChaCha20Poly1305::new(key.derive_key(KEY_PURPOSE).as_ref().into());
     let mut nonce = [0u8; NONCE_LEN];
     rand::thread_rng().fill_bytes(&mut nonce);
-    let plain = serde_json::to_vec(state).map_err(|_| StateError::Invalid)?;
+    let plain = serde_json::to_vec(state).map_err(Cause::new)?;
     let mut header = Vec::with_capacity(1 + kid.len());
     header.push(kid_len);
     header.extend_from_slice(kid);
@@ -87,7 +91,7 @@ pub fn seal(keyring: &Keyring, state: &LoginState) -> Result<String, StateError>
                 aad: &aad(&header),
             },
         )
-        .map_err(|_| StateError::Invalid)?;
+        .map_err(|aead::Error| Cause::new("the cipher refused the login state"))?;
     let mut out = header;
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&sealed);
@@ -95,7 +99,8 @@ pub fn seal(keyring: &Keyring, state: &LoginState) -> Result<String, StateError>
 }
 
 /// Opens a state with the key its header names. Expiry is the caller's
-/// check (it holds the clock).
+/// check (it holds the clock). Every way the text can be wrong is the same
+/// [`StateError::Invalid`]: the text is the whole cause.
 pub fn open(keyring: &Keyring, text: &str) -> Result<LoginState, StateError> {
     let text = text.trim();
     if text.is_empty() {

@@ -68,7 +68,7 @@ impl Templates {
                 && !value.is_none()
             {
                 out.write_str(&escape_html(&value.to_string()))
-                    .map_err(|_| Error::from(ErrorKind::WriteFailure))
+                    .map_err(|std::fmt::Error| Error::from(ErrorKind::WriteFailure))
             } else {
                 minijinja::escape_formatter(out, state, value)
             }

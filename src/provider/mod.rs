@@ -11,5 +11,5 @@ pub mod secrets;
 
 pub use catalogue::{Catalogue, Provider, RateLimit, Rotation, is_provider_id};
 pub use client::{HttpTokenClient, RawAnswer, TokenClient, TransportError};
-pub use outcome::{TokenGrant, UpstreamError, classify};
+pub use outcome::{Attempt, TokenGrant, UpstreamError, classify};
 pub use protect::{Protection, ProtectionSettings, Refusal};

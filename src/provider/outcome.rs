@@ -54,6 +54,59 @@ impl UpstreamError {
     }
 }
 
+/// What the user was doing when the provider failed: the same failure is
+/// told differently after a refresh (try again) and during a login (start
+/// again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    Refresh,
+    Login,
+}
+
+impl UpstreamError {
+    /// The failure in words a user can act on: what happened, then what to
+    /// do. It holds nothing the provider sent (the OAuth code stays in the
+    /// `Display` text, for the log). A refresh the provider refuses for
+    /// good needs a new AuthID; the HTTP edge adds where to create one.
+    pub fn advice(&self, attempt: Attempt) -> String {
+        let login = attempt == Attempt::Login;
+        match self {
+            Self::Reauthorize { .. } if login => {
+                "The provider refused the login (the code was used or has expired); start again"
+                    .into()
+            }
+            Self::Reauthorize { .. } => "The provider no longer accepts this login".into(),
+            Self::Misconfigured { .. } => {
+                "The provider refused this server's registration; the operator must fix it".into()
+            }
+            Self::Throttled { .. } => format!(
+                "The provider is throttling requests; {}",
+                if login {
+                    "wait a minute and start again"
+                } else {
+                    "try again later"
+                }
+            ),
+            Self::Unavailable { detail } => format!(
+                "The provider failed ({detail}); {}",
+                if login {
+                    "start again later"
+                } else {
+                    "try again later"
+                }
+            ),
+            Self::Timeout => format!(
+                "The provider did not answer in time; {}",
+                if login {
+                    "start again"
+                } else {
+                    "try again later"
+                }
+            ),
+        }
+    }
+}
+
 impl From<TransportError> for UpstreamError {
     fn from(e: TransportError) -> Self {
         match e {

@@ -1,6 +1,7 @@
 //! Why a refresh failed; each reason maps to one HTTP status at the edge.
 
 use crate::authid::AuthIdError;
+use crate::cause::Cause;
 use crate::provider::{Refusal, UpstreamError};
 
 /// Seconds a client is asked to wait when the store cannot be reached.
@@ -41,7 +42,7 @@ pub enum RefreshError {
     #[error("This login is being refreshed elsewhere; try again shortly")]
     InProgress { retry_after: u64 },
     #[error("The refreshed AuthID could not be sealed")]
-    Seal,
+    Seal(Cause),
     #[error("The refresh failed unexpectedly")]
     Internal,
 }
@@ -70,7 +71,16 @@ impl RefreshError {
             Self::Refused(_) | Self::Interrupted { .. } | Self::InProgress { .. } => "throttled",
             Self::TooMany { .. } => "limited",
             Self::StoreUnavailable => "store_unavailable",
-            Self::Seal | Self::Internal => "error",
+            Self::Seal(_) | Self::Internal => "error",
+        }
+    }
+
+    /// What went wrong inside, for the log, when the text above does not
+    /// say it all.
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            Self::Seal(cause) => Some(cause),
+            _ => None,
         }
     }
 }

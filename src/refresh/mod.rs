@@ -32,6 +32,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::authid::KeyringHandle;
+use crate::cause::Cause;
 use crate::clock::SharedClock;
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -925,7 +926,10 @@ impl Inner {
                 open::set_generation(&mut claims, update.generation);
             }
             claims.iat = deps.clock.now();
-            let sealed = deps.keyring.seal(&claims).map_err(|_| RefreshError::Seal)?;
+            let sealed = deps
+                .keyring
+                .seal(&claims)
+                .map_err(|e| RefreshError::Seal(Cause::new(e)))?;
             Some(Arc::<str>::from(sealed))
         } else {
             None

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::cache::MIN_REMAINING_SECS;
-use super::vault::Vault;
+use super::vault::{Vault, encrypt_failed};
 use crate::authid::Claims;
 use crate::secret::Sensitive;
-use crate::store::{Space, Store, StoreError, StoreKey, StoreResult, Versioned};
+use crate::store::{Space, Store, StoreKey, StoreResult, Versioned};
 
 /// The newest refresh token of a login, and its generation (the number of
 /// rotations recorded).
@@ -60,10 +60,6 @@ fn unreadable(space: Space) {
         space = space.name(),
         "a store entry does not open with its login's keys; ignored"
     );
-}
-
-fn encrypt_failed() -> StoreError {
-    StoreError::Failed("a value could not be encrypted".into())
 }
 
 impl<'a> LoginRecords<'a> {
@@ -111,7 +107,7 @@ impl<'a> LoginRecords<'a> {
                 generation,
                 refresh_token.expose().as_bytes(),
             )
-            .map_err(|_| encrypt_failed())?;
+            .map_err(encrypt_failed)?;
         Ok(Versioned { generation, value })
     }
 
@@ -146,11 +142,8 @@ impl<'a> LoginRecords<'a> {
             return Ok(());
         }
         let key = self.vault.key(Space::Token);
-        let plain = Zeroizing::new(serde_json::to_vec(token).map_err(|_| encrypt_failed())?);
-        let sealed = self
-            .vault
-            .seal(&key, 0, &plain)
-            .map_err(|_| encrypt_failed())?;
+        let plain = Zeroizing::new(serde_json::to_vec(token).map_err(encrypt_failed)?);
+        let sealed = self.vault.seal(&key, 0, &plain).map_err(encrypt_failed)?;
         self.store
             .put(&key, sealed, Duration::from_secs(left as u64))
             .await
@@ -202,7 +195,7 @@ impl<'a> LoginRecords<'a> {
         let sealed = self
             .vault
             .seal(&key, 0, &at.to_be_bytes())
-            .map_err(|_| encrypt_failed())?;
+            .map_err(encrypt_failed)?;
         self.store.put(&key, sealed, ttl).await
     }
 

@@ -10,7 +10,7 @@
 //! associated data, so a value cannot be moved to another entry or
 //! another generation.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{self, Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
@@ -19,15 +19,22 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::authid::Claims;
-use crate::store::{Space, StoreKey};
+use crate::store::{Space, StoreError, StoreKey};
 
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
 
-/// A value could not be encrypted.
+/// The cipher refused a value (the only reason is a value too large for
+/// it; the cipher says no more).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a value for the store could not be encrypted")]
+#[error("the cipher refused the value")]
 pub struct SealFailed;
+
+/// A value that could not be made ready for the store, and why (the
+/// cipher, or serializing a value whose errors never quote it).
+pub fn encrypt_failed(cause: impl std::fmt::Display) -> StoreError {
+    StoreError::Failed(format!("a value could not be encrypted: {cause}"))
+}
 
 /// The keys of one login's (or one fetch token's) store entries.
 pub struct Vault {
@@ -110,7 +117,7 @@ impl Vault {
                     aad: &aad,
                 },
             )
-            .map_err(|_| SealFailed)?;
+            .map_err(|aead::Error| SealFailed)?;
         let mut sealed = Vec::with_capacity(NONCE_LEN + ciphertext.len());
         sealed.extend_from_slice(&nonce);
         sealed.extend_from_slice(&ciphertext);

@@ -349,6 +349,44 @@ async fn no_refresh_token_explains_where_to_remove_access() {
 }
 
 #[tokio::test]
+async fn why_the_provider_refused_a_login_is_logged_once_and_never_shown() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    mock.push_fault(crate::support::mock_provider::Fault::OAuthError {
+        status: 400,
+        error: "redirect_uri_mismatch".into(),
+        description: None,
+    });
+    let page = full_login(&broker, "/login?id=googledrive").await;
+    assert_eq!(page.status, 502, "{}", page.body);
+    assert!(
+        page.body.contains("the operator must fix it"),
+        "{}",
+        page.body
+    );
+    let cause = "the provider refused the broker's registration (redirect_uri_mismatch)";
+    assert!(
+        !page.body.contains("redirect_uri_mismatch"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.headers
+            .iter()
+            .all(|(_, v)| !v.to_str().unwrap_or("").contains("redirect_uri_mismatch")),
+        "{:?}",
+        page.headers
+    );
+    let captured = logs::captured();
+    assert_eq!(captured.matches(cause).count(), 1, "{captured}");
+    let line = captured.lines().find(|l| l.contains(cause)).unwrap();
+    assert!(
+        line.contains("status=502"),
+        "logged with the answer: {line}"
+    );
+}
+
+#[tokio::test]
 async fn pcloud_uses_the_allowed_regional_host_and_shows_the_access_token() {
     let mock = MockProvider::start().await;
     let broker = Broker::new(&mock);
