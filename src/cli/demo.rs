@@ -18,17 +18,17 @@ use crate::provider::{Catalogue, HttpTokenClient};
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
     #[command(flatten)]
-    pub server: super::serve::ListenArgs,
+    pub server: super::args::ListenArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
-    pub limits: super::serve::LimitArgs,
+    pub limits: super::args::LimitArgs,
     #[command(flatten)]
-    pub store: super::serve::StoreArgs,
+    pub store: super::args::StoreArgs,
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
-    super::serve::init_logging(&args.server.log_format);
+    super::run::init_logging(&args.server.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&args.server.listen).await?;
@@ -76,7 +76,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
         app.demo = Some(demo);
         println!("{}", instructions(&base));
-        super::serve::serve_on(listener, Arc::new(app)).await
+        super::run::serve_on(listener, Arc::new(app)).await
     })
 }
 

@@ -1,20 +1,20 @@
 //! The command line: `serve` (the default), `demo`, `keys ...`, `authid ...`,
-//! `check-config` and `healthcheck`. One file per command family.
+//! `check-config` and `healthcheck`. One file per command family; `args`
+//! holds the arguments several commands share, `run` the running server.
 
+mod args;
 mod authid;
 mod check_config;
 mod demo;
 mod keys;
+mod run;
 mod serve;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, FromArgMatches, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use crate::authid::keysource::KeySource;
-use crate::secret::Sensitive;
-
+pub use args::KeyArgs;
 pub use serve::ServeArgs;
 
 #[derive(Debug, Parser)]
@@ -48,23 +48,6 @@ enum Command {
     Healthcheck(HealthcheckArgs),
 }
 
-/// Where keys come from; shared by every command that needs them.
-#[derive(Debug, Clone, Args)]
-pub struct KeyArgs {
-    /// Directory of private JWK files.
-    #[arg(long, env = "KEYS_DIR", default_value = "./keys")]
-    pub keys_dir: PathBuf,
-    /// A JWK Set (raw JSON or base64:...) used instead of KEYS_DIR.
-    #[arg(long, env = "KEYS", hide_env_values = true)]
-    pub keys: Option<Sensitive>,
-}
-
-impl KeyArgs {
-    pub fn source(&self) -> KeySource {
-        KeySource::from_settings(self.keys.as_ref().map(Sensitive::expose), &self.keys_dir)
-    }
-}
-
 #[derive(Debug, Args)]
 struct HealthcheckArgs {
     /// Address the server listens on.
@@ -76,8 +59,8 @@ struct HealthcheckArgs {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Serve(args)) => serve::run(args),
-        None => ServeArgs::from_env().and_then(serve::run),
+        Some(Command::Serve(args)) => run::run(args),
+        None => ServeArgs::from_env().and_then(run::run),
         Some(Command::Demo(args)) => demo::run(args),
         Some(Command::Keys(cmd)) => {
             init_cli_logging();
@@ -99,15 +82,6 @@ pub fn run() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-impl ServeArgs {
-    /// `serve` settings from the environment alone (no command given).
-    fn from_env() -> anyhow::Result<Self> {
-        let matches = <Self as Args>::augment_args(clap::Command::new("serve"))
-            .try_get_matches_from(["serve"])?;
-        Ok(Self::from_arg_matches(&matches)?)
     }
 }
 

@@ -1,47 +1,17 @@
-//! `oauth-broker serve`: load everything (reporting every problem at once),
-//! bind, serve until SIGTERM/Ctrl-C, reload keys on SIGHUP.
+//! `oauth-broker serve`'s arguments and how they become a configuration:
+//! settings, keys and providers loaded together, every problem reported at
+//! once. Running the server is `run`'s job.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, FromArgMatches};
 
-use super::KeyArgs;
+use super::args::{KeyArgs, LimitArgs, ListenArgs, ProviderArgs, StoreArgs};
 use crate::app::App;
-use crate::config::{
-    Limits, Settings, StoreDefault, StoreSettings, defaults, parse_opener_origins, parse_proxies,
-    parse_public_url, parse_store, url_for_listen,
-};
-use crate::http::server::ConnectionLimits;
-use crate::provider::catalogue::CatalogueSource;
+use crate::config::{Settings, StoreDefault, defaults, parse_opener_origins, parse_public_url};
 use crate::provider::{Catalogue, HttpTokenClient};
-use crate::secret::Sensitive;
-
-/// Where the server listens and how it logs; shared by `serve` and `demo`.
-#[derive(Debug, Clone, Args)]
-pub struct ListenArgs {
-    /// Address to bind (port 0 picks a free one).
-    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// External base URL; the OAuth redirect URI is PUBLIC_URL/logged-in.
-    /// Defaults to http://LISTEN (the address bound).
-    #[arg(long, env = "PUBLIC_URL")]
-    pub public_url: Option<String>,
-    /// Log format: text or json.
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    pub log_format: String,
-}
-
-impl ListenArgs {
-    /// `PUBLIC_URL`, or the URL of `bound` when it is not set.
-    pub fn public_url_or(&self, bound: &str) -> String {
-        self.public_url
-            .clone()
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| url_for_listen(bound))
-    }
-}
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -74,170 +44,6 @@ pub struct ServeArgs {
     pub opener_origins: String,
     #[command(flatten)]
     pub store: StoreArgs,
-}
-
-/// Where state shared by instances lives (SPEC 8); shared by `serve` and
-/// `demo`, whose defaults differ.
-#[derive(Debug, Clone, Args)]
-pub struct StoreArgs {
-    /// The store: unset = embedded in DATA_DIR (serve; one instance), memory
-    /// (demo's default), or redis://[user:password@]host:port/db or
-    /// rediss://... (a Redis or Valkey shared by several instances).
-    #[arg(long, env = "STORE", hide_env_values = true)]
-    pub store: Option<Sensitive>,
-    /// Directory of the embedded store.
-    #[arg(long, env = "DATA_DIR", default_value = defaults::DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Prefix of every key the broker writes to Redis.
-    #[arg(long, env = "STORE_PREFIX", default_value = defaults::STORE_PREFIX)]
-    pub store_prefix: String,
-    /// Milliseconds one store operation may take before it counts as failed.
-    #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = defaults::STORE_TIMEOUT_MS)]
-    pub store_timeout_ms: u64,
-}
-
-impl StoreArgs {
-    pub(super) fn settings(
-        &self,
-        default: StoreDefault,
-        problems: &mut Vec<String>,
-    ) -> Option<StoreSettings> {
-        parse_store(
-            self.store.as_ref().map(Sensitive::expose),
-            default,
-            &self.data_dir,
-            &self.store_prefix,
-            self.store_timeout_ms,
-        )
-        .map_err(|p| problems.extend(p))
-        .ok()
-    }
-}
-
-/// Protection of providers and of the server.
-#[derive(Debug, Clone, Args)]
-pub struct LimitArgs {
-    /// Longest block, in seconds, that a provider's Retry-After may impose.
-    #[arg(long, env = "BACKOFF_MAX", default_value_t = defaults::BACKOFF_MAX_SECS)]
-    pub backoff_max: u64,
-    /// Concurrent calls to one provider; further calls queue briefly.
-    #[arg(long, env = "UPSTREAM_CONCURRENCY", default_value_t = defaults::UPSTREAM_CONCURRENCY)]
-    pub upstream_concurrency: usize,
-    /// Upstream refreshes one login may cause per hour.
-    #[arg(long, env = "LOGIN_REFRESHES_PER_HOUR", default_value_t = defaults::LOGIN_REFRESHES_PER_HOUR)]
-    pub login_refreshes_per_hour: u32,
-    /// Requests (cache hits included) one login may make per hour.
-    #[arg(long, env = "LOGIN_REQUESTS_PER_HOUR", default_value_t = defaults::LOGIN_REQUESTS_PER_HOUR)]
-    pub login_requests_per_hour: u32,
-    /// AuthIDs that fail to open, per client address and minute.
-    #[arg(long, env = "BAD_AUTHIDS_PER_MINUTE", default_value_t = defaults::BAD_AUTHIDS_PER_MINUTE)]
-    pub bad_authids_per_minute: u32,
-    /// Login callbacks, login-token logins and revocations, per client
-    /// address and minute.
-    #[arg(long, env = "LOGIN_ATTEMPTS_PER_MINUTE", default_value_t = defaults::LOGIN_ATTEMPTS_PER_MINUTE)]
-    pub login_attempts_per_minute: u32,
-    /// Requests the server handles at once; more get 503.
-    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = defaults::MAX_CONCURRENT_REQUESTS)]
-    pub max_concurrent_requests: usize,
-    /// Proxies (addresses or CIDR ranges) whose X-Forwarded-For is believed.
-    #[arg(long, env = "TRUSTED_PROXIES", default_value = "")]
-    pub trusted_proxies: String,
-    /// Seconds to wait for a request's headers; also how long an idle
-    /// keep-alive connection stays open.
-    #[arg(long, env = "HEADER_READ_TIMEOUT", default_value_t = crate::config::HEADER_READ_TIMEOUT_SECS)]
-    pub header_read_timeout: u64,
-    /// Client connections open at once; more wait until one closes.
-    /// Default: three quarters of the process's open-file limit.
-    #[arg(long, env = "MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-}
-
-impl LimitArgs {
-    pub(super) fn limits(&self, problems: &mut Vec<String>) -> Limits {
-        let trusted_proxies = parse_proxies(&self.trusted_proxies).unwrap_or_else(|e| {
-            problems.push(e);
-            Vec::new()
-        });
-        let positive = |name: &str, v: u64, problems: &mut Vec<String>| {
-            if v == 0 {
-                problems.push(format!("{name} must be above 0"));
-            }
-        };
-        positive("BACKOFF_MAX", self.backoff_max, problems);
-        positive(
-            "UPSTREAM_CONCURRENCY",
-            self.upstream_concurrency as u64,
-            problems,
-        );
-        positive(
-            "LOGIN_REFRESHES_PER_HOUR",
-            self.login_refreshes_per_hour.into(),
-            problems,
-        );
-        positive(
-            "LOGIN_REQUESTS_PER_HOUR",
-            self.login_requests_per_hour.into(),
-            problems,
-        );
-        positive(
-            "BAD_AUTHIDS_PER_MINUTE",
-            self.bad_authids_per_minute.into(),
-            problems,
-        );
-        positive(
-            "LOGIN_ATTEMPTS_PER_MINUTE",
-            self.login_attempts_per_minute.into(),
-            problems,
-        );
-        positive(
-            "MAX_CONCURRENT_REQUESTS",
-            self.max_concurrent_requests as u64,
-            problems,
-        );
-        positive("HEADER_READ_TIMEOUT", self.header_read_timeout, problems);
-        if let Some(max) = self.max_connections {
-            positive("MAX_CONNECTIONS", max as u64, problems);
-        }
-        Limits {
-            backoff_max: Duration::from_secs(self.backoff_max),
-            upstream_concurrency: self.upstream_concurrency,
-            login_refreshes_per_hour: self.login_refreshes_per_hour,
-            login_requests_per_hour: self.login_requests_per_hour,
-            bad_authids_per_minute: self.bad_authids_per_minute,
-            login_attempts_per_minute: self.login_attempts_per_minute,
-            max_concurrent_requests: self.max_concurrent_requests,
-            trusted_proxies,
-            header_read_timeout: Duration::from_secs(self.header_read_timeout),
-            max_connections: self.max_connections.unwrap_or_else(|| {
-                crate::config::max_connections_for(crate::config::open_file_limit())
-            }),
-        }
-    }
-}
-
-/// Where providers come from; shared by `serve` and `check-config`.
-#[derive(Debug, Clone, Args)]
-pub struct ProviderArgs {
-    /// Provider entries: a JSON file, or base64:...
-    #[arg(long, env = "CONFIGFILE")]
-    pub configfile: Option<String>,
-    /// Secrets for %NAME% references: a JSON file, or base64:...
-    #[arg(long, env = "SECRETS", hide_env_values = true)]
-    pub secrets: Option<Sensitive>,
-    /// Comma-separated provider ids to enable; empty = all with credentials.
-    #[arg(long, env = "SERVICES")]
-    pub services: Option<String>,
-}
-
-impl ProviderArgs {
-    pub fn load(&self) -> Result<Catalogue, Vec<String>> {
-        let source = CatalogueSource {
-            configfile: self.configfile.as_deref(),
-            secrets: self.secrets.as_ref().map(Sensitive::expose),
-            services: self.services.as_deref(),
-        };
-        Catalogue::load(&source, &|name| std::env::var(name).ok())
-    }
 }
 
 impl ServeArgs {
@@ -292,7 +98,7 @@ impl ServeArgs {
     /// Loads settings, keys and providers; every problem at once.
     /// Everything `serve` needs but the store, or every problem found in
     /// the configuration. The store is opened afterwards, inside the
-    /// runtime (see [`run`]).
+    /// runtime (see [`super::run::run`]).
     pub fn load(&self) -> Result<Loaded, Vec<String>> {
         let settings = self.settings();
         let source = self.keys.source();
@@ -327,28 +133,13 @@ impl ServeArgs {
     }
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(&args.server.log_format);
-    let loaded = args.load().map_err(|problems| {
-        for p in &problems {
-            tracing::error!("{p}");
-        }
-        anyhow::anyhow!(
-            "cannot start: {} problem(s) in the configuration",
-            problems.len()
-        )
-    })?;
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async move {
-        // The store is opened before the server listens: an embedded store
-        // whose DATA_DIR another process holds stops the start here. It
-        // stays open (and DATA_DIR locked) until the server stops.
-        let app = loaded.open().await.map_err(|e| {
-            tracing::error!("{e}");
-            anyhow::anyhow!("cannot start: {e}")
-        })?;
-        serve(Arc::new(app)).await
-    })
+impl ServeArgs {
+    /// `serve` settings from the environment alone (no command given).
+    pub(super) fn from_env() -> anyhow::Result<Self> {
+        let matches = <Self as Args>::augment_args(clap::Command::new("serve"))
+            .try_get_matches_from(["serve"])?;
+        Ok(Self::from_arg_matches(&matches)?)
+    }
 }
 
 /// A configuration that loaded: what [`App::with_metrics`] needs but the
@@ -377,123 +168,4 @@ impl Loaded {
             metrics,
         ))
     }
-}
-
-pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&app.settings.listen).await?;
-    serve_on(listener, app).await
-}
-
-pub async fn serve_on(listener: tokio::net::TcpListener, app: Arc<App>) -> anyhow::Result<()> {
-    let connections = ConnectionLimits::from_settings(&app.settings.limits);
-    tracing::info!(
-        address = %listener.local_addr()?,
-        public_url = %app.settings.public_base(),
-        providers = app.catalogue().providers().len(),
-        max_connections = connections.max_connections,
-        "listening"
-    );
-    spawn_reload_on_sighup(Arc::clone(&app));
-    spawn_key_dir_watch(Arc::clone(&app));
-    let metrics = Arc::clone(&app.metrics);
-    let router = crate::http::router(app);
-    let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);
-    let server = crate::http::server::serve(listener, router, connections, metrics, async move {
-        shutdown_signal().await;
-        let _ = stopping.send(true);
-    });
-    // In-flight requests get a bounded time to finish (each is itself
-    // bounded by the request timeout); then the process exits anyway.
-    let grace = async move {
-        let _ = stopping_rx.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        () = server => {},
-        () = grace => tracing::warn!("shutdown grace period over; closing the remaining connections"),
-    }
-    tracing::info!("stopped");
-    Ok(())
-}
-
-/// Longest wait for in-flight requests after SIGTERM: above the request
-/// timeout, so no request that can still succeed is cut. Orchestrators
-/// should allow this long before they kill (Docker `stop_grace_period`,
-/// Kubernetes `terminationGracePeriodSeconds`).
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(35);
-
-fn spawn_reload_on_sighup(app: Arc<App>) {
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP; keys reload only on restart");
-            return;
-        };
-        while hup.recv().await.is_some() {
-            if let Err(problems) = app.reload_keys() {
-                tracing::error!(problems = %problems.join("; "), "key reload failed; keeping the current keys");
-            }
-        }
-    });
-}
-
-/// How often the key directory is checked for changes.
-const KEY_DIR_POLL: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Reloads keys when the key directory changes (a mounted secret updated,
-/// `keys activate` run on the host), so SIGHUP is not required.
-fn spawn_key_dir_watch(app: Arc<App>) {
-    let Some(crate::authid::keysource::KeySource::Dir(dir)) = app.key_source.clone() else {
-        return;
-    };
-    let dir = crate::authid::keydir::KeyDir::new(dir);
-    tokio::spawn(async move {
-        let mut seen = dir.fingerprint();
-        let mut tick = tokio::time::interval(KEY_DIR_POLL);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            let now = dir.fingerprint();
-            if now != seen {
-                seen = now;
-                if let Err(problems) = app.reload_keys() {
-                    tracing::error!(problems = %problems.join("; "), "key directory changed but does not load; keeping the current keys");
-                }
-            }
-        }
-    });
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
-}
-
-/// `LOG_FORMAT=json` for machines, text otherwise; `LOG_LEVEL` filters.
-pub fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LOG_LEVEL")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = if format.eq_ignore_ascii_case("json") {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
