@@ -44,7 +44,7 @@ fn cache(c: &mut Criterion) {
     // of the same length (the hash does not care what it hashes).
     let claims = Claims::new("googledrive", Sensitive::new("1//0g-refresh"), now);
     let authid = keyring.seal(&claims).unwrap();
-    let login_key = TokenCache::login_key(&claims.svc, &claims.jti, &claims.login_secret());
+    let login_key = TokenCache::login_key(&claims.provider, &claims.jti, &claims.login_secret());
     let ours = token(login_key, now);
     cache.insert_login(login_key, Arc::clone(&ours));
     cache.insert_text(cache.text_key(&authid), ours);
@@ -69,7 +69,7 @@ fn cache(c: &mut Criterion) {
     c.bench_function("cache_login_key_path", |b| {
         b.iter(|| {
             let claims = black_box(&claims);
-            let key = TokenCache::login_key(&claims.svc, &claims.jti, &claims.login_secret());
+            let key = TokenCache::login_key(&claims.provider, &claims.jti, &claims.login_secret());
             cache.by_login(&key, now).unwrap()
         })
     });

@@ -20,8 +20,9 @@ pub const LOGIN_SECRET_CLAIM: &str = "lsk";
 /// instance's extra claims survive a re-seal by an older one.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Claims {
-    /// Provider id, e.g. `googledrive`.
-    pub svc: String,
+    /// Provider id, e.g. `googledrive`; `svc` in the sealed payload.
+    #[serde(rename = "svc")]
+    pub provider: String,
     /// The provider's refresh token.
     pub rt: Sensitive,
     /// Issued at, seconds since the epoch.
@@ -44,7 +45,7 @@ impl Claims {
             Value::String(URL_SAFE_NO_PAD.encode(secret.as_ref())),
         );
         Self {
-            svc: provider.into(),
+            provider: provider.into(),
             rt,
             iat,
             jti: random_id(),
@@ -63,7 +64,7 @@ impl Claims {
             .chain_update(rt.expose().as_bytes())
             .finalize();
         Self {
-            svc: provider.to_string(),
+            provider: provider.to_string(),
             rt,
             iat,
             jti: URL_SAFE_NO_PAD.encode(&digest[..16]),
@@ -90,7 +91,7 @@ impl Claims {
         let mut h = Sha256::new();
         for part in [
             b"oauth-broker derived login secret".as_slice(),
-            self.svc.as_bytes(),
+            self.provider.as_bytes(),
             self.jti.as_bytes(),
             self.rt.expose().as_bytes(),
         ] {
@@ -124,7 +125,7 @@ impl Claims {
     }
 
     fn validate(&self) -> Result<(), AuthIdError> {
-        if !is_provider_id(&self.svc) {
+        if !is_provider_id(&self.provider) {
             return Err(AuthIdError::Claims("the provider id is invalid"));
         }
         if self.rt.is_empty() {
@@ -143,7 +144,7 @@ impl Claims {
 impl std::fmt::Debug for Claims {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Claims")
-            .field("svc", &self.svc)
+            .field("provider", &self.provider)
             .field("iat", &self.iat)
             .field("login", &self.login_fingerprint())
             .finish_non_exhaustive()

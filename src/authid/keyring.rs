@@ -252,7 +252,7 @@ mod tests {
         assert!(authid.starts_with("v3:"));
         assert!(!authid.contains("refresh-token"));
         let opened = ring.open(jwe_of(&authid)).unwrap();
-        assert_eq!(opened.claims.svc, "googledrive");
+        assert_eq!(opened.claims.provider, "googledrive");
         assert_eq!(opened.claims.rt.expose(), "1//refresh-token");
         assert_eq!(opened.claims.jti, c.jti);
         assert_eq!(opened.claims.iat, 1_700_000_000);

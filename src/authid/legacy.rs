@@ -10,14 +10,14 @@ pub(super) const V2_PREFIX: &str = "v2:";
 /// printed by `Debug`.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct LegacyAuthId<'a> {
-    pub service: &'a str,
+    pub provider: &'a str,
     pub refresh_token: &'a str,
 }
 
 impl std::fmt::Debug for LegacyAuthId<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LegacyAuthId")
-            .field("service", &self.service)
+            .field("provider", &self.provider)
             .field("refresh_token", &"[redacted]")
             .finish()
     }
@@ -26,10 +26,10 @@ impl std::fmt::Debug for LegacyAuthId<'_> {
 impl<'a> LegacyAuthId<'a> {
     /// Parses what follows `v2:`.
     pub(super) fn parse(rest: &'a str) -> Result<Self, AuthIdError> {
-        let (service, refresh_token) = rest.split_once(':').ok_or(AuthIdError::Malformed(
+        let (provider, refresh_token) = rest.split_once(':').ok_or(AuthIdError::Malformed(
             "a v2 AuthID has the form v2:<provider>:<token>",
         ))?;
-        if !is_provider_id(service) {
+        if !is_provider_id(provider) {
             return Err(AuthIdError::Malformed(
                 "the provider part of the v2 AuthID is invalid",
             ));
@@ -38,7 +38,7 @@ impl<'a> LegacyAuthId<'a> {
             return Err(AuthIdError::Malformed("the v2 AuthID has no token"));
         }
         Ok(Self {
-            service,
+            provider,
             refresh_token,
         })
     }
@@ -51,7 +51,7 @@ mod tests {
     #[test]
     fn parses_provider_and_token() {
         let a = LegacyAuthId::parse("box.com:abc:def").unwrap();
-        assert_eq!(a.service, "box.com");
+        assert_eq!(a.provider, "box.com");
         assert_eq!(a.refresh_token, "abc:def");
         assert!(!format!("{a:?}").contains("abc"));
     }

@@ -35,7 +35,7 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
             match authid::parse(input.expose())? {
                 AuthIdText::Legacy(legacy) => {
                     println!("format: v2 (legacy, not sealed)");
-                    println!("provider: {}", legacy.service);
+                    println!("provider: {}", legacy.provider);
                 }
                 AuthIdText::V3(jwe) => {
                     let ring = keys
@@ -50,7 +50,7 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
                         opened.kid,
                         if opened.by_primary { " (primary)" } else { "" }
                     );
-                    println!("provider: {}", c.svc);
+                    println!("provider: {}", c.provider);
                     println!("issued: {} ({})", super::keys::format_time(c.iat), c.iat);
                     println!("login: {}", c.login_fingerprint());
                 }

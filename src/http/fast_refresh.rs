@@ -156,7 +156,7 @@ impl Shared {
             return None;
         }
         let body = self.app.refresher.hit_in_process(authid, |hit, expires| {
-            self.count_hit(hit.service());
+            self.count_hit(hit.provider());
             hit.json_body(expires)
         })?;
         if forwarded {
@@ -335,8 +335,8 @@ mod tests {
     }
 
     impl Fixture {
-        fn authid(&self, service: &str) -> String {
-            let claims = Claims::new(service, Sensitive::new("rt-start"), self.app.clock.now());
+        fn authid(&self, provider: &str) -> String {
+            let claims = Claims::new(provider, Sensitive::new("rt-start"), self.app.clock.now());
             self.app.keyring.seal(&claims).unwrap()
         }
 

@@ -68,7 +68,7 @@ pub struct CachedToken {
     /// Where the token and the provider id are in `json`; `None` when
     /// JSON had to escape them (never seen in practice), then kept apart.
     token_at: Option<(u32, u32)>,
-    service_at: Option<(u32, u32)>,
+    provider_at: Option<(u32, u32)>,
     escaped: Option<Box<(Sensitive, String)>>,
     /// Set once this is no longer its login's current entry (forgotten,
     /// replaced or evicted): texts still pointing here miss, so forgetting
@@ -85,7 +85,7 @@ pub struct CachedToken {
 impl std::fmt::Debug for CachedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CachedToken")
-            .field("service", &self.service())
+            .field("provider", &self.provider())
             .field("expires_at", &self.expires_at)
             .field(
                 "new_authid",
@@ -105,7 +105,7 @@ struct Head<'a> {
 #[derive(serde::Serialize)]
 struct Tail<'a> {
     #[serde(rename = "type")]
-    service: &'a str,
+    provider: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     v2_authid: Option<&'a str>,
 }
@@ -117,7 +117,7 @@ impl CachedToken {
     pub fn new(
         access_token: Sensitive,
         expires_at: i64,
-        service: String,
+        provider: String,
         new_authid: Option<Arc<str>>,
         login_key: CacheKey,
         rotated: bool,
@@ -126,7 +126,7 @@ impl CachedToken {
             access_token: access_token.expose(),
         }));
         let tail = Zeroizing::new(json_object(&Tail {
-            service: &service,
+            provider: &provider,
             v2_authid: new_authid.as_deref(),
         }));
         let mut json = Vec::with_capacity(head.len() + tail.len() + 11);
@@ -139,15 +139,15 @@ impl CachedToken {
         let token = access_token.expose().len();
         let token_at = (head.len() == HEAD_START.len() + token + 2)
             .then_some((HEAD_START.len(), HEAD_START.len() + token));
-        let service_start = split + TAIL_START.len();
-        let service_at = json[split..]
+        let provider_start = split + TAIL_START.len();
+        let provider_at = json[split..]
             .starts_with(TAIL_START)
-            .then_some((service_start, service_start + service.len()))
+            .then_some((provider_start, provider_start + provider.len()))
             .filter(|&(a, b)| {
-                json.get(a..b) == Some(service.as_bytes()) && json.get(b) == Some(&b'"')
+                json.get(a..b) == Some(provider.as_bytes()) && json.get(b) == Some(&b'"')
             });
-        let escaped =
-            (token_at.is_none() || service_at.is_none()).then(|| Box::new((access_token, service)));
+        let escaped = (token_at.is_none() || provider_at.is_none())
+            .then(|| Box::new((access_token, provider)));
         let at = |r: Option<(usize, usize)>| r.map(|(a, b)| (a as u32, b as u32));
         Self {
             expires_at,
@@ -157,7 +157,7 @@ impl CachedToken {
             json: Zeroizing::new(json.into_boxed_slice()),
             split: split as u32,
             token_at: at(token_at),
-            service_at: at(service_at),
+            provider_at: at(provider_at),
             escaped,
             retired: AtomicBool::new(false),
             revoked_key: None,
@@ -212,9 +212,9 @@ impl CachedToken {
     }
 
     /// The provider id.
-    pub fn service(&self) -> &str {
-        match (self.text(self.service_at), &self.escaped) {
-            (Some(service), _) => service,
+    pub fn provider(&self) -> &str {
+        match (self.text(self.provider_at), &self.escaped) {
+            (Some(provider), _) => provider,
             (None, Some(escaped)) => &escaped.1,
             (None, None) => "",
         }
@@ -439,10 +439,10 @@ impl TokenCache {
     /// anyone holding the public key can mint an AuthID with any login id,
     /// but not with the victim's secret (which is random, or derived from
     /// the refresh token).
-    pub fn login_key(service: &str, login_id: &str, login_secret: &[u8; 32]) -> CacheKey {
+    pub fn login_key(provider: &str, login_id: &str, login_secret: &[u8; 32]) -> CacheKey {
         let mut h = Sha256::new();
         for part in [
-            service.as_bytes(),
+            provider.as_bytes(),
             login_id.as_bytes(),
             login_secret.as_slice(),
         ] {
@@ -723,7 +723,7 @@ mod tests {
             access_token: &'a str,
             expires: u64,
             #[serde(rename = "type")]
-            service: &'a str,
+            provider: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             v2_authid: Option<&'a str>,
         }
@@ -740,12 +740,12 @@ mod tests {
                 false,
             );
             assert_eq!(t.access_token().expose(), at);
-            assert_eq!(t.service(), "box.com");
+            assert_eq!(t.provider(), "box.com");
             for expires in [0, 7, 3599, u64::MAX] {
                 let want = serde_json::to_vec(&Body {
                     access_token: at,
                     expires,
-                    service: "box.com",
+                    provider: "box.com",
                     v2_authid: authid,
                 })
                 .unwrap();

@@ -82,8 +82,8 @@ impl RefreshAnswer {
     }
 
     /// The provider id.
-    pub fn service(&self) -> &str {
-        self.token.service()
+    pub fn provider(&self) -> &str {
+        self.token.provider()
     }
 
     /// Present when the client should switch to a new AuthID.
@@ -257,7 +257,7 @@ impl Refresher {
         let result = self.refresh_inner(text.trim(), client).await;
         let metrics = &self.inner.deps.metrics;
         match &result {
-            Ok((answer, outcome)) => metrics.refresh(answer.service(), outcome),
+            Ok((answer, outcome)) => metrics.refresh(answer.provider(), outcome),
             Err((provider, e)) => metrics.refresh(provider, e.label()),
         }
         result.map(|(answer, _)| answer).map_err(|(_, e)| e)
@@ -275,11 +275,11 @@ impl Refresher {
             inner
                 .login_requests
                 .hit(&hit.login_key, now)
-                .map_err(|s| (hit.service().to_string(), too_many_requests(s)))?;
+                .map_err(|s| (hit.provider().to_string(), too_many_requests(s)))?;
             inner
                 .still_granted(&hit, now)
                 .await
-                .map_err(|e| (hit.service().to_string(), e))?;
+                .map_err(|e| (hit.provider().to_string(), e))?;
             return Ok((answer(hit, now), "cache_hit"));
         }
         if let Some(ip) = client {

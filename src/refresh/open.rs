@@ -64,14 +64,14 @@ pub(super) fn open(
         }
         AuthIdText::Legacy(legacy) => {
             let claims =
-                Claims::from_legacy(legacy.service, Sensitive::new(legacy.refresh_token), now);
+                Claims::from_legacy(legacy.provider, Sensitive::new(legacy.refresh_token), now);
             (claims, true, true)
         }
     };
     let provider = catalogue
-        .get(&claims.svc)
+        .get(&claims.provider)
         .cloned()
-        .ok_or_else(|| RefreshError::UnknownProvider(claims.svc.clone()))?;
+        .ok_or_else(|| RefreshError::UnknownProvider(claims.provider.clone()))?;
     if provider.access_token_only {
         return Err(RefreshError::AccessTokenOnly(provider.name.clone()));
     }

@@ -138,9 +138,9 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn authid(&self, svc: &str, rt: &str) -> String {
+    fn authid(&self, provider: &str, rt: &str) -> String {
         self.keyring
-            .seal(&Claims::new(svc, Sensitive::new(rt), self.clock.now()))
+            .seal(&Claims::new(provider, Sensitive::new(rt), self.clock.now()))
             .unwrap()
     }
 }
@@ -152,7 +152,7 @@ async fn sequential_refreshes_hit_the_cache() {
     for i in 0..20 {
         let a = f.refresher.refresh_for(&authid).await.unwrap();
         assert_eq!(a.access_token().expose(), "at-default");
-        assert_eq!(a.service(), "googledrive");
+        assert_eq!(a.provider(), "googledrive");
         assert!(a.new_authid().is_none());
         assert_eq!(a.expires, 3600 - i);
         f.clock.advance(1);
@@ -250,7 +250,7 @@ async fn legacy_and_old_key_authids_are_resealed() {
     let new = a.new_authid().map(str::to_string).expect("upgraded");
     let opened = f.keyring.open(new.strip_prefix("v3:").unwrap()).unwrap();
     assert_eq!(opened.claims.rt.expose(), "rt-legacy");
-    assert_eq!(opened.claims.svc, "googledrive");
+    assert_eq!(opened.claims.provider, "googledrive");
 
     let old = f.authid("googledrive", "rt-old-key");
     let old_key = Arc::clone(f.keyring.current().primary());

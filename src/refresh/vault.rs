@@ -51,7 +51,7 @@ impl Vault {
     pub fn for_login(claims: &Claims) -> Self {
         let secret = claims.login_secret();
         let mut context = b"login\0".to_vec();
-        context.extend_from_slice(claims.svc.as_bytes());
+        context.extend_from_slice(claims.provider.as_bytes());
         context.push(0);
         context.extend_from_slice(claims.jti.as_bytes());
         Self::new(secret.as_ref(), context)

@@ -193,6 +193,6 @@ proptest! {
 fn genuine_authid_opens() {
     let compact = GENUINE.join(".");
     let opened = RING.open(&compact).expect("open");
-    assert_eq!(opened.claims.svc, "googledrive");
+    assert_eq!(opened.claims.provider, "googledrive");
     assert_eq!(opened.claims.rt.expose(), "1//token");
 }

@@ -31,8 +31,8 @@ fn fuzz_keyring() -> Keyring {
 const NOW: i64 = 1_700_000_000;
 
 fn authids(ring: &Keyring) -> Vec<(&'static str, String)> {
-    let seal = |svc: &str, rt: &str| {
-        ring.seal(&Claims::new(svc, Sensitive::new(rt), NOW))
+    let seal = |provider: &str, rt: &str| {
+        ring.seal(&Claims::new(provider, Sensitive::new(rt), NOW))
             .unwrap()
     };
     let valid = seal("googledrive", "1//0gFuzzRefreshToken");

@@ -189,7 +189,7 @@ fn broker_opens_an_authid_sealed_by_jwcrypto_with_the_public_key() {
         panic!("not a v3 AuthID");
     };
     let opened = ring.open(jwe).expect("open");
-    assert_eq!(opened.claims.svc, "onedrive");
+    assert_eq!(opened.claims.provider, "onedrive");
     assert_eq!(opened.claims.rt.expose(), REFRESH_TOKEN);
     assert_eq!(opened.kid, kid);
     assert!(opened.by_primary);
