@@ -63,7 +63,7 @@ impl std::fmt::Debug for Params {
 }
 
 /// Reads the query and, for url-encoded bodies, the form.
-pub async fn read_params(request: Request) -> Result<Params, ApiError> {
+async fn read_params(request: Request) -> Result<Params, ApiError> {
     let (parts, body) = request.into_parts();
     let mut values = HashMap::new();
     if let Some(query) = parts.uri.query() {

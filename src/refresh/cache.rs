@@ -523,8 +523,11 @@ impl TokenCache {
         self.by_text.clear();
     }
 
-    /// AuthID texts held, expired ones not yet swept included (for
-    /// metrics).
+    /// AuthID texts in the by-text index, for the `cached_tokens` gauge.
+    /// An upper bound on the texts a hit is served for: texts whose answer
+    /// expired or was retired (forgotten, replaced, evicted) count until
+    /// their shard's next sweep, and the texts of one login share one
+    /// token.
     pub fn len(&self) -> u64 {
         self.by_text.len() as u64
     }

@@ -401,3 +401,34 @@ async fn logs_of_all_refresh_traffic_hold_no_token_secret_or_authid() {
         );
     }
 }
+
+#[tokio::test]
+async fn retiring_a_key_ends_the_cached_answers_of_its_authids() {
+    use std::collections::HashSet;
+
+    use oauth_broker::authid::{Keyring, ServerKey};
+
+    let mock = mock_like("googledrive").await;
+    let broker = Broker::new(&mock);
+    let authid = broker.seal("googledrive", &mock.issue_refresh_token());
+    for _ in 0..2 {
+        let r = broker.refresh(&authid).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    assert_eq!(
+        mock.token_calls(),
+        1,
+        "the second answer came from the cache"
+    );
+
+    let old = broker.app.keyring.current().primary().kid().to_string();
+    let (new, _) = ServerKey::generate("after-retirement", 2).unwrap();
+    let keyring = Keyring::new([new], "after-retirement", HashSet::from([old])).unwrap();
+    broker.app.install_keyring(keyring);
+
+    let r = broker.refresh(&authid).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert_error_shape(&r);
+    assert!(r.body.contains("retired"), "{}", r.body);
+    assert_eq!(mock.token_calls(), 1);
+}

@@ -271,8 +271,12 @@ impl Broker {
     }
 
     /// Seals a refresh token into an AuthID with the broker's primary key.
-    pub fn seal(&self, service: &str, refresh_token: &str) -> String {
-        let claims = Claims::new(service, Sensitive::new(refresh_token), self.app.clock.now());
+    pub fn seal(&self, provider: &str, refresh_token: &str) -> String {
+        let claims = Claims::new(
+            provider,
+            Sensitive::new(refresh_token),
+            self.app.clock.now(),
+        );
         self.app.keyring.seal(&claims).expect("seal")
     }
 
