@@ -11,7 +11,8 @@ use crate::authid::{Keyring, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::demo::DemoProvider;
-use crate::login::{LoginDeps, LoginService, Templates};
+use crate::http::Templates;
+use crate::login::{LoginDeps, LoginService};
 use crate::metrics::Metrics;
 use crate::outage::StoreOutage;
 use crate::provider::{Catalogue, Protection, ProtectionSettings, TokenClient};
@@ -38,6 +39,7 @@ pub struct App {
     pub demo: Option<Arc<DemoProvider>>,
     /// Login flows, fetch rendezvous and revocation.
     pub login: LoginService,
+    /// The page templates, rendered by the HTTP edge.
     pub templates: Templates,
     /// When (clock seconds) the last warning about `X-Forwarded-For` from
     /// an untrusted peer was logged; 0 before the first.

@@ -112,7 +112,7 @@ impl ServeArgs {
                 let client = HttpTokenClient::new(settings.upstream_timeout)
                     .map_err(|e| vec![format!("HTTP client: {e}")])?;
                 let problems =
-                    crate::login::Templates::new(settings.templates_dir.as_deref()).check();
+                    crate::http::Templates::new(settings.templates_dir.as_deref()).check();
                 if !problems.is_empty() {
                     return Err(problems);
                 }

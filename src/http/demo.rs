@@ -14,9 +14,9 @@ use serde_json::json;
 
 use super::ApiError;
 use super::input::Params;
+use super::templates::escape_html;
 use crate::app::SharedApp;
 use crate::demo::DemoProvider;
-use crate::login::templates::escape_html;
 
 pub fn routes(app: SharedApp) -> Router {
     Router::new()

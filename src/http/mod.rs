@@ -1,4 +1,5 @@
-//! The HTTP edge: router, middleware stack, handlers and the error type.
+//! The HTTP edge: router, middleware stack, handlers, the error type, and
+//! the pages (templates and how they are rendered).
 
 mod client_ip;
 mod demo;
@@ -14,6 +15,7 @@ mod refresh;
 mod revoke;
 pub mod server;
 mod site;
+mod templates;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use fast_refresh::FastRefresh;
+pub use templates::Templates;
 
 use crate::app::SharedApp;
 

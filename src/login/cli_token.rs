@@ -1,13 +1,22 @@
-//! Jottacloud's personal login token: base64url JSON naming the user, the
-//! identity server's discovery document and a one-time secret that the
-//! `password` grant accepts. The token is a credential: it is never logged,
-//! echoed or kept.
+//! The Jottacloud login-token flow: the user pastes a personal login token
+//! (base64url JSON naming the user, the identity server's discovery
+//! document and a one-time secret), which the `password` grant accepts at
+//! the token endpoint that document names. The token is a credential: it
+//! is never logged, echoed or kept.
 
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::Deserialize;
 
-use crate::secret::Sensitive;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{FetchToken, Finished, LoginError, LoginService};
+use crate::provider::client::FormField;
+use crate::provider::{Provider, UpstreamError, hosts};
+use crate::secret::{Sensitive, fingerprint, random_id};
 
 /// Longest login token accepted; real ones are around 400 characters.
 pub const MAX_LOGIN_TOKEN_LEN: usize = 8 * 1024;
@@ -55,6 +64,88 @@ pub fn parse(text: &str) -> Result<LoginToken, &'static str> {
         return Err("The login token is incomplete: copy it again");
     }
     Ok(token)
+}
+
+/// Scope of the Jottacloud password grant when the provider names none.
+const CLI_TOKEN_SCOPE: &str = "openid offline_access";
+
+impl LoginService {
+    /// `/cli-token-login`: Jottacloud's personal login token, exchanged with
+    /// the `password` grant at the token endpoint its identity server names.
+    pub async fn cli_token_login(
+        &self,
+        name: &str,
+        token_text: &str,
+        fetch_token: Option<FetchToken>,
+        client: Option<IpAddr>,
+    ) -> Result<Finished, LoginError> {
+        self.count_attempt(client)
+            .map_err(|retry_after| LoginError::TooMany { retry_after })?;
+        let provider = Arc::clone(self.provider(name)?);
+        if !provider.cli_token {
+            return Err(LoginError::BadInput(format!(
+                "{} does not log in with a token; use its login link",
+                provider.name
+            )));
+        }
+        let login = fingerprint(random_id().as_bytes());
+        let result = self.cli_token_exchange(&provider, token_text).await;
+        self.conclude(result.map(|a| (provider, a)), fetch_token, &login)
+            .await
+    }
+
+    async fn cli_token_exchange(
+        &self,
+        provider: &Provider,
+        token_text: &str,
+    ) -> Result<Sensitive, LoginError> {
+        let token = parse(token_text).map_err(|e| LoginError::BadInput(e.into()))?;
+        let well_known = hosts::check_url(&provider.allowed_hosts, &token.well_known_link).ok_or(
+            LoginError::HostNotAllowed("identity server named by the login token"),
+        )?;
+        let upstream = |error| LoginError::Upstream {
+            provider: provider.id.clone(),
+            error,
+        };
+        // One admission covers the discovery document and the token
+        // request: one login, one unit of the provider's budget.
+        let _permit = self.admit_login(provider).await?;
+        let raw = self
+            .deps
+            .client
+            .get_json(&well_known)
+            .await
+            .map_err(|e| upstream(UpstreamError::from(e)))?;
+        if !(200..300).contains(&raw.status) {
+            return Err(upstream(UpstreamError::Unavailable {
+                detail: "the identity server's discovery document is unavailable",
+            }));
+        }
+        let endpoint = serde_json::from_slice::<Value>(&raw.body)
+            .ok()
+            .and_then(|doc| doc.get("token_endpoint")?.as_str().map(str::to_string))
+            .ok_or_else(|| {
+                upstream(UpstreamError::Unavailable {
+                    detail: "the discovery document names no token endpoint",
+                })
+            })?;
+        let token_url = hosts::check_url(&provider.allowed_hosts, &endpoint).ok_or(
+            LoginError::HostNotAllowed("token endpoint named by the identity server"),
+        )?;
+        let scope = if provider.scope.is_empty() {
+            CLI_TOKEN_SCOPE
+        } else {
+            provider.scope.as_str()
+        };
+        let mut form: Vec<FormField> = vec![("grant_type".into(), Sensitive::new("password"))];
+        provider.push_client_auth(&mut form);
+        form.push(("username".into(), Sensitive::new(token.username.as_str())));
+        form.push(("password".into(), token.auth_token.clone()));
+        form.push(("scope".into(), Sensitive::new(scope)));
+        provider.push_additional(&mut form);
+        let grant = self.token_request(provider, &token_url, &form).await?;
+        self.authid_from(provider, grant)
+    }
 }
 
 #[cfg(test)]
