@@ -31,6 +31,11 @@ pub struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabels {
     pub kid: String,
     /// `primary` (seals new AuthIDs), `secondary` (loaded, opens only) or
@@ -163,6 +168,8 @@ pub struct Metrics {
     /// state keeps a single series.
     key_states: Mutex<HashMap<String, &'static str>>,
     pub ready: Gauge,
+    pub legacy_exports: Family<ResultLabels, Counter>,
+    pub legacy_imports: Family<ResultLabels, Counter>,
     pub active_backoffs: Gauge,
     pub cached_tokens: Gauge,
     pub untrusted_forwarded: Counter,
@@ -233,6 +240,18 @@ impl Metrics {
             "ready",
             "1 when the instance is ready (as GET /ready answers), else 0",
             ready.clone(),
+        );
+        let legacy_exports = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "legacy_exports",
+            "AuthIDs of the old App Engine service looked up there, by outcome (migrated, unknown, api_key, unavailable, bad_answer, not_configured); flat at zero means the old service is no longer needed",
+            legacy_exports.clone(),
+        );
+        let legacy_imports = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "legacy_imports",
+            "Rotated tokens of migrated logins pushed back to the old service, by outcome (imported, unknown, api_key, unavailable, bad_answer)",
+            legacy_imports.clone(),
         );
         let active_backoffs = Gauge::default();
         registry.register(
@@ -307,6 +326,8 @@ impl Metrics {
             authids_opened,
             key_states: Mutex::new(HashMap::new()),
             ready,
+            legacy_exports,
+            legacy_imports,
             active_backoffs,
             cached_tokens,
             untrusted_forwarded,
@@ -326,6 +347,22 @@ impl Metrics {
 
     pub fn throttle(&self, provider: &str, source: &str) {
         self.throttled.inc(provider, source);
+    }
+
+    pub fn legacy_export(&self, outcome: &str) {
+        self.legacy_exports
+            .get_or_create(&ResultLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn legacy_import(&self, outcome: &str) {
+        self.legacy_imports
+            .get_or_create(&ResultLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn provider(provider: &str) -> ProviderLabels {

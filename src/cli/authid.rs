@@ -37,6 +37,14 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
                     println!("format: v2 (legacy, not sealed)");
                     println!("provider: {}", legacy.service);
                 }
+                AuthIdText::AppEngine(old) => {
+                    println!("format: App Engine (keyid:password of the old service, not sealed)");
+                    println!("key: {} (fingerprint)", old.key_fingerprint());
+                    println!(
+                        "login: {}",
+                        crate::secret::fingerprint(old.login().id.as_bytes())
+                    );
+                }
                 AuthIdText::V3(jwe) => {
                     let ring = keys
                         .source()

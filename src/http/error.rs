@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::authid::AuthIdError;
+use crate::migrate::{LEGACY_RETRY_AFTER, LegacyError, MigrationError};
 use crate::provider::UpstreamError;
 use crate::refresh::RefreshError;
 
@@ -76,9 +77,42 @@ impl ApiError {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
                     .with_retry_after(retry_after)
             }
+            RefreshError::Migration(e) => Self::from_migration(e, public_base),
             e @ (RefreshError::Seal | RefreshError::Internal) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
             }
+        }
+    }
+
+    /// An AuthID of the old App Engine service that could not be migrated.
+    pub fn from_migration(e: MigrationError, public_base: &str) -> Self {
+        match e {
+            MigrationError::Legacy(LegacyError::Unknown) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "The old OAuth service does not know this AuthID or its password; create a new AuthID at {public_base}"
+                ),
+            ),
+            MigrationError::Legacy(LegacyError::NotConfigured) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                format!(
+                    "This AuthID was issued by the old OAuth service, which this server does not read; create a new AuthID at {public_base}"
+                ),
+            ),
+            MigrationError::Legacy(LegacyError::ApiKey | LegacyError::BadAnswer(_)) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "The old OAuth service refused to hand over this AuthID's login; the operator must fix the migration settings",
+            ),
+            MigrationError::Legacy(LegacyError::Unavailable) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The old OAuth service cannot be reached to move this AuthID over; try again later",
+            )
+            .with_retry_after(LEGACY_RETRY_AFTER),
+            MigrationError::Store => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This server's store is unavailable; try again shortly",
+            )
+            .with_retry_after(LEGACY_RETRY_AFTER),
         }
     }
 
@@ -179,6 +213,28 @@ mod tests {
     fn header_text_is_one_clean_line() {
         let v = header_text("line one\nline two\u{e9}");
         assert_eq!(v.to_str().unwrap(), "line one line two");
+    }
+
+    #[test]
+    fn migration_errors_map_to_their_statuses() {
+        let base = "https://oauth.example.com";
+        let answer = |e: LegacyError| ApiError::from_migration(e.into(), base);
+        for e in [LegacyError::Unknown, LegacyError::NotConfigured] {
+            let a = answer(e);
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+            assert!(a.message.contains(base), "{}", a.message);
+        }
+        assert_eq!(answer(LegacyError::ApiKey).status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            answer(LegacyError::BadAnswer("x")).status,
+            StatusCode::BAD_GATEWAY
+        );
+        let unavailable = answer(LegacyError::Unavailable);
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.retry_after, Some(LEGACY_RETRY_AFTER));
+        let store = ApiError::from_migration(MigrationError::Store, base);
+        assert_eq!(store.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(store.retry_after.is_some());
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub enum RefreshError {
     /// within the wait.
     #[error("This login is being refreshed elsewhere; try again shortly")]
     InProgress { retry_after: u64 },
+    /// An AuthID of the old App Engine service that could not be migrated.
+    #[error("{0}")]
+    Migration(crate::migrate::MigrationError),
     #[error("The refreshed AuthID could not be sealed")]
     Seal,
     #[error("The refresh failed unexpectedly")]
@@ -60,6 +63,13 @@ fn refusal_text(r: Refusal) -> &'static str {
 }
 
 impl RefreshError {
+    /// True for AuthIDs that cannot be used here at all: they count toward
+    /// the per-address limit, as each guess costs the broker (or the old
+    /// service) work.
+    pub fn is_unopenable(&self) -> bool {
+        matches!(self, Self::AuthId(_)) || matches!(self, Self::Migration(e) if e.is_unopenable())
+    }
+
     /// The outcome label of the refresh metric.
     pub fn label(&self) -> &'static str {
         match self {
@@ -70,6 +80,7 @@ impl RefreshError {
             Self::Refused(_) | Self::Interrupted { .. } | Self::InProgress { .. } => "throttled",
             Self::TooMany { .. } => "limited",
             Self::StoreUnavailable => "store_unavailable",
+            Self::Migration(e) => e.label(),
             Self::Seal | Self::Internal => "error",
         }
     }

@@ -295,7 +295,7 @@ impl Refresher {
         let login = match self.open(text) {
             Ok(login) => login,
             Err(e) => {
-                if let (Some(ip), RefreshError::AuthId(_)) = (client, &e) {
+                if let (Some(ip), true) = (client, e.is_unopenable()) {
                     let _ = inner.bad_authids.hit(&ip, now);
                 }
                 return Err(("-".to_string(), e));

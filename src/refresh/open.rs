@@ -67,6 +67,12 @@ pub(super) fn open(
                 Claims::from_legacy(legacy.service, Sensitive::new(legacy.refresh_token), now);
             (claims, true, true)
         }
+        // Resolved by the migration path before an AuthID is opened.
+        AuthIdText::AppEngine(_) => {
+            return Err(RefreshError::Migration(
+                crate::migrate::LegacyError::NotConfigured.into(),
+            ));
+        }
     };
     let provider = catalogue
         .get(&claims.svc)

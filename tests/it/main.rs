@@ -15,6 +15,7 @@ mod interop;
 mod kubernetes_keys;
 mod lifecycle;
 mod login;
+mod migration;
 mod mock_selftest;
 mod pages;
 mod protection;

@@ -1,0 +1,312 @@
+//! Migration from the old App Engine service (SPEC 9): on first sight of
+//! a `keyid:password` AuthID, its grant is exported from the old service
+//! and kept in the store, so the AuthID keeps working without the old
+//! service; after a rotation of a migrated login the newest token is
+//! imported back, so the old service stays current while both run.
+
+pub mod grant;
+pub mod service;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::authid::{AppEngineAuthId, Claims, DerivedLogin};
+use crate::metrics::Metrics;
+use crate::refresh::singleflight::SingleFlight;
+use crate::secret::Sensitive;
+use crate::store::{Store, StoreKey};
+use grant::{GrantVault, MigratedGrant};
+pub use service::{
+    ExportedGrant, HttpLegacyService, ImportedToken, LEGACY_RETRY_AFTER, LegacyError,
+    LegacyService, LegacyServiceSettings,
+};
+
+/// How long a migrated grant is kept after it was last written. The old
+/// service deleted tokens unused for a year; a grant in use is rewritten
+/// at least every [`TOUCH_AFTER_SECS`].
+pub const GRANT_TTL: Duration = Duration::from_secs(400 * 24 * 3600);
+/// A grant read this long after its last write is written again, so the
+/// store keeps it as long as it is used.
+const TOUCH_AFTER_SECS: i64 = 7 * 24 * 3600;
+
+/// The claim that marks the AuthIDs of a migrated login, so a rotation
+/// seen through any of them is imported back.
+pub const MIGRATED_CLAIM: &str = "mig";
+const MIGRATED_FROM: &str = "appengine";
+
+/// Why an old AuthID could not be resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MigrationError {
+    #[error(transparent)]
+    Legacy(#[from] LegacyError),
+    /// The store did not answer; nothing is known about the login.
+    #[error("the store is unavailable")]
+    Store,
+}
+
+impl MigrationError {
+    /// A stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Legacy(LegacyError::Unknown | LegacyError::NotConfigured) => "bad_authid",
+            Self::Legacy(LegacyError::Unavailable) | Self::Store => "unavailable",
+            Self::Legacy(LegacyError::ApiKey | LegacyError::BadAnswer(_)) => "legacy_error",
+        }
+    }
+
+    /// The AuthID cannot be used here at all (as opposed to: not now).
+    pub fn is_unopenable(&self) -> bool {
+        matches!(
+            self,
+            Self::Legacy(LegacyError::Unknown | LegacyError::NotConfigured)
+        )
+    }
+}
+
+/// Everything the migrator needs.
+pub struct MigrateDeps {
+    /// The old service's worker API; `None` when not configured.
+    pub service: Option<Arc<dyn LegacyService>>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+}
+
+struct Inner {
+    deps: MigrateDeps,
+    /// One export per login at a time, however many requests arrive.
+    flights: SingleFlight<StoreKey, Result<(MigratedGrant, bool), MigrationError>>,
+}
+
+/// Resolves old AuthIDs and pushes rotations back.
+#[derive(Clone)]
+pub struct Migrator {
+    inner: Arc<Inner>,
+}
+
+/// An old AuthID resolved to its login.
+#[derive(Debug)]
+pub struct MigratedLogin {
+    /// Claims as a `v3:` AuthID of the login carries them: the derived
+    /// login id and secret, the marker claim, the stored refresh token.
+    pub claims: Claims,
+    /// True when the grant was exported by this request.
+    pub exported: bool,
+}
+
+/// True when the claims are those of a migrated login.
+pub fn is_migrated(claims: &Claims) -> bool {
+    claims.extra.get(MIGRATED_CLAIM).and_then(|v| v.as_str()) == Some(MIGRATED_FROM)
+}
+
+impl Migrator {
+    pub fn new(deps: MigrateDeps) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                flights: SingleFlight::default(),
+            }),
+        }
+    }
+
+    pub fn configured(&self) -> bool {
+        self.inner.deps.service.is_some()
+    }
+
+    /// The login behind an old AuthID: from the store, or, on first sight,
+    /// exported from the old service and stored.
+    pub async fn resolve(
+        &self,
+        old: &AppEngineAuthId<'_>,
+        now: i64,
+    ) -> Result<MigratedLogin, MigrationError> {
+        let login = old.login();
+        let vault = GrantVault::new(&login.id, &login.secret);
+        let key = *vault.key();
+        let inner = Arc::clone(&self.inner);
+        let authid = Sensitive::new(old.expose());
+        let key_fingerprint = old.key_fingerprint();
+        let (grant, exported) = self
+            .inner
+            .flights
+            .run(
+                key,
+                move || async move { lookup(&inner, &vault, &authid, &key_fingerprint, now).await },
+                Err(MigrationError::Legacy(LegacyError::Unavailable)),
+            )
+            .await?;
+        Ok(MigratedLogin {
+            claims: claims_of(&login, &grant, now),
+            exported,
+        })
+    }
+
+    /// After the provider rotated the refresh token of a migrated login:
+    /// the store entry takes the newest token, and the old service gets it
+    /// through `/import`. Runs in its own task; a failure is logged and
+    /// counted, never passed to the user. Returns the task (`None` for a
+    /// login that was not migrated).
+    pub fn rotated(
+        &self,
+        claims: &Claims,
+        access_token: &Sensitive,
+        expires_in: u64,
+        now: i64,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if !is_migrated(claims) {
+            return None;
+        }
+        let inner = Arc::clone(&self.inner);
+        let vault = GrantVault::new(&claims.jti, &claims.login_secret());
+        let login = claims.login_fingerprint();
+        let token = ImportedToken {
+            refresh_token: claims.rt.clone(),
+            access_token: access_token.clone(),
+            expires_in,
+            token_type: "Bearer",
+        };
+        Some(tokio::spawn(async move {
+            let Some(authid) = record_rotation(&inner, &vault, &token.refresh_token, now).await
+            else {
+                return;
+            };
+            let Some(service) = &inner.deps.service else {
+                return;
+            };
+            let outcome = match service.import(authid.expose(), &token).await {
+                Ok(()) => "imported",
+                Err(e) => {
+                    log_failure("import", &login, e);
+                    e.label()
+                }
+            };
+            inner.deps.metrics.legacy_import(outcome);
+        }))
+    }
+}
+
+/// The claims of a migrated login, as every AuthID sealed for it carries
+/// them.
+fn claims_of(login: &DerivedLogin, grant: &MigratedGrant, now: i64) -> Claims {
+    let mut claims = login.claims(&grant.svc, grant.rt.clone(), now);
+    claims.extra.insert(
+        MIGRATED_CLAIM.into(),
+        serde_json::Value::String(MIGRATED_FROM.into()),
+    );
+    claims
+}
+
+/// The stored grant, or a fresh export. Returns whether it exported.
+async fn lookup(
+    inner: &Inner,
+    vault: &GrantVault,
+    authid: &Sensitive,
+    key_fingerprint: &str,
+    now: i64,
+) -> Result<(MigratedGrant, bool), MigrationError> {
+    let store = &inner.deps.store;
+    let stored = store.get_versioned(vault.key()).await.map_err(|e| {
+        tracing::warn!(key = %key_fingerprint, error = %e, "store unavailable; cannot resolve an AuthID of the old service");
+        MigrationError::Store
+    })?;
+    let generation = stored.as_ref().map_or(0, |s| s.generation + 1);
+    if let Some(stored) = &stored {
+        if let Some(mut grant) = vault.open(stored) {
+            if now - grant.written_at > TOUCH_AFTER_SECS {
+                // Written again so the store keeps a grant in use; losing
+                // this write costs nothing but an earlier expiry.
+                grant.written_at = now;
+                let _ = store
+                    .put_versioned(vault.key(), vault.seal(generation, &grant), GRANT_TTL)
+                    .await;
+            }
+            return Ok((grant, false));
+        }
+        // An entry this AuthID cannot open was not made from it; keys are
+        // HMACs, so this means corruption. Exporting again replaces it.
+        tracing::warn!(key = %key_fingerprint, "stored grant of an old AuthID does not open; exporting again");
+    }
+    let metrics = &inner.deps.metrics;
+    let Some(service) = &inner.deps.service else {
+        metrics.legacy_export(LegacyError::NotConfigured.label());
+        return Err(LegacyError::NotConfigured.into());
+    };
+    let exported = match service.export(authid.expose()).await {
+        Ok(grant) => grant,
+        Err(e) => {
+            metrics.legacy_export(e.label());
+            log_failure("export", key_fingerprint, e);
+            return Err(e.into());
+        }
+    };
+    metrics.legacy_export("migrated");
+    tracing::info!(key = %key_fingerprint, provider = %exported.service, "migrated an AuthID of the old service");
+    let grant = MigratedGrant {
+        svc: exported.service,
+        rt: exported.refresh_token,
+        authid: authid.clone(),
+        written_at: now,
+    };
+    match store
+        .put_versioned(vault.key(), vault.seal(generation, &grant), GRANT_TTL)
+        .await
+    {
+        Ok(true) => Ok((grant, true)),
+        // Another instance stored this login first: its entry wins, so all
+        // instances go on from one grant.
+        Ok(false) => match store.get_versioned(vault.key()).await {
+            Ok(Some(theirs)) => Ok((vault.open(&theirs).unwrap_or(grant), true)),
+            _ => Ok((grant, true)),
+        },
+        // Served anyway; the next request exports again.
+        Err(e) => {
+            tracing::warn!(key = %key_fingerprint, error = %e, "could not store a migrated grant");
+            Ok((grant, true))
+        }
+    }
+}
+
+/// Writes the newest refresh token into the grant; returns the old AuthID
+/// for the import, or `None` when there is no grant (never migrated here,
+/// or expired).
+async fn record_rotation(
+    inner: &Inner,
+    vault: &GrantVault,
+    refresh_token: &Sensitive,
+    now: i64,
+) -> Option<Sensitive> {
+    let store = &inner.deps.store;
+    let stored = store.get_versioned(vault.key()).await.ok().flatten()?;
+    let mut grant = vault.open(&stored)?;
+    grant.rt = refresh_token.clone();
+    grant.written_at = now;
+    let _ = store
+        .put_versioned(
+            vault.key(),
+            vault.seal(stored.generation + 1, &grant),
+            GRANT_TTL,
+        )
+        .await;
+    Some(grant.authid)
+}
+
+/// One log line per failure, at the level its audience needs: a wrong API
+/// key or a strange answer is the operator's to fix.
+fn log_failure(what: &'static str, who: &str, e: LegacyError) {
+    match e {
+        LegacyError::ApiKey | LegacyError::BadAnswer(_) => tracing::error!(
+            key = %who,
+            call = what,
+            error = %e,
+            "the old service refused a call: check LEGACY_SERVICE_URL and LEGACY_SERVICE_API_KEY"
+        ),
+        LegacyError::Unavailable => {
+            tracing::warn!(key = %who, call = what, error = %e, "the old service cannot be reached")
+        }
+        LegacyError::Unknown | LegacyError::NotConfigured => {
+            tracing::info!(key = %who, call = what, error = %e, "the old service does not know an AuthID")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
