@@ -7,6 +7,7 @@
 mod authid_props;
 mod bad_authids;
 mod browser;
+mod csharp_config;
 mod demo;
 mod edge;
 mod faults;

@@ -13,7 +13,7 @@ use super::Catalogue;
 use super::entry::{Entry, builtin_entries, merge_entries, read_configfile};
 use super::model::{Provider, RateLimit, Rotation, is_provider_id};
 use crate::provider::hosts::{host_port, is_loopback, parse_host_port};
-use crate::provider::secrets::{EnvLookup, Secrets, substitute};
+use crate::provider::secrets::{EnvLookup, Secrets, substitute_choosing};
 use crate::secret::Sensitive;
 
 /// Inputs to the catalogue besides the environment.
@@ -55,18 +55,37 @@ impl Catalogue {
                 Err(mut e) => problems.append(&mut e),
             }
         }
+        // SERVICES names ids, aliases or serviceId groups, in any case.
         let wanted: Vec<String> = source
             .services
             .unwrap_or("")
             .split(',')
-            .map(|s| s.trim().to_string())
+            .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| !s.is_empty())
             .collect();
+        let mut matched = vec![false; wanted.len()];
 
         let mut catalogue = Catalogue::default();
         for entry in entries {
             let id = entry.id.clone().unwrap_or_default();
-            let selected = wanted.is_empty() || wanted.contains(&id);
+            let names: Vec<String> = std::iter::once(&id)
+                .chain(entry.aliases.iter().flatten())
+                .chain(entry.service_id.iter())
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
+            let mut selected_by = None;
+            for (i, w) in wanted.iter().enumerate() {
+                if names.contains(w) {
+                    matched[i] = true;
+                    selected_by.get_or_insert_with(|| w.clone());
+                }
+            }
+            let selected = wanted.is_empty() || selected_by.is_some();
+            if let Some(reason) = entry.service_id.as_deref().and_then(retired_group) {
+                // Accepted as the C# service's file has it, never started.
+                catalogue.disabled.push((id, reason.to_string()));
+                continue;
+            }
             match build_provider(entry, &secrets, env) {
                 Ok(provider) if selected => catalogue.add(provider, &mut problems),
                 Ok(_) => catalogue
@@ -74,20 +93,18 @@ impl Catalogue {
                     .push((id, "not listed in SERVICES".into())),
                 Err(BuildError::NoCredentials(names)) => {
                     let reason = format!("no credentials (set {})", names.join(", "));
-                    if !wanted.is_empty() && selected {
-                        problems.push(format!("SERVICES names {id}, but it has {reason}"));
+                    if let Some(by) = &selected_by {
+                        problems.push(format!("SERVICES names {by}, but {id} has {reason}"));
                     }
                     catalogue.disabled.push((id, reason));
                 }
                 Err(BuildError::Invalid(mut e)) => problems.append(&mut e),
             }
         }
-        for id in &wanted {
-            if !catalogue.by_name.contains_key(id)
-                && !catalogue.disabled.iter().any(|(d, _)| d == id)
-            {
+        for (w, found) in wanted.iter().zip(&matched) {
+            if !found {
                 problems.push(format!(
-                    "SERVICES names {id}, which is not a known provider"
+                    "SERVICES names {w}, which is not a known provider or serviceId group"
                 ));
             }
         }
@@ -97,6 +114,20 @@ impl Catalogue {
             Err(problems)
         }
     }
+}
+
+/// `serviceId` groups of APIs the providers have shut down: entries of
+/// these groups load (the C# service's shipped file has one) and stay off.
+const RETIRED_GROUPS: &[(&str, &str)] = &[(
+    "WL",
+    "retired: Live Connect (serviceId WL) was shut down by Microsoft; OneDrive logins use onedrivev2",
+)];
+
+fn retired_group(group: &str) -> Option<&'static str> {
+    RETIRED_GROUPS
+        .iter()
+        .find(|(g, _)| g.eq_ignore_ascii_case(group))
+        .map(|(_, reason)| *reason)
 }
 
 enum BuildError {
@@ -112,14 +143,28 @@ fn build_provider(
     let id = entry.id.clone().unwrap_or_default();
     let mut problems = Vec::new();
     let mut missing = Vec::new();
+    let cli_token = entry.cli_token.unwrap_or(false);
     // A %NAME% without a value disables the provider and names what to set.
-    let mut field = |value: Option<&str>| -> Option<Sensitive> {
-        substitute(value?, secrets, env)
+    // `%A|B%` takes the first that is set; the client secret then comes
+    // from the same family of names as the client id.
+    let mut choose = |value: Option<&str>, choice: Option<usize>| {
+        substitute_choosing(value?, secrets, env, choice)
             .map_err(|mut names| missing.append(&mut names))
             .ok()
     };
-    let client_id = field(entry.client_id.as_deref());
-    let client_secret = field(entry.client_secret.as_ref().map(Sensitive::expose));
+    let client_id = choose(entry.client_id.as_deref(), None);
+    let chosen = client_id.as_ref().and_then(|(_, c)| *c);
+    let client_id = client_id.map(|(v, _)| v);
+    let client_secret = match entry.client_secret.as_ref().map(Sensitive::expose) {
+        // The login-token flow's client is public (Jottacloud's `jottacli`):
+        // a secret reference without a value, as the C# service's file has
+        // it, means no secret.
+        Some(text) if cli_token => substitute_choosing(text, secrets, env, chosen)
+            .ok()
+            .map(|(v, _)| v),
+        text => choose(text, chosen).map(|(v, _)| v),
+    };
+    let mut field = |value: Option<&str>| choose(value, None).map(|(v, _)| v);
     let auth_url = field(entry.auth_url.as_deref());
     let login_url = field(entry.login_url.as_deref());
     let revoke_url = field(entry.revoke_url.as_deref());
@@ -149,7 +194,6 @@ fn build_provider(
         login_url.and_then(|u| check_url(&prefix, "loginUrl", u.expose(), &mut problems));
     let revoke_url =
         revoke_url.and_then(|u| check_url(&prefix, "revokeUrl", u.expose(), &mut problems));
-    let cli_token = entry.cli_token.unwrap_or(false);
     if authorize_url.is_none() && !cli_token && entry.login_url.is_none() {
         problems.push(format!(
             "{prefix}: loginUrl (the authorize endpoint) is required unless cliToken is set"
@@ -182,13 +226,15 @@ fn build_provider(
             )),
         }
     }
-    let aliases = entry
-        .aliases
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .chain(entry.service_id.clone().filter(|s| s != &id))
-        .collect::<Vec<_>>();
+    let aliases = entry.aliases.clone().unwrap_or_default();
+    let group = entry.service_id.as_deref().map(str::to_ascii_uppercase);
+    if let Some(g) = &group {
+        if g.is_empty() || !g.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            problems.push(format!(
+                "{prefix}: serviceId {g:?} is not a group name such as GD or MSGRAPH"
+            ));
+        }
+    }
     for alias in &aliases {
         if !is_provider_id(alias) {
             problems.push(format!(
@@ -220,6 +266,7 @@ fn build_provider(
     Ok(Provider {
         name: entry.name.clone().unwrap_or_else(|| id.clone()),
         id,
+        group,
         client_id,
         client_secret,
         token_url,
@@ -349,6 +396,122 @@ mod tests {
         assert!(cat.get("googledocs").is_some());
         assert!(cat.get("googledrive").is_none());
         assert!(cat.get("jottacloud").is_none());
+    }
+
+    fn ids(cat: &Catalogue) -> Vec<&str> {
+        cat.providers().iter().map(|p| p.id.as_str()).collect()
+    }
+
+    #[test]
+    fn services_matches_groups_ids_and_aliases_in_any_case() {
+        let env = env_with(&[
+            ("GD_CLIENT_ID", "g"),
+            ("GD_CLIENT_SECRET", "s"),
+            ("DROPBOX_CLIENT_ID", "d"),
+            ("DROPBOX_CLIENT_SECRET", "s"),
+            ("BOX_CLIENT_ID", "b"),
+            ("BOX_CLIENT_SECRET", "s"),
+        ]);
+        let load = |services: &'static str| {
+            Catalogue::load(
+                &CatalogueSource {
+                    services: Some(services),
+                    ..Default::default()
+                },
+                &env,
+            )
+        };
+        let cat = load("gd,DropBox").unwrap();
+        assert_eq!(ids(&cat), ["googledrive", "googledocs", "dropbox"]);
+        assert_eq!(cat.get("googledocs").unwrap().group.as_deref(), Some("GD"));
+        assert!(cat.get("gd").is_none(), "a group is not an alias");
+        assert_eq!(ids(&load("BOX").unwrap()), ["box.com"]);
+        assert_eq!(ids(&load("box").unwrap()), ["box.com"]);
+        let problems = load("gd,nosuch").unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("nosuch")),
+            "{problems:?}"
+        );
+        let problems = load("msgraph").unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.contains("MSGRAPH_CLIENT_ID")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_csharp_secret_names_are_read_and_todays_still_work() {
+        let csharp = env_with(&[
+            ("GD_CLIENT_ID", "gd-id"),
+            ("GD_CLIENT_SECRET", "gd-s"),
+            ("GCS_CLIENT_ID", "gcs-id"),
+            ("GCS_CLIENT_SECRET", "gcs-s"),
+            ("MSGRAPH_CLIENT_ID", "ms-id"),
+            ("MSGRAPH_CLIENT_SECRET", "ms-s"),
+            ("MS_CLIENT_ID", "old-ms-id"),
+            ("MS_CLIENT_SECRET", "old-ms-s"),
+        ]);
+        let cat = Catalogue::load(&CatalogueSource::default(), &csharp).unwrap();
+        let gcs = cat.get("gcs").unwrap();
+        assert_eq!(
+            (gcs.client_id.as_str(), gcs.client_secret.expose()),
+            ("gcs-id", "gcs-s")
+        );
+        let ms = cat.get("sharepoint").unwrap();
+        assert_eq!(
+            (ms.client_id.as_str(), ms.client_secret.expose()),
+            ("ms-id", "ms-s")
+        );
+
+        let today = env_with(&[
+            ("GD_CLIENT_ID", "gd-id"),
+            ("GD_CLIENT_SECRET", "gd-s"),
+            ("GCS_CLIENT_SECRET", "stray"),
+            ("MS_CLIENT_ID", "old-ms-id"),
+            ("MS_CLIENT_SECRET", "old-ms-s"),
+        ]);
+        let cat = Catalogue::load(&CatalogueSource::default(), &today).unwrap();
+        let gcs = cat.get("gcs").unwrap();
+        assert_eq!(
+            (gcs.client_id.as_str(), gcs.client_secret.expose()),
+            ("gd-id", "gd-s"),
+            "the secret follows the client id's family"
+        );
+        let ms = cat.get("onedrivev2").unwrap();
+        assert_eq!(
+            (ms.client_id.as_str(), ms.client_secret.expose()),
+            ("old-ms-id", "old-ms-s")
+        );
+    }
+
+    #[test]
+    fn a_retired_group_loads_disabled_with_the_reason() {
+        let source = CatalogueSource {
+            configfile: Some(
+                r#"[{"id": "onedrive", "serviceId": "WL", "name": "Microsoft OneDrive (Live Connect API)",
+                     "clientId": "%WL_CLIENT_ID%", "clientSecret": "%WL_CLIENT_SECRET%"},
+                    {"id": "jottacloud", "serviceId": "JOTTA", "clientId": "jottacli",
+                     "clientSecret": "%JOTTA_CLIENT_SECRET%"}]"#,
+            ),
+            services: Some("wl,jotta"),
+            ..Default::default()
+        };
+        let cat = Catalogue::load(&source, &env_with(&[])).unwrap();
+        let (_, reason) = cat
+            .disabled()
+            .iter()
+            .find(|(id, _)| id == "onedrive")
+            .unwrap();
+        assert!(
+            reason.contains("retired") && reason.contains("WL"),
+            "{reason}"
+        );
+        let jotta = cat.get("jottacloud").unwrap();
+        assert!(
+            jotta.client_secret.is_empty(),
+            "a public client needs no secret"
+        );
+        assert_eq!(ids(&cat), ["jottacloud"]);
     }
 
     #[test]

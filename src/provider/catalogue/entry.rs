@@ -180,10 +180,33 @@ fn camel_case(key: &str) -> String {
     }
 }
 
+/// Merges `CONFIGFILE` entries into the built-in ones: an entry with a
+/// built-in id overrides the fields it names; a new id starts from the
+/// defaults of its `serviceId` group (the group's first built-in entry,
+/// e.g. `googledrive` for `GD`), as in the C# service, or from nothing.
 pub(super) fn merge_entries(entries: &mut Vec<Entry>, overrides: Vec<Entry>) {
+    let builtin = entries.clone();
     for over in overrides {
-        match entries.iter_mut().find(|e| e.id == over.id) {
-            Some(base) => base.merge(over),
+        if let Some(base) = entries.iter_mut().find(|e| e.id == over.id) {
+            base.merge(over);
+            continue;
+        }
+        let group_base = over.service_id.as_deref().and_then(|group| {
+            builtin.iter().find(|e| {
+                e.service_id
+                    .as_deref()
+                    .is_some_and(|g| g.eq_ignore_ascii_case(group))
+            })
+        });
+        match group_base {
+            Some(base) => {
+                let mut entry = base.clone();
+                entry.id = over.id.clone();
+                // Aliases name one provider; the new entry has its own.
+                entry.aliases = None;
+                entry.merge(over);
+                entries.push(entry);
+            }
             None => entries.push(over),
         }
     }
@@ -233,6 +256,31 @@ mod tests {
             }
         );
         assert_eq!(custom.additional_elements["audience"], "x");
+    }
+
+    #[test]
+    fn a_new_entry_starts_from_its_group_defaults() {
+        let config = r#"[
+            {"id": "drive2", "serviceId": "gd", "name": "Drive, second", "clientId": "c2", "clientSecret": "s2"},
+            {"id": "plain", "serviceId": "NOSUCH", "clientId": "c", "authUrl": "https://p/t", "loginUrl": "https://p/a"}
+        ]"#;
+        let source = CatalogueSource {
+            configfile: Some(config),
+            ..Default::default()
+        };
+        let cat = Catalogue::load(&source, &no_env).unwrap();
+        let drive2 = cat.get("drive2").unwrap();
+        assert_eq!(
+            drive2.token_url.as_str(),
+            "https://oauth2.googleapis.com/token"
+        );
+        assert_eq!(drive2.scope, "https://www.googleapis.com/auth/drive.file");
+        assert_eq!(drive2.client_id, "c2");
+        assert_eq!(drive2.group.as_deref(), Some("GD"));
+        assert!(drive2.aliases.is_empty());
+        let plain = cat.get("plain").unwrap();
+        assert_eq!(plain.group.as_deref(), Some("NOSUCH"));
+        assert_eq!(plain.token_url.as_str(), "https://p/t");
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct RateLimit {
 /// One enabled provider registration, validated.
 pub struct Provider {
     pub id: String,
+    /// The `serviceId` group (upper case, e.g. `GD` or `MSGRAPH`): the
+    /// defaults the entry started from, and a name `SERVICES` accepts.
+    pub group: Option<String>,
     pub name: String,
     pub client_id: String,
     pub client_secret: Sensitive,

@@ -94,6 +94,8 @@ pub struct Setup<'a> {
     /// The server key; a fresh one when unset. Instances of one
     /// deployment share it.
     pub key: Option<Arc<ServerKey>>,
+    /// `SECRETS` instead of the one `TEST_SECRET`.
+    pub secrets: Option<String>,
 }
 
 impl<'a> Setup<'a> {
@@ -108,6 +110,7 @@ impl<'a> Setup<'a> {
             adjust: None,
             store: None,
             key: None,
+            secrets: None,
         }
     }
 
@@ -149,6 +152,12 @@ impl<'a> Setup<'a> {
         self
     }
 
+    /// `SECRETS` for `%NAME%` references of the entries.
+    pub fn secrets(mut self, secrets: String) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
     pub fn build(self) -> Broker {
         logs::install();
         let mut entries = Vec::new();
@@ -169,7 +178,11 @@ impl<'a> Setup<'a> {
         let catalogue = Catalogue::load(
             &CatalogueSource {
                 configfile: Some(&config),
-                secrets: Some(&format!(r#"{{"TEST_SECRET": "{CLIENT_SECRET}"}}"#)),
+                secrets: Some(
+                    &self
+                        .secrets
+                        .unwrap_or_else(|| format!(r#"{{"TEST_SECRET": "{CLIENT_SECRET}"}}"#)),
+                ),
                 services: Some(&ids.join(",")),
             },
             &|_| None,
