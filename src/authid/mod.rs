@@ -17,7 +17,7 @@ pub mod keysource;
 mod legacy;
 
 pub use appengine::{AppEngineAuthId, DerivedLogin};
-pub use claims::{Claims, LOGIN_SECRET_CLAIM};
+pub use claims::{CLIENT_CLAIM, Claims, LOGIN_SECRET_CLAIM};
 pub use error::AuthIdError;
 pub use jwe::KeyAlg;
 pub use key::ServerKey;

@@ -40,6 +40,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 },
                 p.token_url
             )?;
+            for c in &p.previous_clients {
+                writeln!(
+                    out,
+                    "{:<12} previous client {}{}, secret {}, token URL {}",
+                    "",
+                    mask_id(&c.client_id),
+                    if c.legacy {
+                        " (legacy: owns tokens migrated from App Engine)"
+                    } else {
+                        ""
+                    },
+                    if c.client_secret.is_empty() {
+                        "(none)"
+                    } else {
+                        "********"
+                    },
+                    c.token_url
+                )?;
+            }
         }
         for (id, reason) in catalogue.disabled() {
             writeln!(out, "{id:<12} disabled: {reason}")?;

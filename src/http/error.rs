@@ -77,6 +77,10 @@ impl ApiError {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, e.to_string())
                     .with_retry_after(retry_after)
             }
+            e @ RefreshError::UnknownClient(_) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                format!("{e}; create a new AuthID at {public_base}"),
+            ),
             RefreshError::Migration(e) => Self::from_migration(e, public_base),
             e @ (RefreshError::Seal | RefreshError::Internal) => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())

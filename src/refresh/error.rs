@@ -14,6 +14,9 @@ pub enum RefreshError {
     UnknownProvider(String),
     #[error("AuthIDs for {0} are access tokens; use them directly, they need no refresh")]
     AccessTokenOnly(String),
+    /// The AuthID names a client (registration) the broker no longer holds.
+    #[error("This AuthID was issued under a {0} registration this server no longer holds")]
+    UnknownClient(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The login was revoked; no AuthID of it is served any more.
@@ -75,6 +78,7 @@ impl RefreshError {
         match self {
             Self::AuthId(_) => "bad_authid",
             Self::UnknownProvider(_) | Self::AccessTokenOnly(_) => "bad_provider",
+            Self::UnknownClient(_) => "unknown_client",
             Self::Upstream(e) => e.label(),
             Self::Revoked => "revoked",
             Self::Refused(_) | Self::Interrupted { .. } | Self::InProgress { .. } => "throttled",

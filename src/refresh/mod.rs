@@ -312,7 +312,7 @@ impl Refresher {
             inner.cache.insert_text(text_key, Arc::clone(&hit));
             return Ok((answer(hit, now), "cache_hit"));
         }
-        if let Some(left) = inner.deps.protection.blocked(&provider_id, now) {
+        if let Some(left) = inner.deps.protection.blocked(&login.gate, now) {
             inner.deps.metrics.throttle(&provider_id, "backoff");
             return Err(fail(RefreshError::Refused(Refusal::Blocked(left))));
         }
@@ -346,6 +346,7 @@ impl Refresher {
         open::open(
             &deps.keyring,
             &deps.catalogue,
+            &deps.metrics,
             deps.clock.now(),
             text.trim(),
         )
@@ -713,7 +714,7 @@ impl Inner {
         let now = deps.clock.now();
         // Checked here, under the lock: a holder this instance waited for may
         // have been throttled, on any instance.
-        if let Some(left) = deps.protection.blocked_anywhere(&provider.id, now).await {
+        if let Some(left) = deps.protection.blocked_anywhere(&login.gate, now).await {
             deps.metrics.throttle(&provider.id, "backoff");
             return Err(RefreshError::Refused(Refusal::Blocked(left)));
         }
@@ -736,30 +737,34 @@ impl Inner {
         let unknown_legacy =
             login.legacy && newest.generation == 0 && !self.known_legacy(records, login).await;
         if unknown_legacy {
-            if let Err(refusal) = deps.protection.admit_unknown_legacy(&provider.id) {
+            if let Err(refusal) = deps.protection.admit_unknown_legacy(&login.gate) {
                 deps.metrics.throttle(&provider.id, refusal.label());
                 return Err(RefreshError::Refused(refusal));
             }
         }
         let deadline = locked_until.unwrap_or_else(|| Instant::now() + self.lease - LEASE_MARGIN);
-        let permit =
-            match tokio::time::timeout_at(deadline, deps.protection.admit(&provider.id, now)).await
-            {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(refusal)) => {
-                    deps.metrics.throttle(&provider.id, refusal.label());
-                    return Err(RefreshError::Refused(refusal));
-                }
-                Err(_) => {
-                    deps.metrics.throttle(&provider.id, "busy");
-                    return Err(RefreshError::Refused(Refusal::Busy(1)));
-                }
-            };
+        let permit = match tokio::time::timeout_at(
+            deadline,
+            deps.protection.admit(&login.gate, now),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(refusal)) => {
+                deps.metrics.throttle(&provider.id, refusal.label());
+                return Err(RefreshError::Refused(refusal));
+            }
+            Err(_) => {
+                deps.metrics.throttle(&provider.id, "busy");
+                return Err(RefreshError::Refused(Refusal::Busy(1)));
+            }
+        };
         let fingerprint = login.claims.login_fingerprint();
         let exchange = upstream::Request {
             client: deps.client.as_ref(),
             metrics: &deps.metrics,
             provider: &provider,
+            client_id: login.claims.client_id(),
             refresh_token: &newest.refresh_token,
             redirect_uri: &deps.redirect_uri,
             login: &fingerprint,
@@ -777,7 +782,7 @@ impl Inner {
             Err(UpstreamError::Throttled { retry_after }) => {
                 let blocked = deps
                     .protection
-                    .throttled(&provider.id, retry_after, now)
+                    .throttled(&login.gate, retry_after, now)
                     .await;
                 deps.metrics.throttle(&provider.id, "provider");
                 tracing::warn!(provider = %provider.id, seconds = blocked, "provider throttled; calls held back");
@@ -787,7 +792,7 @@ impl Inner {
             }
             Err(e) => return Err(e.into()),
         };
-        deps.protection.succeeded(&provider.id);
+        deps.protection.succeeded(&login.gate);
         if unknown_legacy && !self.skip_store(login) {
             if let Err(e) = records.mark_known(provider.refresh_token_lifetime).await {
                 deps.outage.failed("noting a legacy login", &e);

@@ -7,6 +7,8 @@ use serde_json::Value;
 use super::RefreshError;
 use super::cache::{CacheKey, TokenCache};
 use crate::authid::{self, AuthIdText, Claims, KeyringHandle};
+use crate::metrics::Metrics;
+use crate::provider::protect::gate_name;
 use crate::provider::{Catalogue, Provider};
 use crate::secret::Sensitive;
 
@@ -28,6 +30,8 @@ pub struct Login {
     /// count against the client's address and, until the provider has
     /// accepted the login once, its calls draw on a small budget.
     pub(super) legacy: bool,
+    /// The protection gate of the registration the login uses.
+    pub(super) gate: String,
 }
 
 impl Login {
@@ -54,6 +58,7 @@ pub fn set_generation(claims: &mut Claims, generation: u64) {
 pub(super) fn open(
     keyring: &KeyringHandle,
     catalogue: &Catalogue,
+    metrics: &Metrics,
     now: i64,
     text: &str,
 ) -> Result<Login, RefreshError> {
@@ -81,6 +86,11 @@ pub(super) fn open(
     if provider.access_token_only {
         return Err(RefreshError::AccessTokenOnly(provider.name.clone()));
     }
+    let Some(registration) = provider.registration(claims.client_id()) else {
+        return Err(RefreshError::UnknownClient(provider.name.clone()));
+    };
+    metrics.authid_opened(&provider.id, registration.kind());
+    let gate = gate_name(&provider, &registration);
     let key = TokenCache::login_key(&provider.id, &claims.jti, &claims.login_secret());
     Ok(Login {
         provider,
@@ -88,5 +98,6 @@ pub(super) fn open(
         key,
         reseal,
         legacy,
+        gate,
     })
 }

@@ -19,6 +19,7 @@ mod login;
 mod migration;
 mod mock_selftest;
 mod pages;
+mod previous_clients;
 mod protection;
 mod redis_selftest;
 mod refresh;

@@ -11,7 +11,7 @@ use url::Url;
 
 use super::Catalogue;
 use super::entry::{Entry, builtin_entries, merge_entries, read_configfile};
-use super::model::{Provider, RateLimit, Rotation, is_provider_id};
+use super::model::{PreviousClient, Provider, RateLimit, Rotation, is_provider_id};
 use crate::provider::hosts::{host_port, is_loopback, parse_host_port};
 use crate::provider::secrets::{EnvLookup, Secrets, substitute_choosing};
 use crate::secret::Sensitive;
@@ -255,6 +255,21 @@ fn build_provider(
         }
     }
     let client_secret = client_secret.unwrap_or_else(|| Sensitive::new(""));
+    let previous_clients = token_url
+        .as_ref()
+        .map(|token_url| {
+            previous_clients(
+                &entry,
+                &client_id,
+                token_url,
+                revoke_url.as_ref(),
+                secrets,
+                env,
+                &prefix,
+                &mut problems,
+            )
+        })
+        .unwrap_or_default();
     if !problems.is_empty() {
         return Err(BuildError::Invalid(problems));
     }
@@ -292,7 +307,84 @@ fn build_provider(
         refresh_token_lifetime: Duration::from_secs(
             entry.refresh_token_lifetime.unwrap_or(90 * 24 * 3600),
         ),
+        previous_clients,
     })
+}
+
+/// `previousClients`: each needs a client id other than the current one's
+/// and every other's, its secrets set (the operator listed it on purpose,
+/// so a missing one is a problem, not a reason to disable the provider),
+/// and at most one is `legacy`. Endpoints default to the provider's.
+#[allow(clippy::too_many_arguments)]
+fn previous_clients(
+    entry: &Entry,
+    current_id: &str,
+    token_url: &Url,
+    revoke_url: Option<&Url>,
+    secrets: &Secrets,
+    env: EnvLookup<'_>,
+    prefix: &str,
+    problems: &mut Vec<String>,
+) -> Vec<PreviousClient> {
+    let mut out: Vec<PreviousClient> = Vec::new();
+    for (i, c) in entry.previous_clients.iter().flatten().enumerate() {
+        let at = format!("{prefix}: previousClients[{i}]");
+        let mut resolve = |field: &str, text: &str| -> Option<Sensitive> {
+            substitute_choosing(text, secrets, env, None)
+                .map(|(v, _)| v)
+                .map_err(|names| {
+                    problems.push(format!("{at}: {field} needs {}", names.join(", ")));
+                })
+                .ok()
+        };
+        let client_id = resolve("clientId", &c.client_id);
+        let client_secret = match &c.client_secret {
+            Some(text) => resolve("clientSecret", text.expose()),
+            None => Some(Sensitive::new("")),
+        };
+        let own_token_url = c.auth_url.as_deref().map(|t| resolve("authUrl", t));
+        let own_revoke_url = c.revoke_url.as_deref().map(|t| resolve("revokeUrl", t));
+        let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
+            continue;
+        };
+        let client_id = client_id.expose().to_string();
+        if client_id.is_empty() {
+            problems.push(format!("{at}: clientId is empty"));
+            continue;
+        }
+        if client_id == current_id || out.iter().any(|p| p.client_id == client_id) {
+            problems.push(format!(
+                "{at}: the client id is already the provider's own or another previous client's"
+            ));
+            continue;
+        }
+        let token_url = match own_token_url {
+            None => token_url.clone(),
+            Some(Some(u)) => match check_url(&at, "authUrl", u.expose(), problems) {
+                Some(u) => u,
+                None => continue,
+            },
+            Some(None) => continue,
+        };
+        let revoke_url = match own_revoke_url {
+            None => revoke_url.cloned(),
+            Some(Some(u)) => check_url(&at, "revokeUrl", u.expose(), problems),
+            Some(None) => None,
+        };
+        out.push(PreviousClient {
+            client_id,
+            client_secret,
+            token_url,
+            revoke_url,
+            legacy: c.legacy,
+        });
+    }
+    if out.iter().filter(|c| c.legacy).count() > 1 {
+        problems.push(format!(
+            "{prefix}: only one of previousClients may be marked legacy"
+        ));
+    }
+    out
 }
 
 /// Provider endpoints must be https; plain http only on loopback (tests,
@@ -512,6 +604,88 @@ mod tests {
             "a public client needs no secret"
         );
         assert_eq!(ids(&cat), ["jottacloud"]);
+    }
+
+    #[test]
+    fn previous_clients_are_registrations_an_authid_can_name() {
+        let source = CatalogueSource {
+            configfile: Some(
+                r#"[{"id": "onedrivev2", "previousClients": [
+                        {"clientId": "%OLD_MS_ID%", "clientSecret": "%OLD_MS_SECRET%", "legacy": true},
+                        {"clientId": "older", "clientSecret": "s", "authUrl": "https://login.live.com/oauth20_token.srf", "revokeUrl": "https://r.example/revoke"}]}]"#,
+            ),
+            secrets: Some(r#"{"OLD_MS_ID": "old-id", "OLD_MS_SECRET": "old-secret"}"#),
+            services: None,
+        };
+        let env = env_with(&[
+            ("MSGRAPH_CLIENT_ID", "new-id"),
+            ("MSGRAPH_CLIENT_SECRET", "new-s"),
+        ]);
+        let cat = Catalogue::load(&source, &env).unwrap();
+        let ms = cat.get("onedrivev2").unwrap();
+        let current = ms.registration(None).unwrap();
+        assert_eq!((current.client_id, current.previous), ("new-id", false));
+        assert_eq!(ms.registration(Some("new-id")).unwrap().client_id, "new-id");
+        let old = ms.registration(Some("old-id")).unwrap();
+        assert!(old.previous);
+        assert_eq!(old.client_secret.expose(), "old-secret");
+        assert_eq!(
+            old.token_url, &ms.token_url,
+            "the provider's endpoint by default"
+        );
+        let older = ms.registration(Some("older")).unwrap();
+        assert_eq!(
+            older.token_url.as_str(),
+            "https://login.live.com/oauth20_token.srf"
+        );
+        assert_eq!(
+            older.revoke_url.unwrap().as_str(),
+            "https://r.example/revoke"
+        );
+        assert!(ms.registration(Some("unknown")).is_none());
+        assert_eq!(ms.legacy_client().unwrap().client_id, "old-id");
+        let form = ms.refresh_form_with(&old, &Sensitive::new("rt"), "https://b/logged-in");
+        let sent: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_ref(), v.expose())).collect();
+        assert!(
+            sent.contains(&("client_id", "old-id"))
+                && sent.contains(&("client_secret", "old-secret"))
+        );
+        assert!(!format!("{:?}", ms.previous_clients).contains("old-secret"));
+    }
+
+    #[test]
+    fn previous_clients_problems_are_reported() {
+        let source = CatalogueSource {
+            configfile: Some(
+                r#"[{"id": "x", "clientId": "c", "authUrl": "https://x/t", "loginUrl": "https://x/a", "previousClients": [
+                        {"clientId": "c"},
+                        {"clientId": "p1", "legacy": true},
+                        {"clientId": "p2", "legacy": true, "clientSecret": "%NOT_SET%"},
+                        {"clientId": "p3", "legacy": true, "authUrl": "http://x.example/t"},
+                        {"clientId": "p4", "legacy": true}]}]"#,
+            ),
+            ..Default::default()
+        };
+        let all = Catalogue::load(&source, &env_with(&[]))
+            .unwrap_err()
+            .join("\n");
+        for needle in [
+            "previousClients[0]: the client id is already",
+            "previousClients[2]: clientSecret needs NOT_SET",
+            "previousClients[3]: authUrl must be an https",
+            "only one of previousClients may be marked legacy",
+        ] {
+            assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
+        let typo = CatalogueSource {
+            configfile: Some(
+                r#"[{"id": "x", "clientId": "c", "authUrl": "https://x/t", "loginUrl": "https://x/a",
+                     "previousClients": [{"clientId": "p", "surprise": 1}]}]"#,
+            ),
+            ..Default::default()
+        };
+        let problems = Catalogue::load(&typo, &env_with(&[])).unwrap_err();
+        assert!(problems[0].contains("surprise"), "{problems:?}");
     }
 
     #[test]

@@ -42,8 +42,22 @@ pub(super) struct Entry {
     pub(super) rate_limit: Option<RateLimit>,
     pub(super) aliases: Option<Vec<String>>,
     pub(super) refresh_token_lifetime: Option<u64>,
+    pub(super) previous_clients: Option<Vec<PreviousClientEntry>>,
     #[serde(flatten)]
     unknown: Map<String, Value>,
+}
+
+/// An earlier registration of a provider, as written in `previousClients`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct PreviousClientEntry {
+    pub(super) client_id: String,
+    #[serde(default)]
+    pub(super) client_secret: Option<Sensitive>,
+    pub(super) auth_url: Option<String>,
+    pub(super) revoke_url: Option<String>,
+    #[serde(default)]
+    pub(super) legacy: bool,
 }
 
 macro_rules! merge_fields {
@@ -81,7 +95,8 @@ impl Entry {
             allowed_hosts,
             rate_limit,
             aliases,
-            refresh_token_lifetime
+            refresh_token_lifetime,
+            previous_clients
         );
     }
 }
