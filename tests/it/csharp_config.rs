@@ -66,7 +66,9 @@ fn check_config(services: Option<&str>) -> (bool, String, String) {
 fn enabled_ids(table: &str) -> Vec<String> {
     table
         .lines()
-        .skip(2)
+        .skip_while(|l| !l.starts_with("ID "))
+        .skip(1)
+        .filter(|l| !l.starts_with(' '))
         .filter(|l| !l.contains(" disabled: "))
         .filter_map(|l| l.split_whitespace().next().map(str::to_string))
         .collect()
