@@ -86,7 +86,10 @@ impl LoginService {
             })
         })?;
         let refresher = &self.deps.refresher;
-        let login = refresher.open(text).map_err(RevokeError::AuthId)?;
+        let login = refresher
+            .open_any(text)
+            .await
+            .map_err(RevokeError::AuthId)?;
         let provider = Arc::clone(&login.provider);
         let fingerprint = login.claims.login_fingerprint();
         // The registration the grant was issued to (checked on opening):

@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use crate::authid::{AppEngineAuthId, Claims, DerivedLogin};
 use crate::metrics::Metrics;
+use crate::outage::StoreOutage;
+use crate::refresh::GENERATION_CLAIM;
 use crate::refresh::singleflight::SingleFlight;
 use crate::secret::Sensitive;
 use crate::store::{Store, StoreKey};
 use grant::{GrantVault, MigratedGrant};
 pub use service::{
-    ExportedGrant, HttpLegacyService, ImportedToken, LEGACY_RETRY_AFTER, LegacyError,
-    LegacyService, LegacyServiceSettings,
+    ExportedGrant, HttpLegacyService, ImportedToken, LEGACY_RETRY_AFTER, LEGACY_TIMEOUT,
+    LegacyError, LegacyService, LegacyServiceSettings,
 };
 
 /// How long a migrated grant is kept after it was last written. The old
@@ -68,13 +70,18 @@ pub struct MigrateDeps {
     /// The old service's worker API; `None` when not configured.
     pub service: Option<Arc<dyn LegacyService>>,
     pub store: Arc<dyn Store>,
+    pub outage: Arc<StoreOutage>,
     pub metrics: Arc<Metrics>,
 }
 
+/// A grant found for an old AuthID, and whether it was exported now.
+type Found = Result<(MigratedGrant, bool), MigrationError>;
+
 struct Inner {
     deps: MigrateDeps,
-    /// One export per login at a time, however many requests arrive.
-    flights: SingleFlight<StoreKey, Result<(MigratedGrant, bool), MigrationError>>,
+    /// One lookup (and export) per login at a time, however many requests
+    /// arrive.
+    flights: SingleFlight<StoreKey, Found>,
 }
 
 /// Resolves old AuthIDs and pushes rotations back.
@@ -87,10 +94,21 @@ pub struct Migrator {
 #[derive(Debug)]
 pub struct MigratedLogin {
     /// Claims as a `v3:` AuthID of the login carries them: the derived
-    /// login id and secret, the marker claim, the stored refresh token.
+    /// login id and secret, the marker claim, the grant's refresh token.
     pub claims: Claims,
     /// True when the grant was exported by this request.
     pub exported: bool,
+}
+
+/// A rotation of a migrated login, to be recorded and imported.
+pub struct Rotated<'a> {
+    /// The login's claims with the new refresh token.
+    pub claims: &'a Claims,
+    /// The rotation's generation in the store.
+    pub generation: u64,
+    pub access_token: &'a Sensitive,
+    pub expires_in: u64,
+    pub now: i64,
 }
 
 /// True when the claims are those of a migrated login.
@@ -141,31 +159,28 @@ impl Migrator {
     }
 
     /// After the provider rotated the refresh token of a migrated login:
-    /// the store entry takes the newest token, and the old service gets it
+    /// the grant takes the newest token, and the old service gets it
     /// through `/import`. Runs in its own task; a failure is logged and
     /// counted, never passed to the user. Returns the task (`None` for a
     /// login that was not migrated).
-    pub fn rotated(
-        &self,
-        claims: &Claims,
-        access_token: &Sensitive,
-        expires_in: u64,
-        now: i64,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        if !is_migrated(claims) {
+    pub fn rotated(&self, rotation: Rotated<'_>) -> Option<tokio::task::JoinHandle<()>> {
+        if !is_migrated(rotation.claims) {
             return None;
         }
         let inner = Arc::clone(&self.inner);
+        let claims = rotation.claims;
         let vault = GrantVault::new(&claims.jti, &claims.login_secret());
         let login = claims.login_fingerprint();
         let token = ImportedToken {
             refresh_token: claims.rt.clone(),
-            access_token: access_token.clone(),
-            expires_in,
+            access_token: rotation.access_token.clone(),
+            expires_in: rotation.expires_in,
             token_type: "Bearer",
         };
+        let (generation, now) = (rotation.generation, rotation.now);
         Some(tokio::spawn(async move {
-            let Some(authid) = record_rotation(&inner, &vault, &token.refresh_token, now).await
+            let Some(authid) =
+                record_rotation(&inner, &vault, &token.refresh_token, generation, now).await
             else {
                 return;
             };
@@ -182,6 +197,21 @@ impl Migrator {
             inner.deps.metrics.legacy_import(outcome);
         }))
     }
+
+    /// Drops the migrated grant of a login (after revocation), so its old
+    /// AuthID stops working here too.
+    pub async fn forget(&self, claims: &Claims) {
+        if !is_migrated(claims) {
+            return;
+        }
+        let vault = GrantVault::new(&claims.jti, &claims.login_secret());
+        if let Err(e) = self.inner.deps.store.delete(vault.key()).await {
+            self.inner
+                .deps
+                .outage
+                .failed("forgetting a migrated grant", &e);
+        }
+    }
 }
 
 /// The claims of a migrated login, as every AuthID sealed for it carries
@@ -192,6 +222,12 @@ fn claims_of(login: &DerivedLogin, grant: &MigratedGrant, now: i64) -> Claims {
         MIGRATED_CLAIM.into(),
         serde_json::Value::String(MIGRATED_FROM.into()),
     );
+    if grant.generation > 0 {
+        claims.extra.insert(
+            GENERATION_CLAIM.into(),
+            serde_json::Value::from(grant.generation),
+        );
+    }
     claims
 }
 
@@ -202,12 +238,25 @@ async fn lookup(
     authid: &Sensitive,
     key_fingerprint: &str,
     now: i64,
-) -> Result<(MigratedGrant, bool), MigrationError> {
-    let store = &inner.deps.store;
-    let stored = store.get_versioned(vault.key()).await.map_err(|e| {
-        tracing::warn!(key = %key_fingerprint, error = %e, "store unavailable; cannot resolve an AuthID of the old service");
-        MigrationError::Store
-    })?;
+) -> Found {
+    let deps = &inner.deps;
+    let store = &deps.store;
+    let stored = match store.get_versioned(vault.key()).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            deps.outage.failed("reading a migrated grant", &e);
+            // Nothing is known here; the old service, if it is there,
+            // still knows the grant. What is exported now is not stored:
+            // the refresh goes on only for a provider that does not rotate
+            // (a rotating one needs the store for its newest token).
+            return match &deps.service {
+                Some(service) => export(inner, service.as_ref(), authid, key_fingerprint, now)
+                    .await
+                    .map(|grant| (grant, true)),
+                None => Err(MigrationError::Store),
+            };
+        }
+    };
     let generation = stored.as_ref().map_or(0, |s| s.generation + 1);
     if let Some(stored) = &stored {
         if let Some(mut grant) = vault.open(stored) {
@@ -215,21 +264,50 @@ async fn lookup(
                 // Written again so the store keeps a grant in use; losing
                 // this write costs nothing but an earlier expiry.
                 grant.written_at = now;
-                let _ = store
-                    .put_versioned(vault.key(), vault.seal(generation, &grant), GRANT_TTL)
-                    .await;
+                if let Some(record) = vault.seal(generation, &grant) {
+                    let _ = store.put_versioned(vault.key(), record, GRANT_TTL).await;
+                }
             }
             return Ok((grant, false));
         }
         // An entry this AuthID cannot open was not made from it; keys are
-        // HMACs, so this means corruption. Exporting again replaces it.
-        tracing::warn!(key = %key_fingerprint, "stored grant of an old AuthID does not open; exporting again");
+        // HMACs, so this means damage. Exporting again replaces it.
+        tracing::warn!(key = %key_fingerprint, "the stored grant of an old AuthID does not open; exporting again");
     }
-    let metrics = &inner.deps.metrics;
-    let Some(service) = &inner.deps.service else {
-        metrics.legacy_export(LegacyError::NotConfigured.label());
+    let Some(service) = &deps.service else {
+        deps.metrics
+            .legacy_export(LegacyError::NotConfigured.label());
         return Err(LegacyError::NotConfigured.into());
     };
+    let grant = export(inner, service.as_ref(), authid, key_fingerprint, now).await?;
+    let Some(record) = vault.seal(generation, &grant) else {
+        return Ok((grant, true));
+    };
+    match store.put_versioned(vault.key(), record, GRANT_TTL).await {
+        Ok(true) => Ok((grant, true)),
+        // Another instance stored this login first: its entry wins, so all
+        // instances go on from one grant.
+        Ok(false) => match store.get_versioned(vault.key()).await {
+            Ok(Some(theirs)) => Ok((vault.open(&theirs).unwrap_or(grant), true)),
+            _ => Ok((grant, true)),
+        },
+        // Served anyway; the next request exports again.
+        Err(e) => {
+            deps.outage.failed("storing a migrated grant", &e);
+            Ok((grant, true))
+        }
+    }
+}
+
+/// `GET /export`, counted and logged.
+async fn export(
+    inner: &Inner,
+    service: &dyn LegacyService,
+    authid: &Sensitive,
+    key_fingerprint: &str,
+    now: i64,
+) -> Result<MigratedGrant, MigrationError> {
+    let metrics = &inner.deps.metrics;
     let exported = match service.export(authid.expose()).await {
         Ok(grant) => grant,
         Err(e) => {
@@ -240,52 +318,51 @@ async fn lookup(
     };
     metrics.legacy_export("migrated");
     tracing::info!(key = %key_fingerprint, provider = %exported.service, "migrated an AuthID of the old service");
-    let grant = MigratedGrant {
+    Ok(MigratedGrant {
         svc: exported.service,
         rt: exported.refresh_token,
+        generation: 0,
         authid: authid.clone(),
         written_at: now,
-    };
-    match store
-        .put_versioned(vault.key(), vault.seal(generation, &grant), GRANT_TTL)
-        .await
-    {
-        Ok(true) => Ok((grant, true)),
-        // Another instance stored this login first: its entry wins, so all
-        // instances go on from one grant.
-        Ok(false) => match store.get_versioned(vault.key()).await {
-            Ok(Some(theirs)) => Ok((vault.open(&theirs).unwrap_or(grant), true)),
-            _ => Ok((grant, true)),
-        },
-        // Served anyway; the next request exports again.
-        Err(e) => {
-            tracing::warn!(key = %key_fingerprint, error = %e, "could not store a migrated grant");
-            Ok((grant, true))
-        }
-    }
+    })
 }
 
 /// Writes the newest refresh token into the grant; returns the old AuthID
 /// for the import, or `None` when there is no grant (never migrated here,
-/// or expired).
+/// or expired) or it already holds a newer rotation.
 async fn record_rotation(
     inner: &Inner,
     vault: &GrantVault,
     refresh_token: &Sensitive,
+    generation: u64,
     now: i64,
 ) -> Option<Sensitive> {
     let store = &inner.deps.store;
-    let stored = store.get_versioned(vault.key()).await.ok().flatten()?;
+    let stored = match store.get_versioned(vault.key()).await {
+        Ok(stored) => stored?,
+        Err(e) => {
+            inner
+                .deps
+                .outage
+                .failed("reading a migrated grant after a rotation", &e);
+            return None;
+        }
+    };
     let mut grant = vault.open(&stored)?;
+    if grant.generation >= generation {
+        return None;
+    }
     grant.rt = refresh_token.clone();
+    grant.generation = generation;
     grant.written_at = now;
-    let _ = store
-        .put_versioned(
-            vault.key(),
-            vault.seal(stored.generation + 1, &grant),
-            GRANT_TTL,
-        )
-        .await;
+    if let Some(record) = vault.seal(stored.generation + 1, &grant) {
+        if let Err(e) = store.put_versioned(vault.key(), record, GRANT_TTL).await {
+            inner
+                .deps
+                .outage
+                .failed("recording a rotation in a migrated grant", &e);
+        }
+    }
     Some(grant.authid)
 }
 

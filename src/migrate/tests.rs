@@ -5,6 +5,7 @@ use futures::future::BoxFuture;
 
 use super::*;
 use crate::authid::{self, AuthIdText};
+use crate::outage::StoreOutage;
 use crate::store::{MemoryStore, StoreError, StoreResult, Versioned};
 
 const OLD: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0:aB3-x9Q.k2_Lm!p4R7sT1";
@@ -64,9 +65,20 @@ fn migrator(service: Option<Arc<FakeOld>>, store: Arc<dyn Store>) -> (Migrator, 
     let migrator = Migrator::new(MigrateDeps {
         service: service.map(|s| s as Arc<dyn LegacyService>),
         store,
+        outage: Arc::new(StoreOutage::new()),
         metrics: Arc::clone(&metrics),
     });
     (migrator, metrics)
+}
+
+fn rotate(m: &Migrator, claims: &Claims, generation: u64) -> Option<tokio::task::JoinHandle<()>> {
+    m.rotated(Rotated {
+        claims,
+        generation,
+        access_token: &Sensitive::new("at"),
+        expires_in: 3600,
+        now: 2,
+    })
 }
 
 fn counted(metrics: &Metrics, family: &str, outcome: &str) -> bool {
@@ -156,10 +168,7 @@ async fn a_rotation_updates_the_grant_and_is_imported() {
     let (m, metrics) = migrator(Some(Arc::clone(&fake)), Arc::clone(&store));
     let mut claims = m.resolve(&old(), 1).await.unwrap().claims;
     claims.rt = Sensitive::new("rt-rotated");
-    m.rotated(&claims, &Sensitive::new("at"), 3600, 2)
-        .unwrap()
-        .await
-        .unwrap();
+    rotate(&m, &claims, 1).unwrap().await.unwrap();
     assert_eq!(
         *fake.imports.lock().unwrap(),
         [(OLD.to_string(), "rt-rotated".to_string())]
@@ -172,11 +181,16 @@ async fn a_rotation_updates_the_grant_and_is_imported() {
         "the grant is current"
     );
 
+    assert_eq!(crate::refresh::generation_of(&again.claims), 1);
+    // An older rotation arriving late changes nothing and imports nothing.
+    claims.rt = Sensitive::new("rt-stale");
+    rotate(&m, &claims, 1).unwrap().await.unwrap();
+    assert_eq!(fake.imports.lock().unwrap().len(), 1);
+    let latest = m.resolve(&old(), 4).await.unwrap();
+    assert_eq!(latest.claims.rt.expose(), "rt-rotated");
+
     let ordinary = Claims::new("box.com", Sensitive::new("rt"), 1);
-    assert!(
-        m.rotated(&ordinary, &Sensitive::new("at"), 3600, 2)
-            .is_none()
-    );
+    assert!(rotate(&m, &ordinary, 1).is_none());
 }
 
 #[tokio::test]
@@ -185,10 +199,7 @@ async fn a_failed_import_is_counted_only() {
     let (m, metrics) = migrator(Some(Arc::clone(&fake)), Arc::new(MemoryStore::new(100)));
     let claims = m.resolve(&old(), 1).await.unwrap().claims;
     *fake.fail.lock().unwrap() = Some(LegacyError::Unavailable);
-    m.rotated(&claims, &Sensitive::new("at"), 3600, 2)
-        .unwrap()
-        .await
-        .unwrap();
+    rotate(&m, &claims, 1).unwrap().await.unwrap();
     assert!(counted(&metrics, "legacy_imports", "unavailable"));
     assert!(fake.imports.lock().unwrap().is_empty());
 }
@@ -253,11 +264,15 @@ impl Store for DownStore {
 
 #[tokio::test]
 async fn an_unreachable_store_is_not_an_unknown_authid() {
-    let fake = Arc::new(FakeOld::default());
-    let (m, _) = migrator(Some(Arc::clone(&fake)), Arc::new(DownStore));
+    let (m, _) = migrator(None, Arc::new(DownStore));
     assert_eq!(
         m.resolve(&old(), 1).await.unwrap_err(),
         MigrationError::Store
     );
-    assert_eq!(fake.exports.load(Ordering::SeqCst), 0);
+    // With the old service there, its grant is served without the store.
+    let fake = Arc::new(FakeOld::default());
+    let (m, _) = migrator(Some(Arc::clone(&fake)), Arc::new(DownStore));
+    let login = m.resolve(&old(), 1).await.unwrap();
+    assert_eq!(login.claims.rt.expose(), "rt-exported");
+    assert_eq!(fake.exports.load(Ordering::SeqCst), 1);
 }

@@ -31,10 +31,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::authid::KeyringHandle;
+use crate::authid::{self, AuthIdText, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::config::Limits;
 use crate::metrics::Metrics;
+use crate::migrate::{self, Migrator, Rotated};
 use crate::outage::StoreOutage;
 use crate::provider::{Catalogue, Protection, Refusal, Rotation, TokenClient, UpstreamError};
 use crate::secret::Sensitive;
@@ -43,7 +44,7 @@ use cache::{CacheKey, CachedToken, TokenCache};
 pub use ending::Ending;
 pub use error::{RefreshError, STORE_RETRY_AFTER};
 use limits::WindowLimiter;
-pub use open::{GENERATION_CLAIM, Login};
+pub use open::{GENERATION_CLAIM, Login, generation_of};
 use records::{LockToken, LoginRecords, Newest, SharedToken};
 use singleflight::SingleFlight;
 
@@ -124,6 +125,8 @@ pub struct RefreshDeps {
     pub limits: Limits,
     /// The upstream timeout; also the longest wait for a provider slot.
     pub upstream_timeout: Duration,
+    /// Resolves AuthIDs of the old App Engine service.
+    pub migrator: Migrator,
 }
 
 struct Inner {
@@ -292,7 +295,7 @@ impl Refresher {
                 )
             })?;
         }
-        let login = match self.open(text) {
+        let login = match self.open_any(text).await {
             Ok(login) => login,
             Err(e) => {
                 if let (Some(ip), true) = (client, e.is_unopenable()) {
@@ -338,6 +341,26 @@ impl Refresher {
         let flown = flown.map_err(fail)?;
         inner.cache.insert_text(text_key, Arc::clone(&flown.token));
         Ok((answer(flown.token, inner.deps.clock.now()), flown.outcome))
+    }
+
+    /// Opens any AuthID, migrating one of the old App Engine service, and
+    /// resolves its provider, without refreshing.
+    pub async fn open_any(&self, text: &str) -> Result<Login, RefreshError> {
+        let deps = &self.inner.deps;
+        let text = text.trim();
+        match authid::parse(text)? {
+            AuthIdText::AppEngine(old) => {
+                open::open_migrated(
+                    &deps.migrator,
+                    &deps.catalogue,
+                    &deps.metrics,
+                    deps.clock.now(),
+                    &old,
+                )
+                .await
+            }
+            _ => self.open(text),
+        }
     }
 
     /// Opens an AuthID and resolves its provider, without refreshing.
@@ -818,10 +841,26 @@ impl Inner {
             }
             None => (newest.generation > login.generation()).then_some(newest),
         };
+        let expires_in = grant.expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
         let shared = SharedToken {
             access_token: grant.access_token,
-            expires_at: now + grant.expires_in.unwrap_or(DEFAULT_EXPIRES_IN) as i64,
+            expires_at: now + expires_in as i64,
         };
+        if let (true, Some(update)) = (was_rotated, &update) {
+            if migrate::is_migrated(&login.claims) {
+                // The old service gets the newest token, so it stays
+                // usable while both run.
+                let mut claims = login.claims.clone();
+                claims.rt = update.refresh_token.clone();
+                let _ = deps.migrator.rotated(Rotated {
+                    claims: &claims,
+                    generation: update.generation,
+                    access_token: &shared.access_token,
+                    expires_in,
+                    now,
+                });
+            }
+        }
         if !self.skip_store(login) {
             if let Err(e) = records.put_token(&shared, now).await {
                 deps.outage.failed("sharing an access token", &e);

@@ -1,18 +1,22 @@
 //! Migration from the old App Engine service: its worker API client
 //! against the fake, the answers to old AuthIDs, and `/isalive`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use oauth_broker::clock::ManualClock;
 use oauth_broker::config::Limits;
 use oauth_broker::migrate::{
     HttpLegacyService, ImportedToken, LegacyError, LegacyService, LegacyServiceSettings,
 };
 use oauth_broker::secret::Sensitive;
+use oauth_broker::store::{MemoryStore, Store};
+use serde_json::Value;
 
 use crate::support::broker::{Broker, Setup, assert_error_shape};
 use crate::support::legacy_service::{API_KEY, FakeLegacyService, LegacyFault, key_id, password};
-use crate::support::mock_provider::MockProvider;
+use crate::support::mock_provider::{MockProvider, Rotation};
 
 fn client_for(fake: &FakeLegacyService, api_key: &str, timeout: Duration) -> HttpLegacyService {
     HttpLegacyService::with_timeout(
@@ -200,4 +204,237 @@ async fn isalive_echoes_data_for_the_old_service() {
         .await;
     assert_eq!(long.status, StatusCode::BAD_REQUEST);
     assert_error_shape(&long);
+}
+
+/// A broker migrating from `fake`: Google Drive on `google` (refresh
+/// tokens do not rotate), Box on `boxed` (single use).
+fn migrating_broker(
+    google: &MockProvider,
+    boxed: &MockProvider,
+    fake: &FakeLegacyService,
+    clock: &ManualClock,
+    store: Arc<dyn Store>,
+) -> Broker {
+    boxed.set_rotation(Rotation::SingleUse);
+    Setup::new(google, &["googledrive"])
+        .and(boxed, &["box.com"])
+        .clock(Arc::new(clock.clone()))
+        .store(store)
+        .legacy_service(&fake.url(), API_KEY)
+        .build()
+}
+
+/// Waits (bounded) until the fake has recorded `n` imports.
+async fn imports_reach(fake: &FakeLegacyService, n: usize) -> Vec<(String, Value)> {
+    for _ in 0..200 {
+        let imports = fake.imports();
+        if imports.len() >= n {
+            return imports;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} imports, expected {n}", fake.imports().len());
+}
+
+#[tokio::test]
+async fn google_and_box_authids_of_the_old_service_are_migrated_and_resealed() {
+    let google = MockProvider::start().await;
+    let boxed = MockProvider::start().await;
+    let fake = FakeLegacyService::start().await;
+    let clock = ManualClock::new(1_800_000_000);
+    let broker = migrating_broker(
+        &google,
+        &boxed,
+        &fake,
+        &clock,
+        Arc::new(MemoryStore::default()),
+    );
+    let old_google = fake.add("googledrive", &google.issue_refresh_token());
+    let old_box = fake.add("box.com", &boxed.issue_refresh_token());
+
+    for (old, mock, id) in [
+        (&old_google, &google, "googledrive"),
+        (&old_box, &boxed, "box.com"),
+    ] {
+        let calls = mock.token_calls();
+        let reply = broker.refresh(old).await;
+        assert_eq!(reply.status, StatusCode::OK, "{id}: {}", reply.body);
+        let json = reply.json();
+        assert_eq!(json["type"], id);
+        let access_token = json["access_token"].as_str().unwrap();
+        assert!(
+            !access_token.starts_with("at-stale-"),
+            "the exported access token is not trusted"
+        );
+        assert!(mock.is_valid_access_token(access_token));
+        assert_eq!(mock.token_calls(), calls + 1, "refreshed at the provider");
+        let resealed = json["v2_authid"]
+            .as_str()
+            .expect("a v3 AuthID in v2_authid");
+        let opened = broker
+            .app
+            .keyring
+            .open(resealed.strip_prefix("v3:").unwrap())
+            .unwrap();
+        assert_eq!(opened.claims.svc, id);
+        assert!(oauth_broker::migrate::is_migrated(&opened.claims));
+        // The re-sealed AuthID is the same login: served from the cache.
+        let again = broker.refresh(resealed).await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(again.json()["access_token"], access_token);
+        assert_eq!(mock.token_calls(), calls + 1);
+    }
+    assert_eq!(fake.export_calls(), 2, "each old AuthID is exported once");
+
+    // Past expiry, the old AuthIDs are served from the store's grant.
+    clock.advance(4000);
+    for old in [&old_google, &old_box] {
+        assert_eq!(broker.refresh(old).await.status, StatusCode::OK);
+    }
+    assert_eq!(fake.export_calls(), 2);
+    let logs = crate::support::logs::captured();
+    for secret in [old_google.as_str(), old_box.as_str(), API_KEY] {
+        assert!(!logs.contains(secret), "a secret reached the logs");
+    }
+    let (key_id, password) = old_google.split_once(':').unwrap();
+    assert!(!logs.contains(key_id) && !logs.contains(password));
+}
+
+#[tokio::test]
+async fn a_migrated_box_login_survives_a_client_that_never_swaps() {
+    let google = MockProvider::start().await;
+    let boxed = MockProvider::start().await;
+    let fake = FakeLegacyService::start().await;
+    let clock = ManualClock::new(1_800_000_000);
+    let broker = migrating_broker(
+        &google,
+        &boxed,
+        &fake,
+        &clock,
+        Arc::new(MemoryStore::default()),
+    );
+    let old = fake.add("box.com", &boxed.issue_refresh_token());
+    for run in 1..=3 {
+        let reply = broker.refresh(&old).await;
+        assert_eq!(reply.status, StatusCode::OK, "run {run}: {}", reply.body);
+        let imports = imports_reach(&fake, run).await;
+        let (authid, body) = &imports[run - 1];
+        assert_eq!(authid, &old, "imported under the old AuthID");
+        let newest = body["refresh_token"].as_str().unwrap();
+        assert!(boxed.is_valid_refresh_token(newest), "run {run}");
+        assert_eq!(body["access_token"], reply.json()["access_token"]);
+        assert!(body["expires_in"].as_u64().is_some());
+        assert_eq!(fake.refresh_token_of(&old).as_deref(), Some(newest));
+        clock.advance(4000);
+    }
+    assert_eq!(boxed.spent_token_presentations(), 0, "no spent token sent");
+    assert_eq!(boxed.token_calls(), 3);
+    assert_eq!(fake.export_calls(), 1);
+    let metrics = broker.get("/metrics").await.body;
+    assert!(metrics.contains("oauth_broker_legacy_exports_total{outcome=\"migrated\"} 1"));
+    assert!(metrics.contains("oauth_broker_legacy_imports_total{outcome=\"imported\"} 3"));
+}
+
+#[tokio::test]
+async fn migrated_authids_outlive_the_old_service() {
+    let google = MockProvider::start().await;
+    let boxed = MockProvider::start().await;
+    let fake = FakeLegacyService::start().await;
+    let clock = ManualClock::new(1_800_000_000);
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+    let broker = migrating_broker(&google, &boxed, &fake, &clock, Arc::clone(&store));
+    let old_google = fake.add("googledrive", &google.issue_refresh_token());
+    let old_box = fake.add("box.com", &boxed.issue_refresh_token());
+    for old in [&old_google, &old_box] {
+        assert_eq!(broker.refresh(old).await.status, StatusCode::OK);
+    }
+    fake.stop().await;
+    clock.advance(4000);
+    for old in [&old_google, &old_box] {
+        let reply = broker.refresh(old).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    // Another instance on the same store, with the old service no longer
+    // configured at all.
+    let later = Setup::new(&google, &["googledrive"])
+        .and(&boxed, &["box.com"])
+        .clock(Arc::new(clock.clone()))
+        .store(store)
+        .build();
+    clock.advance(4000);
+    for old in [&old_google, &old_box] {
+        let reply = later.refresh(old).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    assert_eq!(boxed.spent_token_presentations(), 0);
+}
+
+#[tokio::test]
+async fn every_answer_of_the_old_service_maps_to_its_status() {
+    let google = MockProvider::start().await;
+    let boxed = MockProvider::start().await;
+    let fake = FakeLegacyService::start().await;
+    let clock = ManualClock::new(1_800_000_000);
+    let broker = migrating_broker(
+        &google,
+        &boxed,
+        &fake,
+        &clock,
+        Arc::new(MemoryStore::default()),
+    );
+    let known = fake.add("googledrive", &google.issue_refresh_token());
+    let (key, _) = known.split_once(':').unwrap();
+
+    for old in [
+        format!("{}:{}", key_id(), password()),
+        format!("{key}:{}", password()),
+    ] {
+        let reply = broker.refresh(&old).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+        assert_error_shape(&reply);
+        assert!(reply.body.contains("http://127.0.0.1:9"), "{}", reply.body);
+    }
+
+    fake.set_api_key("a-different-api-key-0000");
+    let reply = broker.refresh(&known).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.body);
+    assert_error_shape(&reply);
+    let logs = crate::support::logs::captured();
+    assert!(
+        logs.contains("LEGACY_SERVICE_API_KEY"),
+        "the operator is told what to fix"
+    );
+    fake.set_api_key(API_KEY);
+
+    fake.set_fault(Some(LegacyFault::Hang));
+    let reply = broker.refresh(&known).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_error_shape(&reply);
+    assert!(reply.header("retry-after").is_some());
+    fake.set_fault(None);
+
+    fake.stop().await;
+    let reply = broker.refresh(&known).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert!(reply.header("retry-after").is_some());
+    assert_eq!(google.token_calls(), 0, "nothing reached the provider");
+    let metrics = broker.get("/metrics").await.body;
+    for outcome in ["unknown", "api_key", "unavailable"] {
+        assert!(
+            metrics.contains(&format!(
+                "oauth_broker_legacy_exports_total{{outcome=\"{outcome}\"}}"
+            )),
+            "{outcome}"
+        );
+    }
 }

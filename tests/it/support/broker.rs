@@ -96,6 +96,8 @@ pub struct Setup<'a> {
     pub key: Option<Arc<ServerKey>>,
     /// `SECRETS` instead of the one `TEST_SECRET`.
     pub secrets: Option<String>,
+    /// The old App Engine service (`LEGACY_SERVICE_URL`, and its API key).
+    pub legacy_service: Option<(String, String)>,
 }
 
 impl<'a> Setup<'a> {
@@ -111,6 +113,7 @@ impl<'a> Setup<'a> {
             store: None,
             key: None,
             secrets: None,
+            legacy_service: None,
         }
     }
 
@@ -149,6 +152,12 @@ impl<'a> Setup<'a> {
     /// started by the test).
     pub fn adjust(mut self, adjust: impl FnOnce(&mut Vec<Value>) + 'a) -> Self {
         self.adjust = Some(Box::new(adjust));
+        self
+    }
+
+    /// Migrates AuthIDs of the old App Engine service at `url`.
+    pub fn legacy_service(mut self, url: &str, api_key: &str) -> Self {
+        self.legacy_service = Some((url.to_string(), api_key.to_string()));
         self
     }
 
@@ -193,6 +202,11 @@ impl<'a> Setup<'a> {
         settings.limits = self.limits;
         if let Some(origins) = self.opener_origins {
             settings.opener_origins = origins;
+        }
+        if let Some((url, api_key)) = &self.legacy_service {
+            settings.legacy_service =
+                oauth_broker::config::parse_legacy_service(Some(url), Some(api_key))
+                    .expect("legacy service settings");
         }
         let client = HttpTokenClient::new(settings.upstream_timeout).expect("client");
         let keyring = match self.key {
