@@ -438,3 +438,36 @@ async fn every_answer_of_the_old_service_maps_to_its_status() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_migrated_grant_uses_the_legacy_registration_when_it_changed() {
+    let current = MockProvider::start().await;
+    let old_registration = MockProvider::start().await;
+    let fake = FakeLegacyService::start().await;
+    let token_url = old_registration.token_url();
+    let broker = Setup::new(&current, &["googledrive"])
+        .adjust(move |entries| {
+            entries[0]["previousClients"] = serde_json::json!([{
+                "clientId": "app-engine-client",
+                "clientSecret": "app-engine-secret",
+                "authUrl": token_url,
+                "legacy": true,
+            }]);
+        })
+        .legacy_service(&fake.url(), API_KEY)
+        .build();
+    old_registration.set_client("app-engine-client", "app-engine-secret");
+    let old = fake.add("googledrive", &old_registration.issue_refresh_token());
+    let reply = broker.refresh(&old).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let sent = old_registration.last_token_request().unwrap();
+    assert_eq!(sent["client_id"], "app-engine-client");
+    assert_eq!(current.token_calls(), 0);
+    let resealed = reply.json()["v2_authid"].as_str().unwrap().to_string();
+    let opened = broker
+        .app
+        .keyring
+        .open(resealed.strip_prefix("v3:").unwrap())
+        .unwrap();
+    assert_eq!(opened.claims.client_id(), Some("app-engine-client"));
+}
