@@ -267,7 +267,7 @@ impl Metrics {
         let legacy_exports = Family::<ResultLabels, Counter>::default();
         registry.register(
             "legacy_exports",
-            "AuthIDs of the old App Engine service looked up there, by outcome (migrated, unknown, api_key, unavailable, bad_answer, not_configured); flat at zero means the old service is no longer needed",
+            "AuthIDs of the old App Engine service looked up there, by outcome (migrated, refetched, unknown, api_key, unavailable, bad_answer, not_configured); flat at zero means the old service is no longer needed",
             legacy_exports.clone(),
         );
         let legacy_imports = Family::<ResultLabels, Counter>::default();

@@ -198,6 +198,34 @@ impl Migrator {
         }))
     }
 
+    /// The refresh token the old service holds now for a migrated login,
+    /// exported again (only after the provider refused the broker's: the
+    /// old service may have refreshed the login itself meanwhile). `None`
+    /// without an old service, a grant, or a usable answer.
+    pub async fn refetch(&self, claims: &Claims) -> Option<Sensitive> {
+        let deps = &self.inner.deps;
+        let service = deps.service.as_ref()?;
+        let vault = GrantVault::new(&claims.jti, &claims.login_secret());
+        let stored = deps.store.get_versioned(vault.key()).await.ok().flatten()?;
+        let grant = vault.open(&stored)?;
+        let login = claims.login_fingerprint();
+        match service.export(grant.authid.expose()).await {
+            Ok(exported) if exported.service == claims.svc => {
+                deps.metrics.legacy_export("refetched");
+                Some(exported.refresh_token)
+            }
+            Ok(_) => {
+                deps.metrics.legacy_export("bad_answer");
+                None
+            }
+            Err(e) => {
+                deps.metrics.legacy_export(e.label());
+                log_failure("export", &login, e);
+                None
+            }
+        }
+    }
+
     /// Drops the migrated grant of a login (after revocation), so its old
     /// AuthID stops working here too.
     pub async fn forget(&self, claims: &Claims) {

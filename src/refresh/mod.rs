@@ -783,17 +783,19 @@ impl Inner {
             }
         };
         let fingerprint = login.claims.login_fingerprint();
-        let exchange = upstream::Request {
-            client: deps.client.as_ref(),
-            metrics: &deps.metrics,
-            provider: &provider,
-            client_id: login.claims.client_id(),
-            refresh_token: &newest.refresh_token,
-            redirect_uri: &deps.redirect_uri,
-            login: &fingerprint,
+        let mut exchange = self
+            .send_refresh(login, &newest.refresh_token, &fingerprint, deadline)
+            .await;
+        let mut newest = newest;
+        if let Some(theirs) = self.reclaimed(records, login, &newest, &exchange).await {
+            // The old service refreshed this migrated login itself (it
+            // still serves part of the traffic) and holds the newest
+            // token: it is recorded and sent instead.
+            exchange = self
+                .send_refresh(login, &theirs.refresh_token, &fingerprint, deadline)
+                .await;
+            newest = theirs;
         }
-        .send(deadline, || deps.clock.now())
-        .await;
         drop(permit);
         let now = deps.clock.now();
         if single_use {
@@ -883,6 +885,61 @@ impl Inner {
             token,
             outcome: if was_rotated { "rotated" } else { "refreshed" },
         })
+    }
+
+    /// One refresh request for the login, with the registration it names.
+    async fn send_refresh(
+        &self,
+        login: &Login,
+        refresh_token: &Sensitive,
+        fingerprint: &str,
+        deadline: Instant,
+    ) -> upstream::Exchange {
+        let deps = &self.deps;
+        upstream::Request {
+            client: deps.client.as_ref(),
+            metrics: &deps.metrics,
+            provider: &login.provider,
+            client_id: login.claims.client_id(),
+            refresh_token,
+            redirect_uri: &deps.redirect_uri,
+            login: fingerprint,
+        }
+        .send(deadline, || deps.clock.now())
+        .await
+    }
+
+    /// After the provider refused a migrated login's refresh token: the
+    /// token the old service holds now, if it differs (while both run,
+    /// the old service refreshes the logins it still serves itself, and
+    /// a single-use token it spent is refused here). It is recorded as the
+    /// login's next rotation before it is sent.
+    async fn reclaimed(
+        &self,
+        records: &LoginRecords<'_>,
+        login: &Login,
+        sent: &Newest,
+        exchange: &upstream::Exchange,
+    ) -> Option<Newest> {
+        if !matches!(exchange.result, Err(UpstreamError::Reauthorize { .. }))
+            || !migrate::is_migrated(&login.claims)
+        {
+            return None;
+        }
+        let theirs = self
+            .deps
+            .migrator
+            .refetch(&login.claims)
+            .await
+            .filter(|rt| rt != &sent.refresh_token)?;
+        let adopted = Newest {
+            generation: sent.generation + 1,
+            refresh_token: theirs,
+        };
+        if login.rotates() {
+            self.record_rotation(records, login, &adopted).await;
+        }
+        Some(adopted)
     }
 
     /// Records a rotation before anyone is answered. If the store fails,

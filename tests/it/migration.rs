@@ -471,3 +471,68 @@ async fn a_migrated_grant_uses_the_legacy_registration_when_it_changed() {
         .unwrap();
     assert_eq!(opened.claims.client_id(), Some("app-engine-client"));
 }
+
+#[tokio::test]
+async fn a_box_token_the_old_service_spent_meanwhile_is_taken_from_it() {
+    let google = MockProvider::start().await;
+    let boxed = MockProvider::start().await;
+    let fake = FakeLegacyService::start().await;
+    let clock = ManualClock::new(1_800_000_000);
+    let broker = migrating_broker(
+        &google,
+        &boxed,
+        &fake,
+        &clock,
+        Arc::new(MemoryStore::default()),
+    );
+    let old = fake.add("box.com", &boxed.issue_refresh_token());
+    assert_eq!(broker.refresh(&old).await.status, StatusCode::OK);
+    imports_reach(&fake, 1).await;
+
+    // The old service still serves part of the traffic: it refreshes the
+    // login itself, spending the token the broker recorded.
+    let theirs = fake.refresh_token_of(&old).unwrap();
+    let answer: Value = reqwest::Client::new()
+        .post(boxed.token_url())
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", theirs.as_str()),
+            ("client_id", crate::support::broker::CLIENT_ID),
+            ("client_secret", crate::support::broker::CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let newer = answer["refresh_token"].as_str().unwrap().to_string();
+    client_for(&fake, API_KEY, Duration::from_secs(5))
+        .import(
+            &old,
+            &ImportedToken {
+                refresh_token: Sensitive::new(newer.as_str()),
+                access_token: Sensitive::new("at-unused"),
+                expires_in: 3600,
+                token_type: "Bearer",
+            },
+        )
+        .await
+        .unwrap();
+
+    clock.advance(4000);
+    let reply = broker.refresh(&old).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        boxed.refresh_tokens_received().last().map(String::as_str),
+        Some(newer.as_str()),
+        "the old service's token was sent after the broker's was refused"
+    );
+    let metrics = broker.get("/metrics").await.body;
+    assert!(metrics.contains("oauth_broker_legacy_exports_total{outcome=\"refetched\"} 1"));
+    // The next run goes on from the newest token, with nothing refused.
+    let refused = boxed.spent_token_presentations();
+    clock.advance(4000);
+    assert_eq!(broker.refresh(&old).await.status, StatusCode::OK);
+    assert_eq!(boxed.spent_token_presentations(), refused);
+}
