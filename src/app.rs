@@ -14,6 +14,7 @@ use crate::demo::DemoProvider;
 use crate::http::Templates;
 use crate::login::{LoginDeps, LoginService};
 use crate::metrics::Metrics;
+use crate::migrate::{HttpLegacyService, LEGACY_TIMEOUT, LegacyService, MigrateDeps, Migrator};
 use crate::outage::StoreOutage;
 use crate::provider::{Catalogue, Protection, ProtectionSettings, TokenClient};
 use crate::refresh::{RefreshDeps, Refresher};
@@ -47,6 +48,21 @@ pub struct App {
 }
 
 pub type SharedApp = Arc<App>;
+
+/// The old App Engine service's worker API, when `LEGACY_SERVICE_URL` is
+/// set. Its calls are bounded by the upstream timeout too: a migration
+/// still has to refresh at the provider within the client's patience.
+fn legacy_service(settings: &Settings) -> Option<Arc<dyn LegacyService>> {
+    let legacy = settings.legacy_service.as_ref()?;
+    let timeout = LEGACY_TIMEOUT.min(settings.upstream_timeout);
+    match HttpLegacyService::with_timeout(legacy, timeout) {
+        Ok(service) => Some(Arc::new(service)),
+        Err(e) => {
+            tracing::error!(error = %e, "the client for LEGACY_SERVICE_URL cannot be built; old AuthIDs are not migrated");
+            None
+        }
+    }
+}
 
 impl App {
     /// `store` is the store `serve` opened (`MemoryStore` for tests and the
@@ -98,6 +114,12 @@ impl App {
             Arc::clone(&store),
             Arc::clone(&outage),
         ));
+        let migrator = Migrator::new(MigrateDeps {
+            service: legacy_service(&settings),
+            store: Arc::clone(&store),
+            outage: Arc::clone(&outage),
+            metrics: Arc::clone(&metrics),
+        });
         let refresher = Refresher::new(RefreshDeps {
             keyring: Arc::clone(&keyring),
             catalogue: Arc::clone(&catalogue),
@@ -111,6 +133,7 @@ impl App {
             cache_capacity: settings.cache_capacity,
             limits: settings.limits.clone(),
             upstream_timeout: settings.upstream_timeout,
+            migrator,
         });
         let login = LoginService::new(LoginDeps {
             keyring: Arc::clone(&keyring),

@@ -8,6 +8,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
+use crate::migrate::LegacyServiceSettings;
+use crate::secret::Sensitive;
+
 /// The default of each setting, for the command line and for
 /// [`Settings::for_url`] alike.
 pub mod defaults {
@@ -48,6 +51,9 @@ pub struct Settings {
     pub opener_origins: Vec<String>,
     /// Where state shared by instances lives (SPEC 8).
     pub store: StoreSettings,
+    /// The old App Engine service whose AuthIDs are migrated; `None` when
+    /// `LEGACY_SERVICE_URL` is not set.
+    pub legacy_service: Option<LegacyServiceSettings>,
 }
 
 /// Protection of providers and of the broker itself.
@@ -160,6 +166,7 @@ impl Settings {
             limits: Limits::default(),
             opener_origins: parse_opener_origins(defaults::OPENER_ORIGINS)?,
             store: StoreSettings::memory(),
+            legacy_service: None,
         })
     }
 
@@ -394,6 +401,57 @@ pub fn parse_opener_origins(text: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// The old service's API key must be at least this long: the old service
+/// refuses every call when its own key is shorter.
+const MIN_LEGACY_API_KEY_LEN: usize = 10;
+
+/// `LEGACY_SERVICE_URL` and `LEGACY_SERVICE_API_KEY`: both or neither. The
+/// URL is the old service's base (where `/export` and `/import` live),
+/// https unless on loopback, as AuthIDs and the key travel to it.
+pub fn parse_legacy_service(
+    url: Option<&str>,
+    api_key: Option<&str>,
+) -> Result<Option<LegacyServiceSettings>, Vec<String>> {
+    let url = url.map(str::trim).filter(|s| !s.is_empty());
+    let api_key = api_key.map(str::trim).filter(|s| !s.is_empty());
+    let mut problems = Vec::new();
+    let parsed = url.and_then(|text| match Url::parse(text) {
+        Ok(u) if u.query().is_some() || u.fragment().is_some() => {
+            problems.push("LEGACY_SERVICE_URL must not have a query or fragment".to_string());
+            None
+        }
+        Ok(u) if u.scheme() == "https" && u.host_str().is_some() => Some(u),
+        Ok(u) if u.scheme() == "http" && crate::provider::hosts::is_loopback(&u) => Some(u),
+        Ok(_) => {
+            problems.push(
+                "LEGACY_SERVICE_URL must be an https URL (plain http only on loopback)".to_string(),
+            );
+            None
+        }
+        Err(_) => {
+            problems.push(format!(
+                "LEGACY_SERVICE_URL {text:?} is not an absolute URL"
+            ));
+            None
+        }
+    });
+    match (url, api_key) {
+        (Some(_), None) => problems.push("LEGACY_SERVICE_URL is set but LEGACY_SERVICE_API_KEY is not".into()),
+        (None, Some(_)) => problems.push("LEGACY_SERVICE_API_KEY is set but LEGACY_SERVICE_URL is not".into()),
+        (_, Some(key)) if key.len() < MIN_LEGACY_API_KEY_LEN => problems.push(format!(
+            "LEGACY_SERVICE_API_KEY must have at least {MIN_LEGACY_API_KEY_LEN} characters (the old service refuses shorter keys)"
+        )),
+        _ => {}
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(parsed.zip(api_key).map(|(url, key)| LegacyServiceSettings {
+        url,
+        api_key: Sensitive::new(key),
+    }))
+}
+
 /// The URL a listener is reachable at, for a default `PUBLIC_URL`.
 pub fn url_for_listen(listen: &str) -> String {
     let host = listen
@@ -534,6 +592,46 @@ mod tests {
             "Max open files            unlimited            unlimited            files\n";
         assert_eq!(parse_open_file_limit(unlimited), None);
         assert_eq!(parse_open_file_limit(""), None);
+    }
+
+    #[test]
+    fn legacy_service_settings() {
+        assert!(parse_legacy_service(None, None).unwrap().is_none());
+        assert!(parse_legacy_service(Some(" "), Some("")).unwrap().is_none());
+        let s = parse_legacy_service(Some("https://old.appspot.com/"), Some("k-0123456789"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.url.as_str(), "https://old.appspot.com/");
+        assert_eq!(s.api_key.expose(), "k-0123456789");
+        assert!(!format!("{s:?}").contains("k-0123456789"));
+        assert!(
+            parse_legacy_service(Some("http://127.0.0.1:9"), Some("k-0123456789"))
+                .unwrap()
+                .is_some()
+        );
+        for (url, key, needle) in [
+            (
+                Some("https://old.example"),
+                None,
+                "LEGACY_SERVICE_API_KEY is not",
+            ),
+            (None, Some("k-0123456789"), "LEGACY_SERVICE_URL is not"),
+            (Some("http://old.example"), Some("k-0123456789"), "https"),
+            (Some("nonsense"), Some("k-0123456789"), "absolute"),
+            (
+                Some("https://old.example/?x=1"),
+                Some("k-0123456789"),
+                "query",
+            ),
+            (Some("https://old.example"), Some("short"), "at least 10"),
+        ] {
+            let problems = parse_legacy_service(url, key).unwrap_err();
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{url:?} {key:?}: {problems:?}"
+            );
+            assert!(!problems.iter().any(|p| p.contains("k-0123456789")));
+        }
     }
 
     #[test]

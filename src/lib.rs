@@ -14,6 +14,7 @@ pub mod demo;
 pub mod http;
 pub mod login;
 pub mod metrics;
+pub mod migrate;
 pub mod outage;
 pub mod provider;
 pub mod refresh;

@@ -31,6 +31,18 @@ pub struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabels {
+    pub provider: String,
+    /// `current` or `previous`.
+    pub client: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KeyLabels {
     pub kid: String,
     /// `primary` (seals new AuthIDs), `secondary` (loaded, opens only) or
@@ -129,6 +141,15 @@ fn outcome_labels(provider: &str, outcome: &String) -> OutcomeLabels {
     }
 }
 
+// The signature is `fn(&str, &K)` with K = String, as `Counters` stores it.
+#[allow(clippy::ptr_arg)]
+fn client_labels(provider: &str, client: &String) -> ClientLabels {
+    ClientLabels {
+        provider: provider.to_string(),
+        client: client.clone(),
+    }
+}
+
 fn route_labels(route: &str, status: &u16) -> RouteLabels {
     RouteLabels {
         route: route.to_string(),
@@ -163,6 +184,9 @@ pub struct Metrics {
     /// state keeps a single series.
     key_states: Mutex<HashMap<String, &'static str>>,
     pub ready: Gauge,
+    pub authids_by_client: Counters<ClientLabels, String>,
+    pub legacy_exports: Family<ResultLabels, Counter>,
+    pub legacy_imports: Family<ResultLabels, Counter>,
     pub active_backoffs: Gauge,
     pub cached_tokens: Gauge,
     pub untrusted_forwarded: Counter,
@@ -233,6 +257,24 @@ impl Metrics {
             "ready",
             "1 when the instance is ready (as GET /ready answers), else 0",
             ready.clone(),
+        );
+        let authids_by_client = Counters::new(client_labels);
+        registry.register(
+            "authids_opened_by_client",
+            "AuthIDs opened per provider and client (current, previous: an earlier registration in previousClients); a previous client that stays flat for long can be removed",
+            authids_by_client.family.clone(),
+        );
+        let legacy_exports = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "legacy_exports",
+            "AuthIDs of the old App Engine service looked up there, by outcome (migrated, refetched, unknown, api_key, unavailable, bad_answer, not_configured); flat at zero means the old service is no longer needed",
+            legacy_exports.clone(),
+        );
+        let legacy_imports = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "legacy_imports",
+            "Rotated tokens of migrated logins pushed back to the old service, by outcome (imported, unknown, api_key, unavailable, bad_answer)",
+            legacy_imports.clone(),
         );
         let active_backoffs = Gauge::default();
         registry.register(
@@ -307,6 +349,9 @@ impl Metrics {
             authids_opened,
             key_states: Mutex::new(HashMap::new()),
             ready,
+            authids_by_client,
+            legacy_exports,
+            legacy_imports,
             active_backoffs,
             cached_tokens,
             untrusted_forwarded,
@@ -326,6 +371,26 @@ impl Metrics {
 
     pub fn throttle(&self, provider: &str, source: &str) {
         self.throttled.inc(provider, source);
+    }
+
+    pub fn authid_opened(&self, provider: &str, client: &str) {
+        self.authids_by_client.inc(provider, client);
+    }
+
+    pub fn legacy_export(&self, outcome: &str) {
+        self.legacy_exports
+            .get_or_create(&ResultLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn legacy_import(&self, outcome: &str) {
+        self.legacy_imports
+            .get_or_create(&ResultLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn provider(provider: &str) -> ProviderLabels {

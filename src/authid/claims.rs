@@ -14,6 +14,9 @@ use zeroize::Zeroizing;
 
 /// The claim holding the per-login secret.
 pub const LOGIN_SECRET_CLAIM: &str = "lsk";
+/// The claim naming the client (registration) the grant was issued to;
+/// absent means the provider entry's own client.
+pub const CLIENT_CLAIM: &str = "cid";
 
 /// What an AuthID says: the provider, the refresh token, when it was issued
 /// and which login it came from. Unknown claims are kept, so a newer
@@ -112,6 +115,18 @@ impl Claims {
         );
     }
 
+    /// The client id the grant was issued to (`cid`), if the AuthID names
+    /// one.
+    pub fn client_id(&self) -> Option<&str> {
+        self.extra.get(CLIENT_CLAIM).and_then(Value::as_str)
+    }
+
+    /// Records the client the grant was issued to.
+    pub fn set_client_id(&mut self, client_id: &str) {
+        self.extra
+            .insert(CLIENT_CLAIM.into(), Value::String(client_id.to_string()));
+    }
+
     /// A short fingerprint of the login id, safe for logs.
     pub fn login_fingerprint(&self) -> String {
         fingerprint(self.jti.as_bytes())
@@ -136,6 +151,11 @@ impl Claims {
         }
         if self.iat < 0 {
             return Err(AuthIdError::Claims("the issue time is invalid"));
+        }
+        match self.extra.get(CLIENT_CLAIM) {
+            None => {}
+            Some(Value::String(c)) if !c.is_empty() && c.len() <= 512 => {}
+            Some(_) => return Err(AuthIdError::Claims("the client id is invalid")),
         }
         Ok(())
     }
@@ -184,6 +204,26 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn the_client_claim_is_optional_and_checked() {
+        let json = br#"{"svc":"dropbox","rt":"r","iat":5,"jti":"j"}"#;
+        assert_eq!(Claims::from_payload(json).unwrap().client_id(), None);
+        let json = br#"{"svc":"dropbox","rt":"r","iat":5,"jti":"j","cid":"old-client"}"#;
+        assert_eq!(
+            Claims::from_payload(json).unwrap().client_id(),
+            Some("old-client")
+        );
+        for bad in [
+            &br#"{"svc":"dropbox","rt":"r","iat":5,"jti":"j","cid":""}"#[..],
+            br#"{"svc":"dropbox","rt":"r","iat":5,"jti":"j","cid":5}"#,
+        ] {
+            assert!(Claims::from_payload(bad).is_err());
+        }
+        let mut c = Claims::new("dropbox", Sensitive::new("r"), 1);
+        c.set_client_id("new-client");
+        assert_eq!(serde_json::to_value(&c).unwrap()["cid"], "new-client");
     }
 
     #[test]

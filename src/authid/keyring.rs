@@ -223,7 +223,7 @@ mod tests {
     fn jwe_of(authid: &str) -> &str {
         match parse(authid).unwrap() {
             AuthIdText::V3(jwe) => jwe,
-            AuthIdText::Legacy(_) => panic!("not v3"),
+            _ => panic!("not v3"),
         }
     }
 

@@ -2,8 +2,10 @@
 //!
 //! `v3:<compact JWE>` carries the refresh token sealed to a server key
 //! (ECDH-ES+A256KW on P-256, A256GCM). The legacy `v2:<provider>:<token>`
-//! form of the older services is parsed too, so it can be upgraded.
+//! form of the older services is parsed too, so it can be upgraded, and so
+//! is the App Engine service's `keyid:password`, so it can be migrated.
 
+mod appengine;
 mod claims;
 mod decrypt;
 mod error;
@@ -14,7 +16,8 @@ mod keyring;
 pub mod keysource;
 mod legacy;
 
-pub use claims::{Claims, LOGIN_SECRET_CLAIM};
+pub use appengine::{AppEngineAuthId, DerivedLogin};
+pub use claims::{CLIENT_CLAIM, Claims, LOGIN_SECRET_CLAIM};
 pub use error::AuthIdError;
 pub use jwe::KeyAlg;
 pub use key::ServerKey;
@@ -33,6 +36,8 @@ pub enum AuthIdText<'a> {
     /// The compact JWE after `v3:`.
     V3(&'a str),
     Legacy(LegacyAuthId<'a>),
+    /// `keyid:password` of the old App Engine service.
+    AppEngine(AppEngineAuthId<'a>),
 }
 
 /// Classifies an AuthID by its prefix after the checks every form shares:
@@ -54,6 +59,9 @@ pub fn parse(text: &str) -> Result<AuthIdText<'_>, AuthIdError> {
     if let Some(rest) = text.strip_prefix(legacy::V2_PREFIX) {
         return LegacyAuthId::parse(rest).map(AuthIdText::Legacy);
     }
+    if appengine::looks_like(text) {
+        return AppEngineAuthId::parse(text).map(AuthIdText::AppEngine);
+    }
     Err(AuthIdError::UnknownFormat)
 }
 
@@ -71,7 +79,15 @@ mod tests {
         assert_eq!(parse(""), Err(AuthIdError::Empty));
         assert_eq!(parse("   "), Err(AuthIdError::Empty));
         assert_eq!(parse("v1:abc"), Err(AuthIdError::UnknownFormat));
-        assert_eq!(parse("abcdef:ghij"), Err(AuthIdError::UnknownFormat));
+        assert_eq!(parse("xyz:ghij"), Err(AuthIdError::UnknownFormat));
+        assert!(matches!(
+            parse(" 0f1e2d3c4b5a69788796a5b4c3d2e1f0:aB3-x9Q.k2_Lm!p4R7sT1\n"),
+            Ok(AuthIdText::AppEngine(_))
+        ));
+        assert!(matches!(
+            parse("abcdef:ghij"),
+            Err(AuthIdError::Malformed(_))
+        ));
         assert_eq!(parse("v3:ab\u{e9}"), Err(AuthIdError::BadCharacters));
         assert_eq!(parse("v3:a b"), Err(AuthIdError::BadCharacters));
         assert_eq!(parse("v3:a\0b"), Err(AuthIdError::BadCharacters));

@@ -23,6 +23,10 @@ pub enum AuthidCommand {
         /// Provider id, e.g. googledrive.
         #[arg(long = "service")]
         provider: String,
+        /// The client id the refresh token was issued to, when it is one of
+        /// the provider's previousClients (recorded as the claim cid).
+        #[arg(long)]
+        client_id: Option<String>,
         #[command(flatten)]
         keys: KeyArgs,
     },
@@ -36,6 +40,14 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
                 AuthIdText::Legacy(legacy) => {
                     println!("format: v2 (legacy, not sealed)");
                     println!("provider: {}", legacy.provider);
+                }
+                AuthIdText::AppEngine(old) => {
+                    println!("format: App Engine (keyid:password of the old service, not sealed)");
+                    println!("key: {} (fingerprint)", old.key_fingerprint());
+                    println!(
+                        "login: {}",
+                        crate::secret::fingerprint(old.login().id.as_bytes())
+                    );
                 }
                 AuthIdText::V3(jwe) => {
                     let ring = keys
@@ -53,13 +65,32 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
                     println!("provider: {}", c.provider);
                     println!("issued: {} ({})", super::keys::format_time(c.iat), c.iat);
                     println!("login: {}", c.login_fingerprint());
+                    println!(
+                        "client: {}",
+                        c.client_id()
+                            .unwrap_or("(none named: the provider entry's own)")
+                    );
+                    if crate::migrate::is_migrated(c) {
+                        println!("migrated: from the old App Engine service");
+                    }
                 }
             }
             Ok(())
         }
-        AuthidCommand::Seal { provider, keys } => {
+        AuthidCommand::Seal {
+            provider,
+            client_id,
+            keys,
+        } => {
             if !crate::provider::is_provider_id(&provider) {
                 anyhow::bail!("--service must be a provider id such as googledrive");
+            }
+            let client_id = client_id.map(|c| c.trim().to_string());
+            if client_id
+                .as_deref()
+                .is_some_and(|c| c.is_empty() || c.len() > 512)
+            {
+                anyhow::bail!("--client-id must be a client id of the provider");
             }
             let token = read_stdin()?;
             if token.is_empty() {
@@ -69,7 +100,10 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
                 .source()
                 .load()
                 .map_err(|e| anyhow::anyhow!(e.join("\n")))?;
-            let claims = Claims::new(provider, token, SystemClock.now());
+            let mut claims = Claims::new(provider, token, SystemClock.now());
+            if let Some(client_id) = &client_id {
+                claims.set_client_id(client_id);
+            }
             println!("{}", ring.seal(&claims).map_err(anyhow::Error::msg)?);
             Ok(())
         }

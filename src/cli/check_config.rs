@@ -16,14 +16,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Ok(catalogue) = &catalogue {
         writeln!(
             out,
-            "{:<12} {:<8} {:<11} {:<5} {:<24} {:<10} TOKEN URL",
-            "ID", "ALIASES", "ROTATION", "PKCE", "CLIENT ID", "SECRET"
+            "{:<12} {:<8} {:<8} {:<11} {:<5} {:<24} {:<10} TOKEN URL",
+            "ID", "GROUP", "ALIASES", "ROTATION", "PKCE", "CLIENT ID", "SECRET"
         )?;
         for p in catalogue.providers() {
             writeln!(
                 out,
-                "{:<12} {:<8} {:<11} {:<5} {:<24} {:<10} {}",
+                "{:<12} {:<8} {:<8} {:<11} {:<5} {:<24} {:<10} {}",
                 p.id,
+                p.group.as_deref().unwrap_or("-"),
                 if p.aliases.is_empty() {
                     "-".to_string()
                 } else {
@@ -39,6 +40,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 },
                 p.token_url
             )?;
+            for c in &p.previous_clients {
+                writeln!(
+                    out,
+                    "{:<12} previous client {}{}, secret {}, token URL {}",
+                    "",
+                    mask_id(&c.client_id),
+                    if c.legacy {
+                        " (legacy: owns tokens migrated from App Engine)"
+                    } else {
+                        ""
+                    },
+                    if c.client_secret.is_empty() {
+                        "(none)"
+                    } else {
+                        "********"
+                    },
+                    c.token_url
+                )?;
+            }
         }
         for (id, reason) in catalogue.disabled() {
             writeln!(out, "{id:<12} disabled: {reason}")?;

@@ -10,8 +10,11 @@ use clap::{Args, FromArgMatches};
 
 use super::args::{KeyArgs, LimitArgs, ListenArgs, ProviderArgs, StoreArgs};
 use crate::app::App;
-use crate::config::{Settings, StoreDefault, defaults, parse_opener_origins, parse_public_url};
+use crate::config::{
+    Settings, StoreDefault, defaults, parse_legacy_service, parse_opener_origins, parse_public_url,
+};
 use crate::provider::{Catalogue, HttpTokenClient};
+use crate::secret::Sensitive;
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -44,6 +47,18 @@ pub struct ServeArgs {
     pub opener_origins: String,
     #[command(flatten)]
     pub store: StoreArgs,
+    /// Base URL of the old App Engine service whose AuthIDs are migrated
+    /// (its worker API: /export and /import).
+    #[arg(long, env = "LEGACY_SERVICE_URL")]
+    pub legacy_service_url: Option<String>,
+    /// The old service's worker API key (sent as X-APIKey).
+    #[arg(long, env = "LEGACY_SERVICE_API_KEY", hide_env_values = true, value_parser = sensitive)]
+    pub legacy_service_api_key: Option<Sensitive>,
+}
+
+/// A secret argument: kept out of `Debug`.
+fn sensitive(text: &str) -> Result<Sensitive, String> {
+    Ok(Sensitive::new(text))
 }
 
 impl ServeArgs {
@@ -71,6 +86,14 @@ impl ServeArgs {
             .map_err(|e| problems.push(e))
             .unwrap_or_default();
         let store = self.store.settings(StoreDefault::Embedded, &mut problems);
+        let legacy_service = parse_legacy_service(
+            self.legacy_service_url.as_deref(),
+            self.legacy_service_api_key.as_ref().map(Sensitive::expose),
+        )
+        .unwrap_or_else(|mut p| {
+            problems.append(&mut p);
+            None
+        });
         let fallback = |primary: &Option<String>, legacy: &str, default: &str| {
             primary
                 .clone()
@@ -90,6 +113,7 @@ impl ServeArgs {
                 limits,
                 opener_origins,
                 store,
+                legacy_service,
             }),
             _ => Err(problems),
         }

@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::authid::AuthIdError;
 use crate::cause::Cause;
 use crate::login::{LoginError, RevokeError};
+use crate::migrate::{LEGACY_RETRY_AFTER, LegacyError, MigrationError};
 use crate::provider::{Attempt, UpstreamError};
 use crate::refresh::{RefreshError, STORE_RETRY_AFTER};
 
@@ -226,9 +227,45 @@ impl From<RefreshError> for ApiError {
             RefreshError::TooMany { retry_after, .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, text).with_retry_after(retry_after)
             }
+            RefreshError::UnknownClient(_) => {
+                Self::new(StatusCode::UNAUTHORIZED, text).telling_where_to_create_an_authid()
+            }
+            RefreshError::Migration(e) => e.into(),
             RefreshError::Seal(_) | RefreshError::Internal => {
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, text).with_cause(cause)
             }
+        }
+    }
+}
+
+/// An AuthID of the old App Engine service that could not be migrated.
+impl From<MigrationError> for ApiError {
+    fn from(e: MigrationError) -> Self {
+        match e {
+            MigrationError::Legacy(LegacyError::Unknown) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "The old OAuth service does not know this AuthID or its password",
+            )
+            .telling_where_to_create_an_authid(),
+            MigrationError::Legacy(LegacyError::NotConfigured) => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "This AuthID was issued by the old OAuth service, which this server does not read",
+            )
+            .telling_where_to_create_an_authid(),
+            MigrationError::Legacy(LegacyError::ApiKey | LegacyError::BadAnswer(_)) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "The old OAuth service refused to hand over this AuthID's login; the operator must fix the migration settings",
+            ),
+            MigrationError::Legacy(LegacyError::Unavailable) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The old OAuth service cannot be reached to move this AuthID over; try again later",
+            )
+            .with_retry_after(LEGACY_RETRY_AFTER),
+            MigrationError::Store => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "This server's store is unavailable; try again shortly",
+            )
+            .with_retry_after(LEGACY_RETRY_AFTER),
         }
     }
 }
@@ -334,6 +371,29 @@ mod tests {
     fn header_text_is_one_clean_line() {
         let v = header_text("line one\nline two\u{e9}");
         assert_eq!(v.to_str().unwrap(), "line one line two");
+    }
+
+    #[test]
+    fn migration_errors_map_to_their_statuses() {
+        let base = "https://oauth.example.com";
+        let answer = |e: LegacyError| ApiError::from(MigrationError::from(e));
+        for e in [LegacyError::Unknown, LegacyError::NotConfigured] {
+            let a = answer(e);
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+            let text = a.text(Some(base));
+            assert!(text.contains(base), "{text}");
+        }
+        assert_eq!(answer(LegacyError::ApiKey).status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            answer(LegacyError::BadAnswer("x")).status,
+            StatusCode::BAD_GATEWAY
+        );
+        let unavailable = answer(LegacyError::Unavailable);
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.retry_after, Some(LEGACY_RETRY_AFTER));
+        let store = ApiError::from(MigrationError::Store);
+        assert_eq!(store.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(store.retry_after.is_some());
     }
 
     #[test]

@@ -52,6 +52,7 @@ fn full_stack(app: SharedApp) -> (Router, middleware::RequestIds, Arc<tokio::syn
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/isalive", get(ops::isalive).post(ops::isalive))
         .route("/refresh", get(refresh::refresh).post(refresh::refresh))
         .route("/", get(site::index))
         .route("/login", get(login::login))

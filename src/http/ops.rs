@@ -1,4 +1,5 @@
-//! Operational endpoints: liveness, readiness and metrics.
+//! Operational endpoints: liveness, readiness, metrics, and the old App
+//! Engine service's worker check.
 
 use axum::Json;
 use axum::extract::State;
@@ -6,6 +7,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::ApiError;
+use super::input::Params;
 use crate::app::{App, SharedApp};
 
 /// Alive: the process answers.
@@ -47,6 +50,31 @@ pub async fn ready(State(app): State<SharedApp>) -> Response {
         "store": { "kind": app.store.kind(), "up": store_up },
     });
     (status, Json(body)).into_response()
+}
+
+/// Longest `data` echoed by `/isalive`; the old service sends 30 to 32
+/// hex digits.
+pub const MAX_ISALIVE_DATA: usize = 256;
+
+/// `GET|POST /isalive?data=X` → `{"data": "X"}`: how the old App Engine
+/// service checks the workers it forwards `/refresh` to. A broker that is
+/// not ready answers 503, so the old service stops forwarding to it.
+pub async fn isalive(State(app): State<SharedApp>, params: Params) -> Result<Response, ApiError> {
+    let data = params
+        .get("data")
+        .ok_or_else(|| ApiError::bad_request("Missing data"))?;
+    if data.chars().count() > MAX_ISALIVE_DATA {
+        return Err(ApiError::bad_request(format!(
+            "data is longer than {MAX_ISALIVE_DATA} characters"
+        )));
+    }
+    if !readiness(&app).0 {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: no keys or no usable provider",
+        ));
+    }
+    Ok(Json(json!({ "data": data })).into_response())
 }
 
 /// Prometheus text format.

@@ -114,12 +114,13 @@ impl LoginService {
     async fn admit(
         &self,
         provider: &Provider,
+        gate: &str,
     ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Refusal> {
         let protection = &self.deps.protection;
         let now = self.now();
-        let admitted = match protection.blocked_anywhere(&provider.id, now).await {
+        let admitted = match protection.blocked_anywhere(gate, now).await {
             Some(left) => Err(Refusal::Blocked(left)),
-            None => protection.admit(&provider.id, now).await,
+            None => protection.admit(gate, now).await,
         };
         if let Err(refusal) = &admitted {
             self.deps.metrics.throttle(&provider.id, refusal.label());
@@ -132,7 +133,7 @@ impl LoginService {
         &self,
         provider: &Provider,
     ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, LoginError> {
-        self.admit(provider)
+        self.admit(provider, &provider.id)
             .await
             .map_err(|refusal| LoginError::Held {
                 provider: provider.id.clone(),
@@ -226,7 +227,10 @@ impl LoginService {
             .ok_or_else(|| LoginError::NoRefreshToken {
                 provider: provider.id.clone(),
             })?;
-        let claims = Claims::new(provider.id.clone(), refresh_token, self.now());
+        let mut claims = Claims::new(provider.id.clone(), refresh_token, self.now());
+        // The registration travels with the grant, so the AuthID keeps
+        // working after this client moves to previousClients.
+        claims.set_client_id(&provider.client_id);
         self.deps
             .keyring
             .seal(&claims)

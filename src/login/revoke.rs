@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::LoginService;
 use crate::provider::client::FormField;
+use crate::provider::protect::gate_name;
 use crate::provider::{Provider, RawAnswer, UpstreamError, classify};
 use crate::refresh::{Ending, RefreshError};
 use crate::secret::Sensitive;
@@ -62,6 +63,14 @@ fn style(provider: &Provider, url: &url::Url) -> Style {
     }
 }
 
+/// The registration a grant is revoked with.
+struct Client {
+    id: String,
+    secret: Sensitive,
+    /// Its protection gate.
+    gate: String,
+}
+
 impl LoginService {
     /// Revokes the grant behind an AuthID and ends every AuthID of its
     /// login. `client` is the caller's address, for the per-address limit.
@@ -77,10 +86,25 @@ impl LoginService {
             })
         })?;
         let refresher = &self.deps.refresher;
-        let login = refresher.open(text).map_err(RevokeError::AuthId)?;
+        let login = refresher
+            .open_any(text)
+            .await
+            .map_err(RevokeError::AuthId)?;
         let provider = Arc::clone(&login.provider);
         let fingerprint = login.claims.login_fingerprint();
-        let Some(url) = provider.revoke_url.clone() else {
+        // The registration the grant was issued to (checked on opening):
+        // its revocation endpoint, credentials and protection gate.
+        let Some(registration) = provider.registration(login.claims.client_id()) else {
+            return Err(RevokeError::AuthId(RefreshError::UnknownClient(
+                provider.name.clone(),
+            )));
+        };
+        let client = Client {
+            id: registration.client_id.to_string(),
+            secret: registration.client_secret.clone(),
+            gate: gate_name(&provider, &registration),
+        };
+        let Some(url) = registration.revoke_url.cloned() else {
             let ending = refresher
                 .begin_ending(text, login)
                 .await
@@ -109,7 +133,8 @@ impl LoginService {
             .begin_ending(text, login)
             .await
             .map_err(RevokeError::Held)?;
-        let calls = self.revoke_at_provider(&provider, &url, style, bearer.as_ref(), &ending);
+        let calls =
+            self.revoke_at_provider(&provider, &client, &url, style, bearer.as_ref(), &ending);
         let answer = tokio::time::timeout_at(ending.deadline(), calls)
             .await
             .unwrap_or(Err(RevokeError::Upstream(UpstreamError::Timeout)));
@@ -137,6 +162,7 @@ impl LoginService {
     async fn revoke_at_provider(
         &self,
         provider: &Provider,
+        client: &Client,
         url: &url::Url,
         style: Style,
         bearer: Option<&Sensitive>,
@@ -144,7 +170,10 @@ impl LoginService {
     ) -> Result<(), RevokeError> {
         if style == Style::Bearer {
             return match bearer {
-                Some(token) => self.revoke_call(provider, url, &[], Some(token)).await,
+                Some(token) => {
+                    self.revoke_call(provider, client, url, &[], Some(token))
+                        .await
+                }
                 None => Ok(()),
             };
         }
@@ -152,9 +181,12 @@ impl LoginService {
             let mut form: Vec<FormField> = vec![("token".into(), token.clone())];
             if style == Style::Rfc7009 {
                 form.push(("token_type_hint".into(), Sensitive::new("refresh_token")));
-                provider.push_client_auth(&mut form);
+                form.push(("client_id".into(), Sensitive::new(client.id.as_str())));
+                if !client.secret.is_empty() {
+                    form.push(("client_secret".into(), client.secret.clone()));
+                }
             }
-            match self.revoke_call(provider, url, &form, None).await {
+            match self.revoke_call(provider, client, url, &form, None).await {
                 Ok(()) => {}
                 Err(e) if i == 0 => return Err(e),
                 Err(e) => tracing::info!(
@@ -172,12 +204,13 @@ impl LoginService {
     async fn revoke_call(
         &self,
         provider: &Provider,
+        client: &Client,
         url: &url::Url,
         form: &[FormField],
         bearer: Option<&Sensitive>,
     ) -> Result<(), RevokeError> {
         let _permit = self
-            .admit(provider)
+            .admit(provider, &client.gate)
             .await
             .map_err(|refusal| RevokeError::Held(RefreshError::Refused(refusal)))?;
         let now = self.now();
@@ -187,9 +220,9 @@ impl LoginService {
         };
         let protection = &self.deps.protection;
         match &result {
-            Ok(()) => protection.succeeded(&provider.id),
+            Ok(()) => protection.succeeded(&client.gate),
             Err(UpstreamError::Throttled { retry_after }) => {
-                protection.throttled(&provider.id, *retry_after, now).await;
+                protection.throttled(&client.gate, *retry_after, now).await;
                 self.deps.metrics.throttle(&provider.id, "provider");
             }
             Err(_) => {}

@@ -9,7 +9,9 @@ pub mod protect;
 pub mod retry_after;
 pub mod secrets;
 
-pub use catalogue::{Catalogue, Provider, RateLimit, Rotation, is_provider_id};
+pub use catalogue::{
+    Catalogue, PreviousClient, Provider, RateLimit, Registration, Rotation, is_provider_id,
+};
 pub use client::{HttpTokenClient, RawAnswer, TokenClient, TransportError};
 pub use outcome::{Attempt, TokenGrant, UpstreamError, classify};
 pub use protect::{Protection, ProtectionSettings, Refusal};

@@ -25,7 +25,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Catalogue, RateLimit};
+use super::{Catalogue, Provider, RateLimit, Registration};
 use crate::outage::StoreOutage;
 use crate::store::{Space, Store, StoreKey};
 
@@ -114,6 +114,16 @@ fn backoff_key(registration: &str) -> StoreKey {
     StoreKey::new(Space::Backoff, id.into())
 }
 
+/// The name callers give a registration's gate: the provider id for the
+/// entry's own client, the id and client id for a previous one.
+pub fn gate_name(provider: &Provider, registration: &Registration<'_>) -> String {
+    if registration.previous {
+        format!("{} {}", provider.id, registration.client_id)
+    } else {
+        provider.id.clone()
+    }
+}
+
 fn quota(limit: RateLimit) -> Quota {
     let per_second = NonZeroU32::new(limit.per_second).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
@@ -144,19 +154,26 @@ impl Protection {
         let mut by_registration: HashMap<String, Arc<Gate>> = HashMap::new();
         let mut gates = HashMap::new();
         for p in catalogue.providers() {
-            let registration = format!("{} {}", p.token_url, p.client_id);
-            let key = backoff_key(&registration);
-            let gate = by_registration.entry(registration).or_insert_with(|| {
-                Arc::new(Gate {
-                    key,
-                    quota: RateLimiter::direct(quota(p.rate_limit)),
-                    unknown_legacy: RateLimiter::direct(unknown_legacy_quota(p.rate_limit)),
-                    permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
-                    waiting: AtomicUsize::new(0),
-                    backoff: Mutex::new(Backoff::default()),
-                })
-            });
-            gates.insert(p.id.clone(), Arc::clone(gate));
+            let registrations = std::iter::once(p.current()).chain(
+                p.previous_clients
+                    .iter()
+                    .filter_map(|c| p.registration(Some(&c.client_id))),
+            );
+            for r in registrations {
+                let registration = format!("{} {}", r.token_url, r.client_id);
+                let key = backoff_key(&registration);
+                let gate = by_registration.entry(registration).or_insert_with(|| {
+                    Arc::new(Gate {
+                        key,
+                        quota: RateLimiter::direct(quota(p.rate_limit)),
+                        unknown_legacy: RateLimiter::direct(unknown_legacy_quota(p.rate_limit)),
+                        permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+                        waiting: AtomicUsize::new(0),
+                        backoff: Mutex::new(Backoff::default()),
+                    })
+                });
+                gates.insert(gate_name(p, &r), Arc::clone(gate));
+            }
         }
         Self {
             gates,
@@ -402,6 +419,46 @@ mod tests {
         assert_eq!(two.blocked("a", 1010), Some(20), "kept here once seen");
         assert_eq!(two.blocked_anywhere("b", 1010).await, None);
         assert_eq!(two.blocked_anywhere("a", 1030).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_previous_client_has_its_own_gate_unless_it_shares_the_registration() {
+        let catalogue = Catalogue::load(
+            &CatalogueSource {
+                configfile: Some(
+                    r#"[{"id": "a", "clientId": "new", "authUrl": "http://127.0.0.1:9/t", "loginUrl": "http://127.0.0.1:9/a",
+                         "previousClients": [{"clientId": "old"}, {"clientId": "older", "authUrl": "http://127.0.0.1:9/t2"}]},
+                        {"id": "b", "clientId": "older", "authUrl": "http://127.0.0.1:9/t2", "loginUrl": "http://127.0.0.1:9/a"}]"#,
+                ),
+                services: Some("a,b"),
+                ..Default::default()
+            },
+            &|_| None,
+        )
+        .unwrap();
+        let p = Protection::new(
+            &catalogue,
+            ProtectionSettings {
+                max_backoff: Duration::from_secs(3600),
+                concurrency: 4,
+                queue_wait: Duration::from_millis(50),
+            },
+            Arc::new(crate::store::MemoryStore::default()),
+            Arc::new(StoreOutage::new()),
+        );
+        let a = catalogue.get("a").unwrap();
+        let old = gate_name(a, &a.registration(Some("old")).unwrap());
+        let older = gate_name(a, &a.registration(Some("older")).unwrap());
+        assert_eq!(gate_name(a, &a.current()), "a");
+        p.throttled(&old, Some(Duration::from_secs(30)), 0).await;
+        assert_eq!(p.blocked(&old, 0), Some(30));
+        assert_eq!(
+            p.blocked("a", 0),
+            None,
+            "the new registration is not blocked"
+        );
+        p.throttled(&older, Some(Duration::from_secs(60)), 0).await;
+        assert_eq!(p.blocked("b", 0), Some(60), "same endpoint and client id");
     }
 
     #[tokio::test]

@@ -65,23 +65,52 @@ pub fn substitute(
     secrets: &Secrets,
     env: EnvLookup<'_>,
 ) -> Result<Sensitive, Vec<String>> {
+    substitute_choosing(text, secrets, env, None).map(|(value, _)| value)
+}
+
+/// Like [`substitute`], with alternatives: `%A|B%` takes the first of `A`
+/// and `B` that has a value. Returns the value and the position of the
+/// alternative the first such reference took. With `choice`, every
+/// reference takes the alternative at that position (or its last), so a
+/// client secret comes from the same family of names as its client id and
+/// two registrations are never mixed.
+pub fn substitute_choosing(
+    text: &str,
+    secrets: &Secrets,
+    env: EnvLookup<'_>,
+    choice: Option<usize>,
+) -> Result<(Sensitive, Option<usize>), Vec<String>> {
     let mut out = String::with_capacity(text.len());
     let mut missing = Vec::new();
+    let mut chosen = None;
     let mut rest = text;
     while let Some(start) = rest.find('%') {
         out.push_str(&rest[..start]);
         let after = &rest[start + 1..];
         match after.find('%') {
-            Some(end)
-                if end > 0
-                    && after[..end]
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
-            {
-                let name = &after[..end];
-                match secrets.get(name, env) {
-                    Some(value) => out.push_str(value.expose()),
-                    None => missing.push(name.to_string()),
+            Some(end) if is_reference(&after[..end]) => {
+                let names: Vec<&str> = after[..end].split('|').collect();
+                let found = match choice {
+                    Some(i) => {
+                        let i = i.min(names.len() - 1);
+                        secrets.get(names[i], env).map(|v| (i, v))
+                    }
+                    None => names
+                        .iter()
+                        .enumerate()
+                        .find_map(|(i, name)| secrets.get(name, env).map(|v| (i, v))),
+                };
+                match found {
+                    Some((i, value)) => {
+                        out.push_str(value.expose());
+                        if names.len() > 1 {
+                            chosen = chosen.or(Some(i));
+                        }
+                    }
+                    None => missing.push(match choice {
+                        Some(i) => names[i.min(names.len() - 1)].to_string(),
+                        None => names.join(" or "),
+                    }),
                 }
                 rest = &after[end + 1..];
             }
@@ -93,10 +122,18 @@ pub fn substitute(
     }
     out.push_str(rest);
     if missing.is_empty() {
-        Ok(Sensitive::new(out))
+        Ok((Sensitive::new(out), chosen))
     } else {
         Err(missing)
     }
+}
+
+/// `NAME` or `NAME|NAME...`, names of letters, digits and `_`.
+fn is_reference(text: &str) -> bool {
+    !text.is_empty()
+        && text.split('|').all(|name| {
+            !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
 }
 
 #[cfg(test)]
@@ -116,6 +153,34 @@ mod tests {
         let v = substitute("%A%", &secrets, &no_env).unwrap();
         assert_eq!(v.expose(), "from-file");
         assert_eq!(substitute("%C%", &secrets, &no_env).unwrap_err(), vec!["C"]);
+    }
+
+    #[test]
+    fn alternatives_take_the_first_set_and_pair_by_position() {
+        let secrets = Secrets::load(Some(
+            r#"{"GD_ID":"gd-id","GD_SECRET":"gd-s","GCS_SECRET":"gcs-s"}"#,
+        ))
+        .unwrap();
+        let (id, chosen) = substitute_choosing("%GCS_ID|GD_ID%", &secrets, &no_env, None).unwrap();
+        assert_eq!((id.expose(), chosen), ("gd-id", Some(1)));
+        // The secret follows the id's family, though GCS_SECRET is set.
+        let (secret, _) =
+            substitute_choosing("%GCS_SECRET|GD_SECRET%", &secrets, &no_env, chosen).unwrap();
+        assert_eq!(secret.expose(), "gd-s");
+        assert_eq!(
+            substitute_choosing("%GCS_X|GD_X%", &secrets, &no_env, None).unwrap_err(),
+            ["GCS_X or GD_X"]
+        );
+        assert_eq!(
+            substitute_choosing("%GCS_X|GD_X%", &secrets, &no_env, Some(1)).unwrap_err(),
+            ["GD_X"]
+        );
+        let (plain, chosen) = substitute_choosing("%GD_ID%", &secrets, &no_env, None).unwrap();
+        assert_eq!((plain.expose(), chosen), ("gd-id", None));
+        assert_eq!(
+            substitute("50%|%", &secrets, &no_env).unwrap().expose(),
+            "50%|%"
+        );
     }
 
     #[test]

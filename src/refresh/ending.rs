@@ -150,6 +150,7 @@ impl Ending {
                         // The mark is what counts; the rest expires.
                         inner.deps.outage.failed("forgetting a revoked login", &e);
                     }
+                    inner.deps.migrator.forget(&login.claims).await;
                     Ok(())
                 }
                 Err(e) => {

@@ -15,6 +15,9 @@ pub enum RefreshError {
     UnknownProvider(String),
     #[error("AuthIDs for {0} are access tokens; use them directly, they need no refresh")]
     AccessTokenOnly(String),
+    /// The AuthID names a client (registration) the broker no longer holds.
+    #[error("This AuthID was issued under a {0} registration this server no longer holds")]
+    UnknownClient(String),
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// The login was revoked; no AuthID of it is served any more.
@@ -41,6 +44,9 @@ pub enum RefreshError {
     /// within the wait.
     #[error("This login is being refreshed elsewhere; try again shortly")]
     InProgress { retry_after: u64 },
+    /// An AuthID of the old App Engine service that could not be migrated.
+    #[error("{0}")]
+    Migration(crate::migrate::MigrationError),
     #[error("The refreshed AuthID could not be sealed")]
     Seal(Cause),
     #[error("The refresh failed unexpectedly")]
@@ -61,16 +67,25 @@ fn refusal_text(r: Refusal) -> &'static str {
 }
 
 impl RefreshError {
+    /// True for AuthIDs that cannot be used here at all: they count toward
+    /// the per-address limit, as each guess costs the broker (or the old
+    /// service) work.
+    pub fn is_unopenable(&self) -> bool {
+        matches!(self, Self::AuthId(_)) || matches!(self, Self::Migration(e) if e.is_unopenable())
+    }
+
     /// The outcome label of the refresh metric.
     pub fn label(&self) -> &'static str {
         match self {
             Self::AuthId(_) => "bad_authid",
             Self::UnknownProvider(_) | Self::AccessTokenOnly(_) => "bad_provider",
+            Self::UnknownClient(_) => "unknown_client",
             Self::Upstream(e) => e.label(),
             Self::Revoked => "revoked",
             Self::Refused(_) | Self::Interrupted { .. } | Self::InProgress { .. } => "throttled",
             Self::TooMany { .. } => "limited",
             Self::StoreUnavailable => "store_unavailable",
+            Self::Migration(e) => e.label(),
             Self::Seal(_) | Self::Internal => "error",
         }
     }

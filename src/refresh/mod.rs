@@ -31,11 +31,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::authid::KeyringHandle;
+use crate::authid::{self, AuthIdText, KeyringHandle};
 use crate::cause::Cause;
 use crate::clock::SharedClock;
 use crate::config::Limits;
 use crate::metrics::Metrics;
+use crate::migrate::{self, Migrator, Rotated};
 use crate::outage::StoreOutage;
 use crate::provider::{Catalogue, Protection, Refusal, Rotation, TokenClient, UpstreamError};
 use crate::secret::Sensitive;
@@ -44,7 +45,7 @@ use cache::{CacheKey, CachedToken, TokenCache};
 pub use ending::Ending;
 pub use error::{RefreshError, STORE_RETRY_AFTER};
 use limits::WindowLimiter;
-pub use open::{GENERATION_CLAIM, Login};
+pub use open::{GENERATION_CLAIM, Login, generation_of};
 use records::{LockToken, LoginRecords, Newest, SharedToken};
 use singleflight::SingleFlight;
 
@@ -125,6 +126,8 @@ pub struct RefreshDeps {
     pub limits: Limits,
     /// The upstream timeout; also the longest wait for a provider slot.
     pub upstream_timeout: Duration,
+    /// Resolves AuthIDs of the old App Engine service.
+    pub migrator: Migrator,
 }
 
 struct Inner {
@@ -293,10 +296,10 @@ impl Refresher {
                 )
             })?;
         }
-        let login = match self.open(text) {
+        let login = match self.open_any(text).await {
             Ok(login) => login,
             Err(e) => {
-                if let (Some(ip), RefreshError::AuthId(_)) = (client, &e) {
+                if let (Some(ip), true) = (client, e.is_unopenable()) {
                     let _ = inner.bad_authids.hit(&ip, now);
                 }
                 return Err(("-".to_string(), e));
@@ -313,7 +316,7 @@ impl Refresher {
             inner.cache.insert_text(text_key, Arc::clone(&hit));
             return Ok((answer(hit, now), "cache_hit"));
         }
-        if let Some(left) = inner.deps.protection.blocked(&provider_id, now) {
+        if let Some(left) = inner.deps.protection.blocked(&login.gate, now) {
             inner.deps.metrics.throttle(&provider_id, "backoff");
             return Err(fail(RefreshError::Refused(Refusal::Blocked(left))));
         }
@@ -341,12 +344,33 @@ impl Refresher {
         Ok((answer(flown.token, inner.deps.clock.now()), flown.outcome))
     }
 
+    /// Opens any AuthID, migrating one of the old App Engine service, and
+    /// resolves its provider, without refreshing.
+    pub async fn open_any(&self, text: &str) -> Result<Login, RefreshError> {
+        let deps = &self.inner.deps;
+        let text = text.trim();
+        match authid::parse(text)? {
+            AuthIdText::AppEngine(old) => {
+                open::open_migrated(
+                    &deps.migrator,
+                    &deps.catalogue,
+                    &deps.metrics,
+                    deps.clock.now(),
+                    &old,
+                )
+                .await
+            }
+            _ => self.open(text),
+        }
+    }
+
     /// Opens an AuthID and resolves its provider, without refreshing.
     pub fn open(&self, text: &str) -> Result<Login, RefreshError> {
         let deps = &self.inner.deps;
         open::open(
             &deps.keyring,
             &deps.catalogue,
+            &deps.metrics,
             deps.clock.now(),
             text.trim(),
         )
@@ -714,7 +738,7 @@ impl Inner {
         let now = deps.clock.now();
         // Checked here, under the lock: a holder this instance waited for may
         // have been throttled, on any instance.
-        if let Some(left) = deps.protection.blocked_anywhere(&provider.id, now).await {
+        if let Some(left) = deps.protection.blocked_anywhere(&login.gate, now).await {
             deps.metrics.throttle(&provider.id, "backoff");
             return Err(RefreshError::Refused(Refusal::Blocked(left)));
         }
@@ -737,36 +761,42 @@ impl Inner {
         let unknown_legacy =
             login.legacy && newest.generation == 0 && !self.known_legacy(records, login).await;
         if unknown_legacy {
-            if let Err(refusal) = deps.protection.admit_unknown_legacy(&provider.id) {
+            if let Err(refusal) = deps.protection.admit_unknown_legacy(&login.gate) {
                 deps.metrics.throttle(&provider.id, refusal.label());
                 return Err(RefreshError::Refused(refusal));
             }
         }
         let deadline = locked_until.unwrap_or_else(|| Instant::now() + self.lease - LEASE_MARGIN);
-        let permit =
-            match tokio::time::timeout_at(deadline, deps.protection.admit(&provider.id, now)).await
-            {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(refusal)) => {
-                    deps.metrics.throttle(&provider.id, refusal.label());
-                    return Err(RefreshError::Refused(refusal));
-                }
-                Err(_) => {
-                    deps.metrics.throttle(&provider.id, "busy");
-                    return Err(RefreshError::Refused(Refusal::Busy(1)));
-                }
-            };
+        let permit = match tokio::time::timeout_at(
+            deadline,
+            deps.protection.admit(&login.gate, now),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(refusal)) => {
+                deps.metrics.throttle(&provider.id, refusal.label());
+                return Err(RefreshError::Refused(refusal));
+            }
+            Err(_) => {
+                deps.metrics.throttle(&provider.id, "busy");
+                return Err(RefreshError::Refused(Refusal::Busy(1)));
+            }
+        };
         let fingerprint = login.claims.login_fingerprint();
-        let exchange = upstream::Request {
-            client: deps.client.as_ref(),
-            metrics: &deps.metrics,
-            provider: &provider,
-            refresh_token: &newest.refresh_token,
-            redirect_uri: &deps.redirect_uri,
-            login: &fingerprint,
+        let mut exchange = self
+            .send_refresh(login, &newest.refresh_token, &fingerprint, deadline)
+            .await;
+        let mut newest = newest;
+        if let Some(theirs) = self.reclaimed(records, login, &newest, &exchange).await {
+            // The old service refreshed this migrated login itself (it
+            // still serves part of the traffic) and holds the newest
+            // token: it is recorded and sent instead.
+            exchange = self
+                .send_refresh(login, &theirs.refresh_token, &fingerprint, deadline)
+                .await;
+            newest = theirs;
         }
-        .send(deadline, || deps.clock.now())
-        .await;
         drop(permit);
         let now = deps.clock.now();
         if single_use {
@@ -778,7 +808,7 @@ impl Inner {
             Err(UpstreamError::Throttled { retry_after }) => {
                 let blocked = deps
                     .protection
-                    .throttled(&provider.id, retry_after, now)
+                    .throttled(&login.gate, retry_after, now)
                     .await;
                 deps.metrics.throttle(&provider.id, "provider");
                 tracing::warn!(provider = %provider.id, seconds = blocked, "provider throttled; calls held back");
@@ -788,7 +818,7 @@ impl Inner {
             }
             Err(e) => return Err(e.into()),
         };
-        deps.protection.succeeded(&provider.id);
+        deps.protection.succeeded(&login.gate);
         if unknown_legacy && !self.skip_store(login) {
             if let Err(e) = records.mark_known(provider.refresh_token_lifetime).await {
                 deps.outage.failed("noting a legacy login", &e);
@@ -814,10 +844,26 @@ impl Inner {
             }
             None => (newest.generation > login.generation()).then_some(newest),
         };
+        let expires_in = grant.expires_in.unwrap_or(DEFAULT_EXPIRES_IN);
         let shared = SharedToken {
             access_token: grant.access_token,
-            expires_at: now + grant.expires_in.unwrap_or(DEFAULT_EXPIRES_IN) as i64,
+            expires_at: now + expires_in as i64,
         };
+        if let (true, Some(update)) = (was_rotated, &update) {
+            if migrate::is_migrated(&login.claims) {
+                // The old service gets the newest token, so it stays
+                // usable while both run.
+                let mut claims = login.claims.clone();
+                claims.rt = update.refresh_token.clone();
+                let _ = deps.migrator.rotated(Rotated {
+                    claims: &claims,
+                    generation: update.generation,
+                    access_token: &shared.access_token,
+                    expires_in,
+                    now,
+                });
+            }
+        }
         if !self.skip_store(login) {
             if let Err(e) = records.put_token(&shared, now).await {
                 deps.outage.failed("sharing an access token", &e);
@@ -840,6 +886,61 @@ impl Inner {
             token,
             outcome: if was_rotated { "rotated" } else { "refreshed" },
         })
+    }
+
+    /// One refresh request for the login, with the registration it names.
+    async fn send_refresh(
+        &self,
+        login: &Login,
+        refresh_token: &Sensitive,
+        fingerprint: &str,
+        deadline: Instant,
+    ) -> upstream::Exchange {
+        let deps = &self.deps;
+        upstream::Request {
+            client: deps.client.as_ref(),
+            metrics: &deps.metrics,
+            provider: &login.provider,
+            client_id: login.claims.client_id(),
+            refresh_token,
+            redirect_uri: &deps.redirect_uri,
+            login: fingerprint,
+        }
+        .send(deadline, || deps.clock.now())
+        .await
+    }
+
+    /// After the provider refused a migrated login's refresh token: the
+    /// token the old service holds now, if it differs (while both run,
+    /// the old service refreshes the logins it still serves itself, and
+    /// a single-use token it spent is refused here). It is recorded as the
+    /// login's next rotation before it is sent.
+    async fn reclaimed(
+        &self,
+        records: &LoginRecords<'_>,
+        login: &Login,
+        sent: &Newest,
+        exchange: &upstream::Exchange,
+    ) -> Option<Newest> {
+        if !matches!(exchange.result, Err(UpstreamError::Reauthorize { .. }))
+            || !migrate::is_migrated(&login.claims)
+        {
+            return None;
+        }
+        let theirs = self
+            .deps
+            .migrator
+            .refetch(&login.claims)
+            .await
+            .filter(|rt| rt != &sent.refresh_token)?;
+        let adopted = Newest {
+            generation: sent.generation + 1,
+            refresh_token: theirs,
+        };
+        if login.rotates() {
+            self.record_rotation(records, login, &adopted).await;
+        }
+        Some(adopted)
     }
 
     /// Records a rotation before anyone is answered. If the store fails,

@@ -1,4 +1,5 @@
-//! Opening an AuthID (v3 or legacy) and resolving its provider.
+//! Opening an AuthID (v3, legacy `v2:`, or the old App Engine service's,
+//! which is migrated) and resolving its provider and registration.
 
 use std::sync::Arc;
 
@@ -6,7 +7,10 @@ use serde_json::Value;
 
 use super::RefreshError;
 use super::cache::{CacheKey, TokenCache};
-use crate::authid::{self, AuthIdText, Claims, KeyringHandle};
+use crate::authid::{self, AppEngineAuthId, AuthIdText, Claims, KeyringHandle};
+use crate::metrics::Metrics;
+use crate::migrate::{LegacyError, MigrationError, Migrator};
+use crate::provider::protect::gate_name;
 use crate::provider::{Catalogue, Provider};
 use crate::secret::Sensitive;
 
@@ -28,6 +32,8 @@ pub struct Login {
     /// count against the client's address and, until the provider has
     /// accepted the login once, its calls draw on a small budget.
     pub(super) legacy: bool,
+    /// The protection gate of the registration the login uses.
+    pub(super) gate: String,
 }
 
 impl Login {
@@ -51,9 +57,12 @@ pub fn set_generation(claims: &mut Claims, generation: u64) {
         .insert(GENERATION_CLAIM.into(), Value::from(generation));
 }
 
+/// Opens an AuthID. An App Engine AuthID cannot be opened, only
+/// migrated: [`open_migrated`] does that.
 pub(super) fn open(
     keyring: &KeyringHandle,
     catalogue: &Catalogue,
+    metrics: &Metrics,
     now: i64,
     text: &str,
 ) -> Result<Login, RefreshError> {
@@ -67,7 +76,48 @@ pub(super) fn open(
                 Claims::from_legacy(legacy.provider, Sensitive::new(legacy.refresh_token), now);
             (claims, true, true)
         }
+        AuthIdText::AppEngine(_) => {
+            return Err(RefreshError::Migration(LegacyError::NotConfigured.into()));
+        }
     };
+    resolve(catalogue, metrics, claims, reseal, legacy)
+}
+
+/// Resolves an App Engine AuthID through the migrator (the store, or an
+/// export from the old service) to its login. The client always gets a
+/// sealed `v3:` AuthID of the same login.
+pub(super) async fn open_migrated(
+    migrator: &Migrator,
+    catalogue: &Catalogue,
+    metrics: &Metrics,
+    now: i64,
+    old: &AppEngineAuthId<'_>,
+) -> Result<Login, RefreshError> {
+    let migrated = migrator.resolve(old, now).await.map_err(|e| match e {
+        MigrationError::Store => RefreshError::StoreUnavailable,
+        e => RefreshError::Migration(e),
+    })?;
+    let mut claims = migrated.claims;
+    // The grant belongs to the registration the old service used: the
+    // provider's legacy previous client when the registration changed.
+    if let Some(legacy) = catalogue
+        .get(&claims.provider)
+        .and_then(|p| p.legacy_client())
+    {
+        claims.set_client_id(&legacy.client_id);
+    }
+    // Not a made-up `v2:` AuthID: the grant came from the old service.
+    resolve(catalogue, metrics, claims, true, false)
+}
+
+/// The provider and registration of opened claims.
+fn resolve(
+    catalogue: &Catalogue,
+    metrics: &Metrics,
+    claims: Claims,
+    reseal: bool,
+    legacy: bool,
+) -> Result<Login, RefreshError> {
     let provider = catalogue
         .get(&claims.provider)
         .cloned()
@@ -75,6 +125,11 @@ pub(super) fn open(
     if provider.access_token_only {
         return Err(RefreshError::AccessTokenOnly(provider.name.clone()));
     }
+    let Some(registration) = provider.registration(claims.client_id()) else {
+        return Err(RefreshError::UnknownClient(provider.name.clone()));
+    };
+    metrics.authid_opened(&provider.id, registration.kind());
+    let gate = gate_name(&provider, &registration);
     let key = TokenCache::login_key(&provider.id, &claims.jti, &claims.login_secret());
     Ok(Login {
         provider,
@@ -82,5 +137,6 @@ pub(super) fn open(
         key,
         reseal,
         legacy,
+        gate,
     })
 }

@@ -114,6 +114,13 @@ fn fixture() -> Fixture {
         Arc::clone(&store),
         Arc::clone(&outage),
     ));
+    let metrics = Arc::new(Metrics::new());
+    let migrator = crate::migrate::Migrator::new(crate::migrate::MigrateDeps {
+        service: None,
+        store: Arc::clone(&store),
+        outage: Arc::clone(&outage),
+        metrics: Arc::clone(&metrics),
+    });
     let refresher = Refresher::new(RefreshDeps {
         keyring: Arc::clone(&keyring),
         catalogue: Arc::new(catalogue),
@@ -121,7 +128,8 @@ fn fixture() -> Fixture {
         store: Arc::clone(&store),
         outage,
         protection,
-        metrics: Arc::new(Metrics::new()),
+        metrics,
+        migrator,
         clock: Arc::new(clock.clone()),
         redirect_uri: "http://127.0.0.1/logged-in".into(),
         cache_capacity: 1000,

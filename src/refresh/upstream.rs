@@ -20,6 +20,8 @@ pub struct Request<'a> {
     pub client: &'a dyn TokenClient,
     pub metrics: &'a Metrics,
     pub provider: &'a Provider,
+    /// The AuthID's `cid`: which of the provider's registrations to use.
+    pub client_id: Option<&'a str>,
     pub refresh_token: &'a Sensitive,
     pub redirect_uri: &'a str,
     /// A short fingerprint of the login, for logs.
@@ -31,11 +33,21 @@ impl Request<'_> {
     /// client's own timeout usually ends it first).
     pub async fn send(self, deadline: tokio::time::Instant, now: impl Fn() -> i64) -> Exchange {
         let provider = self.provider;
-        let form = provider.refresh_form(self.refresh_token, self.redirect_uri);
+        // The registration the grant was issued to: its credentials and
+        // token endpoint (checked when the AuthID was opened).
+        let Some(registration) = provider.registration(self.client_id) else {
+            return Exchange {
+                result: Err(UpstreamError::Misconfigured {
+                    code: "unknown_client".into(),
+                }),
+                answer_lost: false,
+            };
+        };
+        let form = provider.refresh_form_with(&registration, self.refresh_token, self.redirect_uri);
         let started = Instant::now();
         let sent = tokio::time::timeout_at(
             deadline,
-            self.client.post_form(&provider.token_url, &form, None),
+            self.client.post_form(registration.token_url, &form, None),
         )
         .await
         .unwrap_or(Err(TransportError::Timeout));

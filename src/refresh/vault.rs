@@ -57,6 +57,16 @@ impl Vault {
         Self::new(secret.as_ref(), context)
     }
 
+    /// The vault of a login migrated from the old App Engine service,
+    /// before its provider is known: from the login id and secret derived
+    /// from the old AuthID's text (and carried by every `v3:` AuthID sealed
+    /// from it), so either finds the migrated grant.
+    pub fn for_migrated_login(login_id: &str, secret: &[u8; 32]) -> Self {
+        let mut context = b"migrated\0".to_vec();
+        context.extend_from_slice(login_id.as_bytes());
+        Self::new(secret, context)
+    }
+
     /// The vault of a fetch rendezvous: only a client holding the fetch
     /// token finds or reads its entry.
     pub fn for_fetch_token(token: &str) -> Self {

@@ -266,6 +266,23 @@ async fn keys_generate_then_seal_and_inspect_never_print_the_token() {
     assert!(inspected.contains(&format!("kid: {kid}")), "{inspected}");
     assert!(inspected.contains("provider: googledrive"));
     assert!(!inspected.contains("TOKEN-never-shown") && !err.contains("TOKEN-never-shown"));
+    assert!(inspected.contains("client: (none named"), "{inspected}");
+    let (previous, _) = run(
+        &[
+            "authid",
+            "seal",
+            "--service",
+            "onedrivev2",
+            "--client-id",
+            "old-registration-id",
+        ],
+        "M.R3-TOKEN-never-shown",
+    );
+    let (inspected, _) = run(&["authid", "inspect"], &previous);
+    assert!(
+        inspected.contains("client: old-registration-id"),
+        "{inspected}"
+    );
     let (list, _) = run(&["keys", "list"], "");
     assert!(list.contains(kid) && list.contains("yes"));
     // Retiring asks first and defaults to no.

@@ -7,6 +7,7 @@
 mod authid_props;
 mod bad_authids;
 mod browser;
+mod csharp_config;
 mod demo;
 mod edge;
 mod faults;
@@ -15,8 +16,10 @@ mod interop;
 mod kubernetes_keys;
 mod lifecycle;
 mod login;
+mod migration;
 mod mock_selftest;
 mod pages;
+mod previous_clients;
 mod protection;
 mod redis_selftest;
 mod refresh;

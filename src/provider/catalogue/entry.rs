@@ -42,8 +42,22 @@ pub(super) struct Entry {
     pub(super) rate_limit: Option<RateLimit>,
     pub(super) aliases: Option<Vec<String>>,
     pub(super) refresh_token_lifetime: Option<u64>,
+    pub(super) previous_clients: Option<Vec<PreviousClientEntry>>,
     #[serde(flatten)]
     unknown: Map<String, Value>,
+}
+
+/// An earlier registration of a provider, as written in `previousClients`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct PreviousClientEntry {
+    pub(super) client_id: String,
+    #[serde(default)]
+    pub(super) client_secret: Option<Sensitive>,
+    pub(super) auth_url: Option<String>,
+    pub(super) revoke_url: Option<String>,
+    #[serde(default)]
+    pub(super) legacy: bool,
 }
 
 macro_rules! merge_fields {
@@ -81,7 +95,8 @@ impl Entry {
             allowed_hosts,
             rate_limit,
             aliases,
-            refresh_token_lifetime
+            refresh_token_lifetime,
+            previous_clients
         );
     }
 }
@@ -180,10 +195,33 @@ fn camel_case(key: &str) -> String {
     }
 }
 
+/// Merges `CONFIGFILE` entries into the built-in ones: an entry with a
+/// built-in id overrides the fields it names; a new id starts from the
+/// defaults of its `serviceId` group (the group's first built-in entry,
+/// e.g. `googledrive` for `GD`), as in the C# service, or from nothing.
 pub(super) fn merge_entries(entries: &mut Vec<Entry>, overrides: Vec<Entry>) {
+    let builtin = entries.clone();
     for over in overrides {
-        match entries.iter_mut().find(|e| e.id == over.id) {
-            Some(base) => base.merge(over),
+        if let Some(base) = entries.iter_mut().find(|e| e.id == over.id) {
+            base.merge(over);
+            continue;
+        }
+        let group_base = over.service_id.as_deref().and_then(|group| {
+            builtin.iter().find(|e| {
+                e.service_id
+                    .as_deref()
+                    .is_some_and(|g| g.eq_ignore_ascii_case(group))
+            })
+        });
+        match group_base {
+            Some(base) => {
+                let mut entry = base.clone();
+                entry.id = over.id.clone();
+                // Aliases name one provider; the new entry has its own.
+                entry.aliases = None;
+                entry.merge(over);
+                entries.push(entry);
+            }
             None => entries.push(over),
         }
     }
@@ -233,6 +271,31 @@ mod tests {
             }
         );
         assert_eq!(custom.additional_elements["audience"], "x");
+    }
+
+    #[test]
+    fn a_new_entry_starts_from_its_group_defaults() {
+        let config = r#"[
+            {"id": "drive2", "serviceId": "gd", "name": "Drive, second", "clientId": "c2", "clientSecret": "s2"},
+            {"id": "plain", "serviceId": "NOSUCH", "clientId": "c", "authUrl": "https://p/t", "loginUrl": "https://p/a"}
+        ]"#;
+        let source = CatalogueSource {
+            configfile: Some(config),
+            ..Default::default()
+        };
+        let cat = Catalogue::load(&source, &no_env).unwrap();
+        let drive2 = cat.get("drive2").unwrap();
+        assert_eq!(
+            drive2.token_url.as_str(),
+            "https://oauth2.googleapis.com/token"
+        );
+        assert_eq!(drive2.scope, "https://www.googleapis.com/auth/drive.file");
+        assert_eq!(drive2.client_id, "c2");
+        assert_eq!(drive2.group.as_deref(), Some("GD"));
+        assert!(drive2.aliases.is_empty());
+        let plain = cat.get("plain").unwrap();
+        assert_eq!(plain.group.as_deref(), Some("NOSUCH"));
+        assert_eq!(plain.token_url.as_str(), "https://p/t");
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub use build::CatalogueSource;
-pub use model::{Provider, RateLimit, Rotation, is_provider_id};
+pub use model::{
+    PreviousClient, Provider, RateLimit, Registration, Rotation, is_provider_id, push_client_auth,
+};
 
 /// The enabled providers, looked up by id or alias.
 #[derive(Debug, Default)]

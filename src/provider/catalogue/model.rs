@@ -64,6 +64,9 @@ pub struct RateLimit {
 /// One enabled provider registration, validated.
 pub struct Provider {
     pub id: String,
+    /// The `serviceId` group (upper case, e.g. `GD` or `MSGRAPH`): the
+    /// defaults the entry started from, and a name `SERVICES` accepts.
+    pub group: Option<String>,
     pub name: String,
     pub client_id: String,
     pub client_secret: Sensitive,
@@ -93,6 +96,60 @@ pub struct Provider {
     pub aliases: Vec<String>,
     /// How long an unused refresh token stays valid at the provider.
     pub refresh_token_lifetime: Duration,
+    /// Earlier registrations whose AuthIDs still work (`previousClients`).
+    pub previous_clients: Vec<PreviousClient>,
+}
+
+/// An earlier registration of a provider: AuthIDs issued under it (claim
+/// `cid`) are refreshed and revoked with its credentials and endpoints;
+/// new logins never use it.
+pub struct PreviousClient {
+    pub client_id: String,
+    pub client_secret: Sensitive,
+    /// The token endpoint; the provider's own unless the entry names one.
+    pub token_url: Url,
+    pub revoke_url: Option<Url>,
+    /// This registration owns the tokens migrated from the old App Engine
+    /// service.
+    pub legacy: bool,
+}
+
+impl std::fmt::Debug for PreviousClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviousClient")
+            .field("client_id", &self.client_id)
+            .field("token_url", &self.token_url.as_str())
+            .field("legacy", &self.legacy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registration an AuthID is refreshed and revoked with: the entry's
+/// own client, or one of its previous clients.
+#[derive(Clone, Copy)]
+pub struct Registration<'a> {
+    pub client_id: &'a str,
+    pub client_secret: &'a Sensitive,
+    pub token_url: &'a Url,
+    pub revoke_url: Option<&'a Url>,
+    /// False for the entry's own client.
+    pub previous: bool,
+}
+
+impl std::fmt::Debug for Registration<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("client_id", &self.client_id)
+            .field("previous", &self.previous)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registration<'_> {
+    /// `current` or `previous`, for metrics.
+    pub fn kind(&self) -> &'static str {
+        if self.previous { "previous" } else { "current" }
+    }
 }
 
 impl std::fmt::Debug for Provider {
@@ -106,13 +163,61 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
+    /// The entry's own client, which every new login uses.
+    pub fn current(&self) -> Registration<'_> {
+        Registration {
+            client_id: &self.client_id,
+            client_secret: &self.client_secret,
+            token_url: &self.token_url,
+            revoke_url: self.revoke_url.as_ref(),
+            previous: false,
+        }
+    }
+
+    /// The registration named by an AuthID's `cid` claim: absent or the
+    /// entry's own client id is the entry's own client; `None` when the
+    /// broker does not hold the client named.
+    pub fn registration(&self, cid: Option<&str>) -> Option<Registration<'_>> {
+        match cid {
+            None => Some(self.current()),
+            Some(id) if id == self.client_id => Some(self.current()),
+            Some(id) => self
+                .previous_clients
+                .iter()
+                .find(|c| c.client_id == id)
+                .map(|c| Registration {
+                    client_id: &c.client_id,
+                    client_secret: &c.client_secret,
+                    token_url: &c.token_url,
+                    revoke_url: c.revoke_url.as_ref(),
+                    previous: true,
+                }),
+        }
+    }
+
+    /// The previous client that owns tokens migrated from the old App
+    /// Engine service, if the registration changed.
+    pub fn legacy_client(&self) -> Option<&PreviousClient> {
+        self.previous_clients.iter().find(|c| c.legacy)
+    }
+
     /// The form of a `refresh_token` grant, with this provider's quirks.
     pub fn refresh_form(&self, refresh_token: &Sensitive, redirect_uri: &str) -> Vec<FormField> {
+        self.refresh_form_with(&self.current(), refresh_token, redirect_uri)
+    }
+
+    /// The form of a `refresh_token` grant for one registration.
+    pub fn refresh_form_with(
+        &self,
+        registration: &Registration<'_>,
+        refresh_token: &Sensitive,
+        redirect_uri: &str,
+    ) -> Vec<FormField> {
         let mut form: Vec<FormField> = vec![
             ("grant_type".into(), Sensitive::new("refresh_token")),
             ("refresh_token".into(), refresh_token.clone()),
         ];
-        self.push_client_auth(&mut form);
+        push_client_auth(registration, &mut form);
         if !self.no_redirect_uri_for_refresh && !self.cli_token {
             form.push(("redirect_uri".into(), Sensitive::new(redirect_uri)));
         }
@@ -123,15 +228,20 @@ impl Provider {
     /// Client credentials in the form body (`client_secret_post`), which
     /// every built-in provider accepts; public clients send no secret.
     pub fn push_client_auth(&self, form: &mut Vec<FormField>) {
-        form.push(("client_id".into(), Sensitive::new(self.client_id.as_str())));
-        if !self.client_secret.is_empty() {
-            form.push(("client_secret".into(), self.client_secret.clone()));
-        }
+        push_client_auth(&self.current(), form);
     }
 
     pub fn push_additional(&self, form: &mut Vec<FormField>) {
         for (k, v) in &self.additional_elements {
             form.push((k.clone().into(), Sensitive::new(v.as_str())));
         }
+    }
+}
+
+/// Client credentials in the form body of a request for `registration`.
+pub fn push_client_auth(registration: &Registration<'_>, form: &mut Vec<FormField>) {
+    form.push(("client_id".into(), Sensitive::new(registration.client_id)));
+    if !registration.client_secret.is_empty() {
+        form.push(("client_secret".into(), registration.client_secret.clone()));
     }
 }

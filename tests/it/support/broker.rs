@@ -94,6 +94,10 @@ pub struct Setup<'a> {
     /// The server key; a fresh one when unset. Instances of one
     /// deployment share it.
     pub key: Option<Arc<ServerKey>>,
+    /// `SECRETS` instead of the one `TEST_SECRET`.
+    pub secrets: Option<String>,
+    /// The old App Engine service (`LEGACY_SERVICE_URL`, and its API key).
+    pub legacy_service: Option<(String, String)>,
 }
 
 impl<'a> Setup<'a> {
@@ -108,6 +112,8 @@ impl<'a> Setup<'a> {
             adjust: None,
             store: None,
             key: None,
+            secrets: None,
+            legacy_service: None,
         }
     }
 
@@ -149,6 +155,18 @@ impl<'a> Setup<'a> {
         self
     }
 
+    /// Migrates AuthIDs of the old App Engine service at `url`.
+    pub fn legacy_service(mut self, url: &str, api_key: &str) -> Self {
+        self.legacy_service = Some((url.to_string(), api_key.to_string()));
+        self
+    }
+
+    /// `SECRETS` for `%NAME%` references of the entries.
+    pub fn secrets(mut self, secrets: String) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
     pub fn build(self) -> Broker {
         logs::install();
         let mut entries = Vec::new();
@@ -169,7 +187,11 @@ impl<'a> Setup<'a> {
         let catalogue = Catalogue::load(
             &CatalogueSource {
                 configfile: Some(&config),
-                secrets: Some(&format!(r#"{{"TEST_SECRET": "{CLIENT_SECRET}"}}"#)),
+                secrets: Some(
+                    &self
+                        .secrets
+                        .unwrap_or_else(|| format!(r#"{{"TEST_SECRET": "{CLIENT_SECRET}"}}"#)),
+                ),
                 services: Some(&ids.join(",")),
             },
             &|_| None,
@@ -180,6 +202,11 @@ impl<'a> Setup<'a> {
         settings.limits = self.limits;
         if let Some(origins) = self.opener_origins {
             settings.opener_origins = origins;
+        }
+        if let Some((url, api_key)) = &self.legacy_service {
+            settings.legacy_service =
+                oauth_broker::config::parse_legacy_service(Some(url), Some(api_key))
+                    .expect("legacy service settings");
         }
         let client = HttpTokenClient::new(settings.upstream_timeout).expect("client");
         let keyring = match self.key {

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod broker;
+pub mod legacy_service;
 pub mod logs;
 pub mod mock_provider;
 pub mod process;
