@@ -255,6 +255,8 @@ impl StoreSettings {
     }
 }
 
+/// Longest bound of one store operation (see `parse_store`).
+pub const MAX_STORE_TIMEOUT_MS: u64 = 500;
 /// Reads `STORE`, `DATA_DIR`, `STORE_PREFIX` and `STORE_TIMEOUT_MS`.
 /// Problems name the variable and never repeat a password.
 pub fn parse_store(
@@ -292,8 +294,13 @@ pub fn parse_store(
             }
         },
     };
-    if timeout_ms == 0 || timeout_ms > 60_000 {
-        problems.push("STORE_TIMEOUT_MS must be 1 to 60000 milliseconds".into());
+    // Up to a few store calls follow a provider call under a login's lock,
+    // inside the lock's margin of a few seconds: a longer bound could let
+    // the lease end before a rotation is recorded.
+    if timeout_ms == 0 || timeout_ms > MAX_STORE_TIMEOUT_MS {
+        problems.push(format!(
+            "STORE_TIMEOUT_MS must be 1 to {MAX_STORE_TIMEOUT_MS} milliseconds"
+        ));
     }
     if prefix.chars().any(char::is_control) {
         problems.push("STORE_PREFIX must not contain control characters".into());
@@ -563,6 +570,9 @@ mod tests {
             parse_store(Some("nope"), StoreDefault::Embedded, Path::new("."), "", 0).unwrap_err();
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[1].contains("STORE_TIMEOUT_MS"));
+        let too_long = parse_store(None, StoreDefault::Memory, Path::new("."), "", 501);
+        assert!(too_long.unwrap_err()[0].contains("STORE_TIMEOUT_MS"));
+        assert!(parse_store(None, StoreDefault::Memory, Path::new("."), "", 500).is_ok());
     }
 
     #[test]

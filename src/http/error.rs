@@ -356,6 +356,14 @@ pub async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "No such page")
 }
 
+/// A known path asked with a method it does not take.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "This method is not allowed here",
+    )
+}
+
 /// A panic becomes a JSON 500 without detail; the panic itself is logged.
 pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("request handler panicked");

@@ -12,7 +12,6 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::{Level, Span};
 
@@ -175,6 +174,19 @@ async fn per_route(
     response
 }
 
+/// A request that outlived [`REQUEST_TIMEOUT`]: answered like every other
+/// error, JSON with `X-Reason`.
+async fn timed_out(_: tower::BoxError) -> ApiError {
+    tracing::warn!(
+        seconds = REQUEST_TIMEOUT.as_secs(),
+        "a request took too long and was answered 504"
+    );
+    ApiError::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "The request took too long; try again later",
+    )
+}
+
 async fn overloaded(_: tower::BoxError) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -200,10 +212,8 @@ pub fn apply(routes: Router, edge: Edge, ids: RequestIds, permits: Arc<Semaphore
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::GATEWAY_TIMEOUT,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(HandleErrorLayer::new(timed_out))
+        .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(
             header::REFERRER_POLICY,

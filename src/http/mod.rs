@@ -67,6 +67,7 @@ fn full_stack(app: SharedApp) -> (Router, middleware::RequestIds, Arc<tokio::syn
         .route("/static/{name}", get(site::asset))
         .route("/favicon.ico", get(site::favicon))
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(app);
     if let Some(demo) = demo {
         routes = routes.merge(demo);

@@ -11,6 +11,9 @@ use super::retry_after;
 use crate::secret::Sensitive;
 
 /// A successful token answer.
+
+/// Longest access-token life believed from a provider (a year).
+pub const MAX_EXPIRES_IN: u64 = 365 * 24 * 3600;
 #[derive(Debug, Clone)]
 pub struct TokenGrant {
     pub access_token: Sensitive,
@@ -194,11 +197,14 @@ pub fn classify(answer: &RawAnswer, now: i64) -> Result<TokenGrant, UpstreamErro
         .ok_or(UpstreamError::Unavailable {
             detail: "no access token in the answer",
         })?;
+    // A provider's figure is believed up to a year: past that it is a bug,
+    // and unbounded it would overflow the expiry arithmetic.
     let expires_in = match json.get("expires_in") {
         Some(Value::Number(n)) => n.as_u64(),
         Some(Value::String(s)) => s.trim().parse().ok(),
         _ => None,
-    };
+    }
+    .map(|seconds: u64| seconds.min(MAX_EXPIRES_IN));
     let refresh_token = json
         .get("refresh_token")
         .and_then(Value::as_str)
@@ -333,6 +339,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(g.expires_in, Some(3600));
+        let g = classify(
+            &answer(
+                200,
+                r#"{"access_token":"at","expires_in":18446744073709551615}"#,
+            ),
+            0,
+        )
+        .unwrap();
+        assert_eq!(
+            g.expires_in,
+            Some(MAX_EXPIRES_IN),
+            "a huge expires_in is capped"
+        );
         assert!(g.refresh_token.is_none());
     }
 

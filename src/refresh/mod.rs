@@ -788,7 +788,14 @@ impl Inner {
             .send_refresh(login, &newest.refresh_token, &fingerprint, deadline)
             .await;
         let mut newest = newest;
-        if let Some(theirs) = self.reclaimed(records, login, &newest, &exchange).await {
+        // The old service's answer counts against the lock's lease too.
+        let reclaimed =
+            tokio::time::timeout_at(deadline, self.reclaimed(records, login, &newest, &exchange))
+                .await
+                .ok()
+                .flatten()
+                .filter(|_| Instant::now() < deadline);
+        if let Some(theirs) = reclaimed {
             // The old service refreshed this migrated login itself (it
             // still serves part of the traffic) and holds the newest
             // token: it is recorded and sent instead.

@@ -224,3 +224,28 @@ async fn many_stalled_connections_do_not_stop_health_from_answering() {
     assert_eq!(health.status(), 200);
     drop(stalled);
 }
+
+#[tokio::test]
+async fn a_method_a_route_does_not_take_is_a_json_405_with_a_reason() {
+    let mock = MockProvider::start().await;
+    let broker = Setup::new(&mock, &["googledrive"]).build();
+    for (method, path) in [
+        ("PUT", "/refresh"),
+        ("DELETE", "/fetch"),
+        ("POST", "/ready"),
+    ] {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let reply = broker.request(request).await;
+        assert_eq!(reply.status.as_u16(), 405, "{method} {path}");
+        assert_eq!(
+            reply.header("x-reason"),
+            Some("This method is not allowed here"),
+            "{method} {path}"
+        );
+        assert_eq!(reply.json()["error"], "This method is not allowed here");
+    }
+}

@@ -123,6 +123,8 @@ const RETIRED_GROUPS: &[(&str, &str)] = &[(
     "retired: Live Connect (serviceId WL) was shut down by Microsoft; OneDrive logins use onedrivev2",
 )];
 
+/// Seconds a provider's `refreshTokenLifetime` may be.
+const REFRESH_TOKEN_LIFETIME_RANGE: std::ops::RangeInclusive<u64> = 3600..=10 * 365 * 24 * 3600;
 fn retired_group(group: &str) -> Option<&'static str> {
     RETIRED_GROUPS
         .iter()
@@ -194,6 +196,17 @@ fn build_provider(
         login_url.and_then(|u| check_url(&prefix, "loginUrl", u.expose(), &mut problems));
     let revoke_url =
         revoke_url.and_then(|u| check_url(&prefix, "revokeUrl", u.expose(), &mut problems));
+    // The store keeps a login's newest refresh token (and its revocation)
+    // this long: a tiny value would drop rotations at once.
+    if let Some(seconds) = entry.refresh_token_lifetime {
+        if !REFRESH_TOKEN_LIFETIME_RANGE.contains(&seconds) {
+            problems.push(format!(
+                "{prefix}: refreshTokenLifetime must be {} to {} seconds (1 hour to 10 years)",
+                REFRESH_TOKEN_LIFETIME_RANGE.start(),
+                REFRESH_TOKEN_LIFETIME_RANGE.end()
+            ));
+        }
+    }
     if authorize_url.is_none() && !cli_token && entry.login_url.is_none() {
         problems.push(format!(
             "{prefix}: loginUrl (the authorize endpoint) is required unless cliToken is set"
@@ -474,6 +487,25 @@ mod tests {
             "googledrive",
         ] {
             assert!(all.contains(needle), "missing {needle} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn a_refresh_token_lifetime_outside_its_range_is_a_problem() {
+        for (lifetime, ok) in [(0, false), (3599, false), (3600, true), (u64::MAX, false)] {
+            let config = format!(
+                r#"[{{"id": "a", "clientId": "c", "authUrl": "https://a/t", "loginUrl": "https://a/a", "refreshTokenLifetime": {lifetime}}}]"#
+            );
+            let source = CatalogueSource {
+                configfile: Some(&config),
+                secrets: None,
+                services: Some("a"),
+            };
+            let loaded = Catalogue::load(&source, &env_with(&[]));
+            assert_eq!(loaded.is_ok(), ok, "{lifetime}");
+            if let Err(problems) = loaded {
+                assert!(problems[0].contains("refreshTokenLifetime"), "{problems:?}");
+            }
         }
     }
 
