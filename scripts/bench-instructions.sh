@@ -21,6 +21,8 @@
 # Environment:
 #   SMALL, LARGE   answers in the two windows (2000, 12000)
 #   CONNECTIONS    keep-alive connections (8)
+#   BROKER_STORE   the broker's STORE (memory); e.g. a redis:// URL, to show
+#                  that a hit costs the same whatever the store
 #   KEEP_WORK=1    keep the scratch directory (callgrind files, logs)
 #
 # Only 127.0.0.1 servers started here receive traffic; every loop is bounded.
@@ -84,7 +86,7 @@ measure() {
 # The broker, with the same settings as the load benchmark.
 echo "== broker under callgrind" >&2
 env -i PATH="$PATH" LISTEN=127.0.0.1:0 KEYS_DIR="$KEYS_DIR" CONFIGFILE="$CONFIG" \
-    LOG_FORMAT=json LOGIN_REQUESTS_PER_HOUR=1000000000 STORE=memory \
+    LOG_FORMAT=json LOGIN_REQUESTS_PER_HOUR=1000000000 STORE="${BROKER_STORE:-memory}" \
     valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.broker.%p" \
     "$BIN/oauth-broker" serve >"$WORK/broker.log" 2>&1 &
 BROKER_PID=$!

@@ -9,7 +9,9 @@
 #   - a miss in this instance that the shared store answers (another
 #     instance on the same Redis refreshed the login): its p50 with one
 #     connection vs. `redis-benchmark -t get` p50 on the same Redis, one
-#     connection, before and after the broker's run.
+#     connection, before and after the broker's run;
+#   - resident memory per cached login with the store outside the process
+#     (STORE=redis): what the broker itself holds per login.
 #
 #   scripts/bench-redis-hits.sh
 #
@@ -18,6 +20,7 @@
 #   ROUNDS     interleaved memory/redis rounds (3)
 #   SHARED     logins refreshed by the first instance and then asked of the
 #              second (3000)
+#   FILL       cached logins for the memory figure on STORE=redis (100000)
 #   KEEP_WORK=1  keep the scratch directory
 #
 # Redis runs here on a free 127.0.0.1 port with a password (as in
@@ -30,6 +33,7 @@ source scripts/load/env.sh
 duration=${DURATION:-10}
 rounds=${ROUNDS:-3}
 shared=${SHARED:-3000}
+fill=${FILL:-100000}
 
 install() {
     echo "== installing $1 (Debian package)" >&2
@@ -66,14 +70,36 @@ redis_get_p50() {
         2>/dev/null | awk -F'"' '$2 == "GET" { print $10 * 1000 }'
 }
 
+# wrk_run LABEL URL [wrk options...] [-- script args...]
 wrk_run() {
-    local label=$1 url=$2 out
+    local label=$1 url=$2 opts=() out
     shift 2
-    echo "== $label: wrk $* $url" >&2
-    out=$(wrk "$@" "$url")
+    while (($#)) && [[ $1 != -- ]]; do
+        opts+=("$1")
+        shift
+    done
+    echo "== $label: wrk ${opts[*]} $url $*" >&2
+    out=$(wrk "${opts[@]}" "$url" "$@")
     echo "$out" | grep -v '^RESULT' >&2
     echo "$label $(echo "$out" | sed -n 's/^RESULT //p')" >>"$results"
 }
+
+metric() { curl -fsS "$1/metrics" | awk -v m="$2" '$1 ~ m { s += $2 } END { print s + 0 }'; }
+# until_counted PID URL METRIC START N: wrk's `stop` ends its threads but
+# not the run; once the broker's METRIC has reached START + N (600 s at
+# most; START read before wrk started), wrk is interrupted and reports.
+until_counted() {
+    local pid=$1 url=$2 m=$3 start=$4 n=$5 i
+    PIDS+=("$pid")
+    for ((i = 0; i < 6000; i++)); do
+        sleep 0.1
+        kill -0 "$pid" 2>/dev/null || return 0
+        (($(metric "$url" "$m") - start >= n)) && break
+    done
+    kill -INT "$pid" 2>/dev/null || true
+    wait "$pid" || true
+}
+answered='http_requests_total[{].*route="/refresh"'
 
 limits=(LOGIN_REQUESTS_PER_HOUR=1000000000)
 start_broker memory "${limits[@]}" STORE=memory
@@ -99,13 +125,34 @@ done
 # cache, answered from the store.
 echo "== minting $shared AuthIDs; instance A refreshes them" >&2
 mint "$WORK/shared.txt" mock "$shared"
-wrk -t 2 -c 8 -d 120s -s scripts/load/authids.lua "$redis_url/refresh" -- "$WORK/shared.txt" 2 stop >"$WORK/fill.wrk"
-metric() { curl -fsS "$1/metrics" | awk -v m="$2" '$1 ~ m { s += $2 } END { print s + 0 }'; }
+start=$(metric "$redis_url" "$answered")
+wrk -t 2 -c 8 -d 600s -s scripts/load/authids.lua "$redis_url/refresh" -- "$WORK/shared.txt" 2 stop >"$WORK/fill.wrk" &
+until_counted "$!" "$redis_url" "$answered" "$start" "$shared"
 echo "redis_get_before $(redis_get_p50)" >>"$results"
-wrk_run shared_miss "$second_url/refresh" -t 1 -c 1 -d 120s -s scripts/load/authids.lua -- "$WORK/shared.txt" 1 stop
+echo "== shared_miss: wrk -t1 -c1 -s scripts/load/authids.lua $second_url/refresh -- shared.txt 1 stop" >&2
+start=$(metric "$second_url" "$answered")
+wrk -t 1 -c 1 -d 600s -s scripts/load/authids.lua "$second_url/refresh" -- "$WORK/shared.txt" 1 stop >"$WORK/shared.wrk" &
+until_counted "$!" "$second_url" "$answered" "$start" "$shared"
+grep -v '^RESULT' "$WORK/shared.wrk" >&2 || true
+echo "shared_miss $(sed -n 's/^RESULT //p' "$WORK/shared.wrk")" >>"$results"
 echo "redis_get_after $(redis_get_p50)" >>"$results"
 echo "shared_outcomes $(metric "$second_url" 'refreshes_total[{].*outcome="shared"')" >>"$results"
 echo "mock_calls_b $(metric "$second_url" 'upstream_duration_seconds_count')" >>"$results"
+
+# Memory per cached login, the store being Redis: instance B, idle apart
+# from the logins above, refreshes FILL distinct logins.
+rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+second_pid=$BROKER_PID
+echo "rss_before_kb $(rss "$second_pid")" >>"$results"
+echo "cached_before $(metric "$second_url" '^[a-z_]*cached_tokens$')" >>"$results"
+echo "== minting $fill AuthIDs; instance B refreshes them" >&2
+mint "$WORK/fill.txt" mock "$fill"
+start=$(metric "$second_url" "$answered")
+wrk -t 2 -c 16 -d 600s -s scripts/load/authids.lua "$second_url/refresh" -- "$WORK/fill.txt" 2 stop >"$WORK/fill2.wrk" &
+until_counted "$!" "$second_url" "$answered" "$start" "$fill"
+sleep 2
+echo "cached_after $(metric "$second_url" '^[a-z_]*cached_tokens$')" >>"$results"
+echo "rss_after_kb $(rss "$second_pid")" >>"$results"
 
 python3 - "$results" "$duration" "$shared" <<'PY'
 import json, statistics, sys
@@ -136,4 +183,7 @@ print(f"| cache-hit throughput, STORE=redis | {r:,.0f} req/s | {m:,.0f} req/s (S
 p50 = miss["p50_us"]
 print(f"| miss answered by the shared store, p50 (`wrk -t1 -c1`) | {p50 / 1000:.3f} ms | {base / 1000:.3f} ms (`redis-benchmark -t get` p50) | +{(p50 - base) / 1000:.3f} ms | | |")
 print(f"| miss answered by the shared store, p99 | {miss['p99_us'] / 1000:.3f} ms | | | | |")
+added = float(rows["cached_after"]) - float(rows["cached_before"])
+grown = (int(rows["rss_after_kb"]) - int(rows["rss_before_kb"])) * 1024
+print(f"| resident memory per cached login, STORE=redis ({added:,.0f} logins added) | {grown / max(added, 1):,.0f} bytes | | +{grown / 1048576:.1f} MB | ≤ 600 bytes | {ok(grown / max(added, 1) <= 600)} |")
 PY
