@@ -10,10 +10,10 @@ use super::client::{RawAnswer, TransportError};
 use super::retry_after;
 use crate::secret::Sensitive;
 
-/// A successful token answer.
-
 /// Longest access-token life believed from a provider (a year).
 pub const MAX_EXPIRES_IN: u64 = 365 * 24 * 3600;
+
+/// A successful token answer.
 #[derive(Debug, Clone)]
 pub struct TokenGrant {
     pub access_token: Sensitive,
