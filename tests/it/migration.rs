@@ -224,6 +224,36 @@ fn migrating_broker(
         .build()
 }
 
+/// Google and Box mock providers, the fake old service, a clock and a
+/// store, with a broker that migrates from the fake.
+struct Migration {
+    google: MockProvider,
+    boxed: MockProvider,
+    fake: FakeLegacyService,
+    clock: ManualClock,
+    store: Arc<dyn Store>,
+    broker: Broker,
+}
+
+impl Migration {
+    async fn start() -> Self {
+        let google = MockProvider::start().await;
+        let boxed = MockProvider::start().await;
+        let fake = FakeLegacyService::start().await;
+        let clock = ManualClock::new(1_800_000_000);
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let broker = migrating_broker(&google, &boxed, &fake, &clock, Arc::clone(&store));
+        Self {
+            google,
+            boxed,
+            fake,
+            clock,
+            store,
+            broker,
+        }
+    }
+}
+
 /// Waits (bounded) until the fake has recorded `n` imports.
 async fn imports_reach(fake: &FakeLegacyService, n: usize) -> Vec<(String, Value)> {
     for _ in 0..200 {
@@ -238,17 +268,14 @@ async fn imports_reach(fake: &FakeLegacyService, n: usize) -> Vec<(String, Value
 
 #[tokio::test]
 async fn google_and_box_authids_of_the_old_service_are_migrated_and_resealed() {
-    let google = MockProvider::start().await;
-    let boxed = MockProvider::start().await;
-    let fake = FakeLegacyService::start().await;
-    let clock = ManualClock::new(1_800_000_000);
-    let broker = migrating_broker(
-        &google,
-        &boxed,
-        &fake,
-        &clock,
-        Arc::new(MemoryStore::default()),
-    );
+    let Migration {
+        google,
+        boxed,
+        fake,
+        clock,
+        store: _,
+        broker,
+    } = Migration::start().await;
     let old_google = fake.add("googledrive", &google.issue_refresh_token());
     let old_box = fake.add("box.com", &boxed.issue_refresh_token());
 
@@ -302,17 +329,14 @@ async fn google_and_box_authids_of_the_old_service_are_migrated_and_resealed() {
 
 #[tokio::test]
 async fn a_migrated_box_login_survives_a_client_that_never_swaps() {
-    let google = MockProvider::start().await;
-    let boxed = MockProvider::start().await;
-    let fake = FakeLegacyService::start().await;
-    let clock = ManualClock::new(1_800_000_000);
-    let broker = migrating_broker(
-        &google,
-        &boxed,
-        &fake,
-        &clock,
-        Arc::new(MemoryStore::default()),
-    );
+    let Migration {
+        google: _google,
+        boxed,
+        fake,
+        clock,
+        store: _,
+        broker,
+    } = Migration::start().await;
     let old = fake.add("box.com", &boxed.issue_refresh_token());
     for run in 1..=3 {
         let reply = broker.refresh(&old).await;
@@ -337,12 +361,14 @@ async fn a_migrated_box_login_survives_a_client_that_never_swaps() {
 
 #[tokio::test]
 async fn migrated_authids_outlive_the_old_service() {
-    let google = MockProvider::start().await;
-    let boxed = MockProvider::start().await;
-    let fake = FakeLegacyService::start().await;
-    let clock = ManualClock::new(1_800_000_000);
-    let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
-    let broker = migrating_broker(&google, &boxed, &fake, &clock, Arc::clone(&store));
+    let Migration {
+        google,
+        boxed,
+        fake,
+        clock,
+        store,
+        broker,
+    } = Migration::start().await;
     let old_google = fake.add("googledrive", &google.issue_refresh_token());
     let old_box = fake.add("box.com", &boxed.issue_refresh_token());
     for old in [&old_google, &old_box] {
@@ -371,17 +397,14 @@ async fn migrated_authids_outlive_the_old_service() {
 
 #[tokio::test]
 async fn every_answer_of_the_old_service_maps_to_its_status() {
-    let google = MockProvider::start().await;
-    let boxed = MockProvider::start().await;
-    let fake = FakeLegacyService::start().await;
-    let clock = ManualClock::new(1_800_000_000);
-    let broker = migrating_broker(
-        &google,
-        &boxed,
-        &fake,
-        &clock,
-        Arc::new(MemoryStore::default()),
-    );
+    let Migration {
+        google,
+        boxed: _boxed,
+        fake,
+        clock: _,
+        store: _,
+        broker,
+    } = Migration::start().await;
     let known = fake.add("googledrive", &google.issue_refresh_token());
     let (key, _) = known.split_once(':').unwrap();
 
@@ -474,17 +497,14 @@ async fn a_migrated_grant_uses_the_legacy_registration_when_it_changed() {
 
 #[tokio::test]
 async fn a_box_token_the_old_service_spent_meanwhile_is_taken_from_it() {
-    let google = MockProvider::start().await;
-    let boxed = MockProvider::start().await;
-    let fake = FakeLegacyService::start().await;
-    let clock = ManualClock::new(1_800_000_000);
-    let broker = migrating_broker(
-        &google,
-        &boxed,
-        &fake,
-        &clock,
-        Arc::new(MemoryStore::default()),
-    );
+    let Migration {
+        google: _google,
+        boxed,
+        fake,
+        clock,
+        store: _,
+        broker,
+    } = Migration::start().await;
     let old = fake.add("box.com", &boxed.issue_refresh_token());
     assert_eq!(broker.refresh(&old).await.status, StatusCode::OK);
     imports_reach(&fake, 1).await;
