@@ -11,7 +11,8 @@ use clap::{Args, FromArgMatches};
 use super::args::{KeyArgs, LimitArgs, ListenArgs, ProviderArgs, StoreArgs};
 use crate::app::App;
 use crate::config::{
-    Settings, StoreDefault, defaults, parse_legacy_service, parse_opener_origins, parse_public_url,
+    Settings, StoreDefault, defaults, parse_app_engine_service, parse_opener_origins,
+    parse_public_url,
 };
 use crate::provider::{Catalogue, HttpTokenClient};
 use crate::secret::Sensitive;
@@ -86,7 +87,7 @@ impl ServeArgs {
             .map_err(|e| problems.push(e))
             .unwrap_or_default();
         let store = self.store.settings(StoreDefault::Embedded, &mut problems);
-        let legacy_service = parse_legacy_service(
+        let legacy_service = parse_app_engine_service(
             self.legacy_service_url.as_deref(),
             self.legacy_service_api_key.as_ref().map(Sensitive::expose),
         )

@@ -22,14 +22,7 @@ pub const MAX_LEGACY_ANSWER_BYTES: usize = 64 * 1024;
 /// Seconds a client is told to wait when the old service cannot be reached.
 pub const LEGACY_RETRY_AFTER: u64 = 30;
 
-/// Where the old service is and the key its worker API takes.
-#[derive(Debug, Clone)]
-pub struct LegacyServiceSettings {
-    /// Base URL without a trailing slash; `/export` and `/import` are
-    /// appended.
-    pub url: Url,
-    pub api_key: Sensitive,
-}
+pub use crate::config::AppEngineServiceSettings as LegacyServiceSettings;
 
 /// What `/export` yields that the broker uses: the provider and the
 /// refresh token. The exported access token is not trusted (it may be

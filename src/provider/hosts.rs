@@ -24,16 +24,7 @@ pub fn parse_host_port(text: &str) -> Option<(String, Option<u16>)> {
     plain.then_some((host, port))
 }
 
-/// `localhost` or a loopback address: where plain http is allowed (tests,
-/// demo mode).
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
+pub use crate::config::is_loopback;
 
 /// `host` or `host:port`, as in an `allowedHosts` entry.
 pub fn host_port(host: &str, port: Option<u16>) -> String {

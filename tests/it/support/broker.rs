@@ -205,7 +205,7 @@ impl<'a> Setup<'a> {
         }
         if let Some((url, api_key)) = &self.legacy_service {
             settings.legacy_service =
-                oauth_broker::config::parse_legacy_service(Some(url), Some(api_key))
+                oauth_broker::config::parse_app_engine_service(Some(url), Some(api_key))
                     .expect("legacy service settings");
         }
         let client = HttpTokenClient::new(settings.upstream_timeout).expect("client");
