@@ -1,12 +1,19 @@
 //! The provider catalogue: the enabled registrations, looked up by id or
 //! alias. The built-in entries, overridden or extended by `CONFIGFILE`
 //! entries in the field names of the C# service's `config.json`, are read in
-//! `entry`, checked and turned into providers in `build`; `model` holds what
-//! the rest of the broker sees of a provider.
+//! `entry`; `build` loads them all and applies `SERVICES`, `check` turns one
+//! entry into a provider (its `previousClients` in `previous`, the endpoint
+//! rule in `endpoint`); `model` holds what the rest of the broker sees of a
+//! provider.
 
 mod build;
+mod check;
+mod endpoint;
 mod entry;
 mod model;
+mod previous;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;
