@@ -18,6 +18,28 @@ pub const LOGIN_SECRET_CLAIM: &str = "lsk";
 /// absent means the provider entry's own client.
 pub const CLIENT_CLAIM: &str = "cid";
 
+/// The claim that says which recorded rotation an AuthID's refresh token
+/// came from. An AuthID without it holds the token of the login itself
+/// (generation 0). It lets the broker tell an AuthID newer than the store
+/// (a rotation the store missed) from an older one.
+pub const GENERATION_CLAIM: &str = "rgen";
+
+/// The rotation generation of the refresh token in these claims.
+pub fn generation_of(claims: &Claims) -> u64 {
+    claims
+        .extra
+        .get(GENERATION_CLAIM)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// Records the rotation generation of the refresh token in these claims.
+pub fn set_generation(claims: &mut Claims, generation: u64) {
+    claims
+        .extra
+        .insert(GENERATION_CLAIM.into(), Value::from(generation));
+}
+
 /// What an AuthID says: the provider, the refresh token, when it was issued
 /// and which login it came from. Unknown claims are kept, so a newer
 /// instance's extra claims survive a re-seal by an older one.

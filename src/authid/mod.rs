@@ -17,7 +17,9 @@ pub mod keysource;
 mod legacy;
 
 pub use appengine::{AppEngineAuthId, DerivedLogin};
-pub use claims::{CLIENT_CLAIM, Claims, LOGIN_SECRET_CLAIM};
+pub use claims::{
+    CLIENT_CLAIM, Claims, GENERATION_CLAIM, LOGIN_SECRET_CLAIM, generation_of, set_generation,
+};
 pub use error::AuthIdError;
 pub use jwe::KeyAlg;
 pub use key::ServerKey;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::refresh::vault::{Vault, encrypt_failed};
+use crate::vault::{Vault, encrypt_failed};
 use crate::secret::Sensitive;
 use crate::store::{Space, Store, StoreResult, Versioned};
 

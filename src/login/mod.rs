@@ -33,7 +33,7 @@ use crate::provider::{
     Catalogue, Protection, Provider, Refusal, TokenClient, TokenGrant, UpstreamError, classify,
 };
 use crate::refresh::Refresher;
-use crate::refresh::limits::WindowLimiter;
+use crate::sync::WindowLimiter;
 use crate::secret::Sensitive;
 use crate::store::Store;
 

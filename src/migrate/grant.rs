@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::refresh::vault::Vault;
+use crate::vault::Vault;
 use crate::secret::Sensitive;
 use crate::store::{Space, StoreKey, Versioned};
 

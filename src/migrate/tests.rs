@@ -181,7 +181,7 @@ async fn a_rotation_updates_the_grant_and_is_imported() {
         "the grant is current"
     );
 
-    assert_eq!(crate::refresh::generation_of(&again.claims), 1);
+    assert_eq!(crate::authid::generation_of(&again.claims), 1);
     // An older rotation arriving late changes nothing and imports nothing.
     claims.rt = Sensitive::new("rt-stale");
     rotate(&m, &claims, 1).unwrap().await.unwrap();

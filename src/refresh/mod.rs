@@ -18,12 +18,9 @@
 pub mod cache;
 mod ending;
 mod error;
-pub mod limits;
 mod open;
 pub mod records;
-pub mod singleflight;
 mod upstream;
-pub mod vault;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -44,10 +41,9 @@ use crate::store::{Store, StoreError, Versioned};
 use cache::{CacheKey, CachedToken, TokenCache};
 pub use ending::Ending;
 pub use error::{RefreshError, STORE_RETRY_AFTER};
-use limits::WindowLimiter;
-pub use open::{GENERATION_CLAIM, Login, generation_of};
+pub use open::Login;
 use records::{LockToken, LoginRecords, Newest, SharedToken};
-use singleflight::SingleFlight;
+use crate::sync::{SingleFlight, WindowLimiter};
 
 /// Used when a provider does not say how long its access token lives.
 const DEFAULT_EXPIRES_IN: u64 = 3600;
@@ -1031,7 +1027,7 @@ impl Inner {
             claims.pin_login_secret();
             if let Some(update) = update {
                 claims.rt = update.refresh_token;
-                open::set_generation(&mut claims, update.generation);
+                authid::set_generation(&mut claims, update.generation);
             }
             claims.iat = deps.clock.now();
             let sealed = deps

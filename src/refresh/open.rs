@@ -3,8 +3,6 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-
 use super::RefreshError;
 use super::cache::{CacheKey, TokenCache};
 use crate::authid::{self, AppEngineAuthId, AuthIdText, Claims, KeyringHandle};
@@ -13,12 +11,6 @@ use crate::migrate::{LegacyError, MigrationError, Migrator};
 use crate::provider::protect::gate_name;
 use crate::provider::{Catalogue, Provider};
 use crate::secret::Sensitive;
-
-/// The claim that says which recorded rotation an AuthID's refresh token
-/// came from. An AuthID without it holds the token of the login itself
-/// (generation 0). It lets the broker tell an AuthID newer than the store
-/// (a rotation the store missed) from an older one.
-pub const GENERATION_CLAIM: &str = "rgen";
 
 /// An opened AuthID, resolved to its provider.
 pub struct Login {
@@ -39,22 +31,8 @@ pub struct Login {
 impl Login {
     /// The rotation generation of the refresh token in this AuthID.
     pub fn generation(&self) -> u64 {
-        generation_of(&self.claims)
+        authid::generation_of(&self.claims)
     }
-}
-
-pub fn generation_of(claims: &Claims) -> u64 {
-    claims
-        .extra
-        .get(GENERATION_CLAIM)
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-}
-
-pub fn set_generation(claims: &mut Claims, generation: u64) {
-    claims
-        .extra
-        .insert(GENERATION_CLAIM.into(), Value::from(generation));
 }
 
 /// Opens an AuthID. An App Engine AuthID cannot be opened, only

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::cache::MIN_REMAINING_SECS;
-use super::vault::{Vault, encrypt_failed};
+use crate::vault::{Vault, encrypt_failed};
 use crate::authid::Claims;
 use crate::secret::Sensitive;
 use crate::store::{Space, Store, StoreKey, StoreResult, Versioned};
