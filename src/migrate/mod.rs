@@ -10,13 +10,13 @@ pub mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authid::GENERATION_CLAIM;
 use crate::authid::{AppEngineAuthId, Claims, DerivedLogin};
 use crate::metrics::Metrics;
 use crate::outage::StoreOutage;
-use crate::authid::GENERATION_CLAIM;
-use crate::sync::SingleFlight;
 use crate::secret::Sensitive;
 use crate::store::{Store, StoreKey};
+use crate::sync::SingleFlight;
 use grant::{GrantVault, MigratedGrant};
 pub use service::{
     ExportedGrant, HttpLegacyService, ImportedToken, LEGACY_RETRY_AFTER, LEGACY_TIMEOUT,

@@ -60,7 +60,7 @@ fn refusal_text(r: Refusal) -> &'static str {
             "This server's request budget for the provider is spent; try again later"
         }
         Refusal::Busy(_) => "Too many requests to the provider are in progress; try again shortly",
-        Refusal::UnknownLegacy(_) => {
+        Refusal::UnknownV2(_) => {
             "This server's budget for legacy AuthIDs it has not seen before is spent for this provider; try again later"
         }
     }

@@ -38,12 +38,12 @@ use crate::outage::StoreOutage;
 use crate::provider::{Catalogue, Protection, Refusal, Rotation, TokenClient, UpstreamError};
 use crate::secret::Sensitive;
 use crate::store::{Store, StoreError, Versioned};
+use crate::sync::{SingleFlight, WindowLimiter};
 use cache::{CacheKey, CachedToken, TokenCache};
 pub use ending::Ending;
 pub use error::{RefreshError, STORE_RETRY_AFTER};
 pub use open::Login;
 use records::{LockToken, LoginRecords, Newest, SharedToken};
-use crate::sync::{SingleFlight, WindowLimiter};
 
 /// Used when a provider does not say how long its access token lives.
 const DEFAULT_EXPIRES_IN: u64 = 3600;
@@ -757,7 +757,7 @@ impl Inner {
         let unknown_legacy =
             login.legacy && newest.generation == 0 && !self.known_legacy(records, login).await;
         if unknown_legacy {
-            if let Err(refusal) = deps.protection.admit_unknown_legacy(&login.gate) {
+            if let Err(refusal) = deps.protection.admit_unknown_v2(&login.gate) {
                 deps.metrics.throttle(&provider.id, refusal.label());
                 return Err(RefreshError::Refused(refusal));
             }

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::cache::MIN_REMAINING_SECS;
-use crate::vault::{Vault, encrypt_failed};
 use crate::authid::Claims;
 use crate::secret::Sensitive;
 use crate::store::{Space, Store, StoreKey, StoreResult, Versioned};
+use crate::vault::{Vault, encrypt_failed};
 
 /// The newest refresh token of a login, and its generation (the number of
 /// rotations recorded).

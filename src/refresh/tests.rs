@@ -469,7 +469,7 @@ async fn made_up_legacy_authids_have_a_budget_of_their_own_and_count_against_the
             .await
         {
             Err(RefreshError::Upstream(UpstreamError::Reauthorize { .. })) => reauthorize += 1,
-            Err(RefreshError::Refused(Refusal::UnknownLegacy(_))) => refused += 1,
+            Err(RefreshError::Refused(Refusal::UnknownV2(_))) => refused += 1,
             other => panic!("{other:?}"),
         }
     }
@@ -507,7 +507,7 @@ async fn a_legacy_login_the_provider_accepted_leaves_the_small_budget() {
             .refresher
             .refresh_for(&format!("v2:googledrive:made-up-{i}"))
             .await;
-        if let Err(RefreshError::Refused(Refusal::UnknownLegacy(_))) = made_up {
+        if let Err(RefreshError::Refused(Refusal::UnknownV2(_))) = made_up {
             spent = true;
             break;
         }
