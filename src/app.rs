@@ -192,7 +192,7 @@ impl App {
         let primary = keyring.primary().kid().to_string();
         self.keyring.replace(keyring);
         if !before.is_subset(&after) {
-            self.refresher.cache().forget_all_texts();
+            self.refresher.forget_cached_texts();
         }
         tracing::info!(primary = %primary, keys = after.len(), "keys loaded");
     }

@@ -1,3 +1,5 @@
+//! Migration against an in-process old service and failing stores.
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -6,7 +8,8 @@ use futures::future::BoxFuture;
 use super::*;
 use crate::authid::{self, AuthIdText};
 use crate::outage::StoreOutage;
-use crate::store::{MemoryStore, StoreError, StoreResult, Versioned};
+use crate::store::MemoryStore;
+use crate::testing::DownStore;
 
 const OLD: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0:aB3-x9Q.k2_Lm!p4R7sT1";
 
@@ -202,64 +205,6 @@ async fn a_failed_import_is_counted_only() {
     rotate(&m, &claims, 1).unwrap().await.unwrap();
     assert!(counted(&metrics, "legacy_imports", "unavailable"));
     assert!(fake.imports.lock().unwrap().is_empty());
-}
-
-/// A store that never answers.
-struct DownStore;
-
-fn down<T: Send + 'static>() -> BoxFuture<'static, StoreResult<T>> {
-    Box::pin(async { Err(StoreError::Unavailable("down".into())) })
-}
-
-impl Store for DownStore {
-    fn kind(&self) -> &'static str {
-        "down"
-    }
-    fn get<'a>(&'a self, _: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
-        down()
-    }
-    fn put<'a>(
-        &'a self,
-        _: &'a StoreKey,
-        _: Vec<u8>,
-        _: Duration,
-    ) -> BoxFuture<'a, StoreResult<()>> {
-        down()
-    }
-    fn put_new<'a>(
-        &'a self,
-        _: &'a StoreKey,
-        _: Vec<u8>,
-        _: Duration,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        down()
-    }
-    fn take<'a>(&'a self, _: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
-        down()
-    }
-    fn delete<'a>(&'a self, _: &'a StoreKey) -> BoxFuture<'a, StoreResult<()>> {
-        down()
-    }
-    fn delete_if<'a>(&'a self, _: &'a StoreKey, _: &'a [u8]) -> BoxFuture<'a, StoreResult<bool>> {
-        down()
-    }
-    fn get_versioned<'a>(
-        &'a self,
-        _: &'a StoreKey,
-    ) -> BoxFuture<'a, StoreResult<Option<Versioned>>> {
-        down()
-    }
-    fn put_versioned<'a>(
-        &'a self,
-        _: &'a StoreKey,
-        _: Versioned,
-        _: Duration,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        down()
-    }
-    fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
-        down()
-    }
 }
 
 #[tokio::test]

@@ -99,3 +99,31 @@ impl RefreshError {
         }
     }
 }
+
+/// A refresh that failed, with the provider of its login once the AuthID
+/// was opened (the label of the refresh metric).
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub provider: Option<String>,
+    pub error: RefreshError,
+}
+
+impl Failed {
+    /// A failure of an opened AuthID's login at `provider`.
+    pub fn of(provider: &str, error: RefreshError) -> Self {
+        Self {
+            provider: Some(provider.to_string()),
+            error,
+        }
+    }
+}
+
+/// A failure before the AuthID was opened: no provider is known.
+impl From<RefreshError> for Failed {
+    fn from(error: RefreshError) -> Self {
+        Self {
+            provider: None,
+            error,
+        }
+    }
+}

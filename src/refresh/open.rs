@@ -1,4 +1,4 @@
-//! Opening an AuthID (v3, legacy `v2:`, or the old App Engine service's,
+//! Opening an AuthID (v3, `v2:`, or the old App Engine service's,
 //! which is migrated) and resolving its provider and registration.
 
 use std::sync::Arc;
@@ -9,29 +9,33 @@ use crate::authid::{self, AppEngineAuthId, AuthIdText, Claims, KeyringHandle};
 use crate::metrics::Metrics;
 use crate::migrate::{LegacyError, MigrationError, Migrator};
 use crate::provider::protect::gate_name;
-use crate::provider::{Catalogue, Provider};
+use crate::provider::{Catalogue, Provider, Rotation};
 use crate::secret::Sensitive;
 
 /// An opened AuthID, resolved to its provider.
-pub struct Login {
+pub struct OpenedAuthId {
     pub provider: Arc<Provider>,
     pub claims: Claims,
     /// The cache, single-flight and limit key of this login.
     pub(super) key: CacheKey,
-    /// The client should get a re-sealed AuthID (legacy form, old key).
+    /// The client should get a re-sealed AuthID (`v2:` form, old key).
     pub(super) reseal: bool,
-    /// A legacy `v2:` AuthID: anyone can make one up, so its failures
-    /// count against the client's address and, until the provider has
-    /// accepted the login once, its calls draw on a small budget.
-    pub(super) legacy: bool,
+    /// A `v2:` AuthID: anyone can make one up, so its failures count
+    /// against the client's address and, until the provider has accepted
+    /// the login once, its calls draw on a small budget.
+    pub(super) v2: bool,
     /// The protection gate of the registration the login uses.
     pub(super) gate: String,
 }
 
-impl Login {
+impl OpenedAuthId {
     /// The rotation generation of the refresh token in this AuthID.
     pub fn generation(&self) -> u64 {
         authid::generation_of(&self.claims)
+    }
+
+    pub(super) fn rotates(&self) -> bool {
+        self.provider.rotation != Rotation::None
     }
 }
 
@@ -43,8 +47,8 @@ pub(super) fn open(
     metrics: &Metrics,
     now: i64,
     text: &str,
-) -> Result<Login, RefreshError> {
-    let (claims, reseal, legacy) = match authid::parse(text)? {
+) -> Result<OpenedAuthId, RefreshError> {
+    let (claims, reseal, v2) = match authid::parse(text)? {
         AuthIdText::V3(jwe) => {
             let opened = keyring.open(jwe)?;
             (opened.claims, !opened.by_primary, false)
@@ -58,7 +62,7 @@ pub(super) fn open(
             return Err(RefreshError::Migration(LegacyError::NotConfigured.into()));
         }
     };
-    resolve(catalogue, metrics, claims, reseal, legacy)
+    resolve(catalogue, metrics, claims, reseal, v2)
 }
 
 /// Resolves an App Engine AuthID through the migrator (the store, or an
@@ -70,7 +74,7 @@ pub(super) async fn open_migrated(
     metrics: &Metrics,
     now: i64,
     old: &AppEngineAuthId<'_>,
-) -> Result<Login, RefreshError> {
+) -> Result<OpenedAuthId, RefreshError> {
     let migrated = migrator.resolve(old, now).await.map_err(|e| match e {
         MigrationError::Store => RefreshError::StoreUnavailable,
         e => RefreshError::Migration(e),
@@ -94,8 +98,8 @@ fn resolve(
     metrics: &Metrics,
     claims: Claims,
     reseal: bool,
-    legacy: bool,
-) -> Result<Login, RefreshError> {
+    v2: bool,
+) -> Result<OpenedAuthId, RefreshError> {
     let provider = catalogue
         .get(&claims.provider)
         .cloned()
@@ -109,12 +113,12 @@ fn resolve(
     metrics.authid_opened(&provider.id, registration.kind());
     let gate = gate_name(&provider, &registration);
     let key = TokenCache::login_key(&provider.id, &claims.jti, &claims.login_secret());
-    Ok(Login {
+    Ok(OpenedAuthId {
         provider,
         claims,
         key,
         reseal,
-        legacy,
+        v2,
         gate,
     })
 }
