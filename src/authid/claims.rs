@@ -78,10 +78,10 @@ impl Claims {
         }
     }
 
-    /// Claims for a legacy `v2:` AuthID. The login id is derived from the
-    /// token, so every request with the same legacy AuthID is the same
+    /// Claims for a `v2:` AuthID. The login id is derived from the
+    /// token, so every request with the same `v2:` AuthID is the same
     /// login (one cache entry, one rotation-store entry).
-    pub fn from_legacy(provider: &str, rt: Sensitive, iat: i64) -> Self {
+    pub fn from_v2(provider: &str, rt: Sensitive, iat: i64) -> Self {
         let digest = Sha256::new()
             .chain_update(b"oauth-broker legacy login id\0")
             .chain_update(provider.as_bytes())
@@ -259,8 +259,8 @@ mod tests {
         let a = Claims::new("box.com", Sensitive::new("rt"), 1);
         let b = Claims::new("box.com", Sensitive::new("rt"), 1);
         assert_ne!(*a.login_secret(), *b.login_secret());
-        let mut legacy = Claims::from_legacy("box.com", Sensitive::new("rt0"), 1);
-        let again = Claims::from_legacy("box.com", Sensitive::new("rt0"), 2);
+        let mut legacy = Claims::from_v2("box.com", Sensitive::new("rt0"), 1);
+        let again = Claims::from_v2("box.com", Sensitive::new("rt0"), 2);
         assert_eq!(legacy.jti, again.jti);
         let derived = legacy.login_secret();
         assert_eq!(*derived, *again.login_secret());

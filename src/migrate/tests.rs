@@ -17,13 +17,16 @@ const OLD: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0:aB3-x9Q.k2_Lm!p4R7sT1";
 /// record of every call.
 #[derive(Default)]
 struct FakeOld {
-    fail: Mutex<Option<LegacyError>>,
+    fail: Mutex<Option<AppEngineError>>,
     exports: AtomicUsize,
     imports: Mutex<Vec<(String, String)>>,
 }
 
-impl LegacyService for FakeOld {
-    fn export<'a>(&'a self, authid: &'a str) -> BoxFuture<'a, Result<ExportedGrant, LegacyError>> {
+impl AppEngineService for FakeOld {
+    fn export<'a>(
+        &'a self,
+        authid: &'a str,
+    ) -> BoxFuture<'a, Result<ExportedGrant, AppEngineError>> {
         Box::pin(async move {
             tokio::task::yield_now().await;
             self.exports.fetch_add(1, Ordering::SeqCst);
@@ -42,7 +45,7 @@ impl LegacyService for FakeOld {
         &'a self,
         authid: &'a str,
         token: &'a ImportedToken,
-    ) -> BoxFuture<'a, Result<(), LegacyError>> {
+    ) -> BoxFuture<'a, Result<(), AppEngineError>> {
         Box::pin(async move {
             if let Some(e) = *self.fail.lock().unwrap() {
                 return Err(e);
@@ -66,7 +69,7 @@ fn old() -> AppEngineAuthId<'static> {
 fn migrator(service: Option<Arc<FakeOld>>, store: Arc<dyn Store>) -> (Migrator, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let migrator = Migrator::new(MigrateDeps {
-        service: service.map(|s| s as Arc<dyn LegacyService>),
+        service: service.map(|s| s as Arc<dyn AppEngineService>),
         store,
         outage: Arc::new(StoreOutage::new()),
         metrics: Arc::clone(&metrics),
@@ -144,21 +147,21 @@ async fn unknown_and_unconfigured_are_told_apart_and_counted() {
     let (none, metrics) = migrator(None, Arc::new(MemoryStore::new(100)));
     assert_eq!(
         none.resolve(&old(), 1).await.unwrap_err(),
-        MigrationError::Legacy(LegacyError::NotConfigured)
+        MigrationError::AppEngine(AppEngineError::NotConfigured)
     );
     assert!(counted(&metrics, "legacy_exports", "not_configured"));
     for e in [
-        LegacyError::Unknown,
-        LegacyError::ApiKey,
-        LegacyError::Unavailable,
-        LegacyError::BadAnswer("x"),
+        AppEngineError::Unknown,
+        AppEngineError::ApiKey,
+        AppEngineError::Unavailable,
+        AppEngineError::BadAnswer("x"),
     ] {
         let fake = Arc::new(FakeOld::default());
         *fake.fail.lock().unwrap() = Some(e);
         let (m, metrics) = migrator(Some(fake), Arc::new(MemoryStore::new(100)));
         assert_eq!(
             m.resolve(&old(), 1).await.unwrap_err(),
-            MigrationError::Legacy(e)
+            MigrationError::AppEngine(e)
         );
         assert!(counted(&metrics, "legacy_exports", e.label()), "{e:?}");
     }
@@ -201,7 +204,7 @@ async fn a_failed_import_is_counted_only() {
     let fake = Arc::new(FakeOld::default());
     let (m, metrics) = migrator(Some(Arc::clone(&fake)), Arc::new(MemoryStore::new(100)));
     let claims = m.resolve(&old(), 1).await.unwrap().claims;
-    *fake.fail.lock().unwrap() = Some(LegacyError::Unavailable);
+    *fake.fail.lock().unwrap() = Some(AppEngineError::Unavailable);
     rotate(&m, &claims, 1).unwrap().await.unwrap();
     assert!(counted(&metrics, "legacy_imports", "unavailable"));
     assert!(fake.imports.lock().unwrap().is_empty());

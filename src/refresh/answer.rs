@@ -50,7 +50,7 @@ pub(super) fn answer(token: Arc<CachedToken>, now: i64) -> RefreshAnswer {
 
 impl Inner {
     /// Builds the answer, re-sealing the AuthID when the client should
-    /// switch (a newer refresh token, a legacy form, an old key), and
+    /// switch (a newer refresh token, the `v2:` form, an old key), and
     /// caches it here.
     pub(super) fn conclude(
         &self,

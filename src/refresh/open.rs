@@ -7,7 +7,7 @@ use super::RefreshError;
 use super::cache::{CacheKey, TokenCache};
 use crate::authid::{self, AppEngineAuthId, AuthIdText, Claims, KeyringHandle};
 use crate::metrics::Metrics;
-use crate::migrate::{LegacyError, MigrationError, Migrator};
+use crate::migrate::{AppEngineError, MigrationError, Migrator};
 use crate::provider::protect::gate_name;
 use crate::provider::{Catalogue, Provider, Rotation};
 use crate::secret::Sensitive;
@@ -53,13 +53,14 @@ pub(super) fn open(
             let opened = keyring.open(jwe)?;
             (opened.claims, !opened.by_primary, false)
         }
-        AuthIdText::Legacy(legacy) => {
-            let claims =
-                Claims::from_legacy(legacy.provider, Sensitive::new(legacy.refresh_token), now);
+        AuthIdText::V2(v2) => {
+            let claims = Claims::from_v2(v2.provider, Sensitive::new(v2.refresh_token), now);
             (claims, true, true)
         }
         AuthIdText::AppEngine(_) => {
-            return Err(RefreshError::Migration(LegacyError::NotConfigured.into()));
+            return Err(RefreshError::Migration(
+                AppEngineError::NotConfigured.into(),
+            ));
         }
     };
     resolve(catalogue, metrics, claims, reseal, v2)
@@ -82,11 +83,11 @@ pub(super) async fn open_migrated(
     let mut claims = migrated.claims;
     // The grant belongs to the registration the old service used: the
     // provider's legacy previous client when the registration changed.
-    if let Some(legacy) = catalogue
+    if let Some(previous) = catalogue
         .get(&claims.provider)
         .and_then(|p| p.legacy_client())
     {
-        claims.set_client_id(&legacy.client_id);
+        claims.set_client_id(&previous.client_id);
     }
     // Not a made-up `v2:` AuthID: the grant came from the old service.
     resolve(catalogue, metrics, claims, true, false)

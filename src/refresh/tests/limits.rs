@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use super::*;
 
 #[tokio::test]
-async fn made_up_legacy_authids_have_a_budget_of_their_own_and_count_against_the_address() {
+async fn made_up_v2_authids_have_a_budget_of_their_own_and_count_against_the_address() {
     let f = fixture();
     let ip: std::net::IpAddr = "192.0.2.7".parse().unwrap();
     let (mut refused, mut reauthorize) = (0, 0);
@@ -43,7 +43,7 @@ async fn made_up_legacy_authids_have_a_budget_of_their_own_and_count_against_the
 }
 
 #[tokio::test]
-async fn a_legacy_login_the_provider_accepted_leaves_the_small_budget() {
+async fn a_v2_login_the_provider_accepted_leaves_the_small_budget() {
     let f = fixture();
     let real = "v2:googledrive:real-legacy-token";
     assert!(f.refresher.refresh_for(real).await.is_ok());

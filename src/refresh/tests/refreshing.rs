@@ -101,7 +101,7 @@ async fn same_refresh_token_back_is_not_a_rotation() {
 }
 
 #[tokio::test]
-async fn legacy_and_old_key_authids_are_resealed() {
+async fn v2_and_old_key_authids_are_resealed() {
     let f = fixture();
     let a = f
         .refresher
