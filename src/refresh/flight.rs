@@ -5,10 +5,9 @@
 
 use std::sync::Arc;
 
-use super::cache::CachedToken;
 use super::records::{LoginRecords, SharedToken};
 use super::turn::Turn;
-use super::{FlightResult, Flown, Inner, OpenedAuthId, REVOCATION_RECHECK_SECS, RefreshError};
+use super::{FlightResult, Flown, Inner, OpenedAuthId, RefreshError};
 use crate::provider::Rotation;
 use crate::store::StoreError;
 
@@ -68,34 +67,6 @@ impl Inner {
     /// Optional store work is skipped for a moment after a failure.
     pub(super) fn skip_store(&self, login: &OpenedAuthId) -> bool {
         !login.rotates() && self.deps.outage.skipping()
-    }
-
-    /// A cached answer is served unless its login was revoked on another
-    /// instance. The store is asked at most once per
-    /// [`REVOCATION_RECHECK_SECS`] and login; without it, the answer is
-    /// served.
-    pub(super) async fn still_granted(
-        &self,
-        hit: &CachedToken,
-        now: i64,
-    ) -> Result<(), RefreshError> {
-        let Some(key) = hit.revoked_key() else {
-            return Ok(());
-        };
-        if !hit.recheck_due(now, REVOCATION_RECHECK_SECS) || self.deps.outage.skipping() {
-            return Ok(());
-        }
-        match self.deps.store.get(key).await {
-            Ok(None) => Ok(()),
-            Ok(Some(_)) => {
-                self.cache.forget_login(&hit.login_key);
-                Err(RefreshError::Revoked)
-            }
-            Err(e) => {
-                self.deps.outage.failed("looking for a revocation", &e);
-                Ok(())
-            }
-        }
     }
 
     /// The access token another instance (or this one, before a restart)

@@ -1,6 +1,7 @@
 //! The refresh path up to the flight: the cache hit by AuthID text, the
 //! per-address limit on AuthIDs that do not open, opening, the per-login
-//! request limit, the hit by login, and a backoff this instance knows of.
+//! request limit, the hit by login (a hit looks for a revocation made
+//! elsewhere once a minute), and a backoff this instance knows of.
 //! Only then is the login's flight joined or started.
 
 use std::net::IpAddr;
@@ -10,7 +11,7 @@ use super::answer::{RefreshAnswer, answer};
 use super::cache::CachedToken;
 use super::error::Failed;
 use super::flight::flight;
-use super::{Flown, Inner, OpenedAuthId, RefreshError, Refresher};
+use super::{Flown, Inner, OpenedAuthId, REVOCATION_RECHECK_SECS, RefreshError, Refresher};
 use crate::provider::UpstreamError;
 
 /// A refresh answered, and the outcome label of the refresh metric.
@@ -120,6 +121,34 @@ impl Inner {
             .map_err(|s| fail(too_many_requests(s)))?;
         self.still_granted(&hit, now).await.map_err(fail)?;
         Ok((answer(hit, now), "cache_hit"))
+    }
+
+    /// A cached answer is served unless its login was revoked on another
+    /// instance. The store is asked at most once per
+    /// [`REVOCATION_RECHECK_SECS`] and login; without it, the answer is
+    /// served.
+    pub(super) async fn still_granted(
+        &self,
+        hit: &CachedToken,
+        now: i64,
+    ) -> Result<(), RefreshError> {
+        let Some(key) = hit.revoked_key() else {
+            return Ok(());
+        };
+        if !hit.recheck_due(now, REVOCATION_RECHECK_SECS) || self.deps.outage.skipping() {
+            return Ok(());
+        }
+        match self.deps.store.get(key).await {
+            Ok(None) => Ok(()),
+            Ok(Some(_)) => {
+                self.cache.forget_login(&hit.login_key);
+                Err(RefreshError::Revoked)
+            }
+            Err(e) => {
+                self.deps.outage.failed("looking for a revocation", &e);
+                Ok(())
+            }
+        }
     }
 }
 
