@@ -20,7 +20,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use oauth_broker::authid::{Claims, Keyring};
 use oauth_broker::clock::{Clock, SystemClock};
-use oauth_broker::refresh::cache::{CachedToken, TokenCache};
+use oauth_broker::refresh::{CachedToken, TokenCache};
 use oauth_broker::secret::Sensitive;
 
 const ENTRIES: usize = 100_000;

@@ -14,7 +14,9 @@ use crate::demo::DemoProvider;
 use crate::http::Templates;
 use crate::login::{LoginDeps, LoginService};
 use crate::metrics::Metrics;
-use crate::migrate::{HttpLegacyService, LEGACY_TIMEOUT, LegacyService, MigrateDeps, Migrator};
+use crate::migrate::{
+    APP_ENGINE_TIMEOUT, AppEngineService, HttpAppEngineService, MigrateDeps, Migrator,
+};
 use crate::outage::StoreOutage;
 use crate::provider::{Catalogue, Protection, ProtectionSettings, TokenClient};
 use crate::refresh::{RefreshDeps, Refresher};
@@ -52,10 +54,10 @@ pub type SharedApp = Arc<App>;
 /// The old App Engine service's worker API, when `LEGACY_SERVICE_URL` is
 /// set. Its calls are bounded by the upstream timeout too: a migration
 /// still has to refresh at the provider within the client's patience.
-fn legacy_service(settings: &Settings) -> Option<Arc<dyn LegacyService>> {
+fn legacy_service(settings: &Settings) -> Option<Arc<dyn AppEngineService>> {
     let legacy = settings.legacy_service.as_ref()?;
-    let timeout = LEGACY_TIMEOUT.min(settings.upstream_timeout);
-    match HttpLegacyService::with_timeout(legacy, timeout) {
+    let timeout = APP_ENGINE_TIMEOUT.min(settings.upstream_timeout);
+    match HttpAppEngineService::with_timeout(legacy, timeout) {
         Ok(service) => Some(Arc::new(service)),
         Err(e) => {
             tracing::error!(error = %e, "the client for LEGACY_SERVICE_URL cannot be built; old AuthIDs are not migrated");
@@ -192,7 +194,7 @@ impl App {
         let primary = keyring.primary().kid().to_string();
         self.keyring.replace(keyring);
         if !before.is_subset(&after) {
-            self.refresher.cache().forget_all_texts();
+            self.refresher.forget_cached_texts();
         }
         tracing::info!(primary = %primary, keys = after.len(), "keys loaded");
     }

@@ -20,3 +20,7 @@ pub mod provider;
 pub mod refresh;
 pub mod secret;
 pub mod store;
+pub mod sync;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod vault;

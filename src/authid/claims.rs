@@ -18,6 +18,28 @@ pub const LOGIN_SECRET_CLAIM: &str = "lsk";
 /// absent means the provider entry's own client.
 pub const CLIENT_CLAIM: &str = "cid";
 
+/// The claim that says which recorded rotation an AuthID's refresh token
+/// came from. An AuthID without it holds the token of the login itself
+/// (generation 0). It lets the broker tell an AuthID newer than the store
+/// (a rotation the store missed) from an older one.
+pub const GENERATION_CLAIM: &str = "rgen";
+
+/// The rotation generation of the refresh token in these claims.
+pub fn generation_of(claims: &Claims) -> u64 {
+    claims
+        .extra
+        .get(GENERATION_CLAIM)
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+/// Records the rotation generation of the refresh token in these claims.
+pub fn set_generation(claims: &mut Claims, generation: u64) {
+    claims
+        .extra
+        .insert(GENERATION_CLAIM.into(), Value::from(generation));
+}
+
 /// What an AuthID says: the provider, the refresh token, when it was issued
 /// and which login it came from. Unknown claims are kept, so a newer
 /// instance's extra claims survive a re-seal by an older one.
@@ -56,10 +78,10 @@ impl Claims {
         }
     }
 
-    /// Claims for a legacy `v2:` AuthID. The login id is derived from the
-    /// token, so every request with the same legacy AuthID is the same
+    /// Claims for a `v2:` AuthID. The login id is derived from the
+    /// token, so every request with the same `v2:` AuthID is the same
     /// login (one cache entry, one rotation-store entry).
-    pub fn from_legacy(provider: &str, rt: Sensitive, iat: i64) -> Self {
+    pub fn from_v2(provider: &str, rt: Sensitive, iat: i64) -> Self {
         let digest = Sha256::new()
             .chain_update(b"oauth-broker legacy login id\0")
             .chain_update(provider.as_bytes())
@@ -237,8 +259,8 @@ mod tests {
         let a = Claims::new("box.com", Sensitive::new("rt"), 1);
         let b = Claims::new("box.com", Sensitive::new("rt"), 1);
         assert_ne!(*a.login_secret(), *b.login_secret());
-        let mut legacy = Claims::from_legacy("box.com", Sensitive::new("rt0"), 1);
-        let again = Claims::from_legacy("box.com", Sensitive::new("rt0"), 2);
+        let mut legacy = Claims::from_v2("box.com", Sensitive::new("rt0"), 1);
+        let again = Claims::from_v2("box.com", Sensitive::new("rt0"), 2);
         assert_eq!(legacy.jti, again.jti);
         let derived = legacy.login_secret();
         assert_eq!(*derived, *again.login_secret());

@@ -14,15 +14,17 @@ mod key;
 pub mod keydir;
 mod keyring;
 pub mod keysource;
-mod legacy;
+mod v2;
 
 pub use appengine::{AppEngineAuthId, DerivedLogin};
-pub use claims::{CLIENT_CLAIM, Claims, LOGIN_SECRET_CLAIM};
+pub use claims::{
+    CLIENT_CLAIM, Claims, GENERATION_CLAIM, LOGIN_SECRET_CLAIM, generation_of, set_generation,
+};
 pub use error::AuthIdError;
 pub use jwe::KeyAlg;
 pub use key::ServerKey;
 pub use keyring::{KeyStats, Keyring, KeyringHandle, Opened};
-pub use legacy::LegacyAuthId;
+pub use v2::V2AuthId;
 
 /// The prefix of every AuthID this broker issues.
 pub const V3_PREFIX: &str = "v3:";
@@ -35,7 +37,7 @@ pub const MAX_AUTHID_LEN: usize = 16 * 1024;
 pub enum AuthIdText<'a> {
     /// The compact JWE after `v3:`.
     V3(&'a str),
-    Legacy(LegacyAuthId<'a>),
+    V2(V2AuthId<'a>),
     /// `keyid:password` of the old App Engine service.
     AppEngine(AppEngineAuthId<'a>),
 }
@@ -56,8 +58,8 @@ pub fn parse(text: &str) -> Result<AuthIdText<'_>, AuthIdError> {
     if let Some(jwe) = text.strip_prefix(V3_PREFIX) {
         return Ok(AuthIdText::V3(jwe));
     }
-    if let Some(rest) = text.strip_prefix(legacy::V2_PREFIX) {
-        return LegacyAuthId::parse(rest).map(AuthIdText::Legacy);
+    if let Some(rest) = text.strip_prefix(v2::V2_PREFIX) {
+        return V2AuthId::parse(rest).map(AuthIdText::V2);
     }
     if appengine::looks_like(text) {
         return AppEngineAuthId::parse(text).map(AuthIdText::AppEngine);
@@ -74,7 +76,7 @@ mod tests {
         assert_eq!(parse("v3:a.b.c.d.e"), Ok(AuthIdText::V3("a.b.c.d.e")));
         assert!(matches!(
             parse("v2:googledrive:1//abc"),
-            Ok(AuthIdText::Legacy(_))
+            Ok(AuthIdText::V2(_))
         ));
         assert_eq!(parse(""), Err(AuthIdError::Empty));
         assert_eq!(parse("   "), Err(AuthIdError::Empty));

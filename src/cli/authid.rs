@@ -37,7 +37,7 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
         AuthidCommand::Inspect { keys } => {
             let input = read_stdin()?;
             match authid::parse(input.expose())? {
-                AuthIdText::Legacy(legacy) => {
+                AuthIdText::V2(legacy) => {
                     println!("format: v2 (legacy, not sealed)");
                     println!("provider: {}", legacy.provider);
                 }

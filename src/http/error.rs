@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::authid::AuthIdError;
 use crate::cause::Cause;
 use crate::login::{LoginError, RevokeError};
-use crate::migrate::{LEGACY_RETRY_AFTER, LegacyError, MigrationError};
+use crate::migrate::{APP_ENGINE_RETRY_AFTER, AppEngineError, MigrationError};
 use crate::provider::{Attempt, UpstreamError};
 use crate::refresh::{RefreshError, STORE_RETRY_AFTER};
 
@@ -242,30 +242,32 @@ impl From<RefreshError> for ApiError {
 impl From<MigrationError> for ApiError {
     fn from(e: MigrationError) -> Self {
         match e {
-            MigrationError::Legacy(LegacyError::Unknown) => Self::new(
+            MigrationError::AppEngine(AppEngineError::Unknown) => Self::new(
                 StatusCode::UNAUTHORIZED,
                 "The old OAuth service does not know this AuthID or its password",
             )
             .telling_where_to_create_an_authid(),
-            MigrationError::Legacy(LegacyError::NotConfigured) => Self::new(
+            MigrationError::AppEngine(AppEngineError::NotConfigured) => Self::new(
                 StatusCode::UNAUTHORIZED,
                 "This AuthID was issued by the old OAuth service, which this server does not read",
             )
             .telling_where_to_create_an_authid(),
-            MigrationError::Legacy(LegacyError::ApiKey | LegacyError::BadAnswer(_)) => Self::new(
-                StatusCode::BAD_GATEWAY,
-                "The old OAuth service refused to hand over this AuthID's login; the operator must fix the migration settings",
-            ),
-            MigrationError::Legacy(LegacyError::Unavailable) => Self::new(
+            MigrationError::AppEngine(AppEngineError::ApiKey | AppEngineError::BadAnswer(_)) => {
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "The old OAuth service refused to hand over this AuthID's login; the operator must fix the migration settings",
+                )
+            }
+            MigrationError::AppEngine(AppEngineError::Unavailable) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The old OAuth service cannot be reached to move this AuthID over; try again later",
             )
-            .with_retry_after(LEGACY_RETRY_AFTER),
+            .with_retry_after(APP_ENGINE_RETRY_AFTER),
             MigrationError::Store => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "This server's store is unavailable; try again shortly",
             )
-            .with_retry_after(LEGACY_RETRY_AFTER),
+            .with_retry_after(APP_ENGINE_RETRY_AFTER),
         }
     }
 }
@@ -384,21 +386,24 @@ mod tests {
     #[test]
     fn migration_errors_map_to_their_statuses() {
         let base = "https://oauth.example.com";
-        let answer = |e: LegacyError| ApiError::from(MigrationError::from(e));
-        for e in [LegacyError::Unknown, LegacyError::NotConfigured] {
+        let answer = |e: AppEngineError| ApiError::from(MigrationError::from(e));
+        for e in [AppEngineError::Unknown, AppEngineError::NotConfigured] {
             let a = answer(e);
             assert_eq!(a.status, StatusCode::UNAUTHORIZED);
             let text = a.text(Some(base));
             assert!(text.contains(base), "{text}");
         }
-        assert_eq!(answer(LegacyError::ApiKey).status, StatusCode::BAD_GATEWAY);
         assert_eq!(
-            answer(LegacyError::BadAnswer("x")).status,
+            answer(AppEngineError::ApiKey).status,
             StatusCode::BAD_GATEWAY
         );
-        let unavailable = answer(LegacyError::Unavailable);
+        assert_eq!(
+            answer(AppEngineError::BadAnswer("x")).status,
+            StatusCode::BAD_GATEWAY
+        );
+        let unavailable = answer(AppEngineError::Unavailable);
         assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(unavailable.retry_after, Some(LEGACY_RETRY_AFTER));
+        assert_eq!(unavailable.retry_after, Some(APP_ENGINE_RETRY_AFTER));
         let store = ApiError::from(MigrationError::Store);
         assert_eq!(store.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(store.retry_after.is_some());

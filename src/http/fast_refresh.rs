@@ -649,13 +649,7 @@ mod tests {
         f.full(get(&authid)).await;
         // Another instance on the same store ends the login.
         let login = f.app.refresher.open(&authid).unwrap();
-        let records =
-            crate::refresh::records::LoginRecords::new(f.app.store.as_ref(), &login.claims);
-        records
-            .mark_revoked(std::time::Duration::from_secs(3600))
-            .await
-            .unwrap();
-        records.forget().await.unwrap();
+        crate::refresh::Refresher::revoke_in_store(f.app.store.as_ref(), &login).await;
         f.clock.advance(crate::refresh::REVOCATION_RECHECK_SECS - 1);
         assert!(f.hit(&get(&authid)).is_some(), "within the minute");
         f.clock.advance(1);

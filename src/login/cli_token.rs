@@ -109,7 +109,7 @@ impl LoginService {
         };
         // One admission covers the discovery document and the token
         // request: one login, one unit of the provider's budget.
-        let _permit = self.admit_login(provider).await?;
+        let admission = self.admit_login(provider).await?;
         let raw = self
             .deps
             .client
@@ -143,7 +143,9 @@ impl LoginService {
         form.push(("password".into(), token.auth_token.clone()));
         form.push(("scope".into(), Sensitive::new(scope)));
         provider.push_additional(&mut form);
-        let grant = self.token_request(provider, &token_url, &form).await?;
+        let grant = self
+            .token_request(admission, provider, &token_url, &form)
+            .await?;
         self.authid_from(provider, grant)
     }
 }

@@ -227,8 +227,10 @@ impl LoginService {
             form.push(("state".into(), Sensitive::new(state_text)));
         }
         provider.push_additional(&mut form);
-        let _permit = self.admit_login(&provider).await?;
-        let grant = self.token_request(&provider, &token_url, &form).await?;
+        let admission = self.admit_login(&provider).await?;
+        let grant = self
+            .token_request(admission, &provider, &token_url, &form)
+            .await?;
         self.authid_from(&provider, grant)
             .map(|authid| (provider, authid))
     }

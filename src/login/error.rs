@@ -81,7 +81,7 @@ impl LoginError {
                 Refusal::Busy(_) => {
                     "Too many requests to the provider are in progress; start again shortly".into()
                 }
-                Refusal::Quota(_) | Refusal::UnknownLegacy(_) => {
+                Refusal::Quota(_) | Refusal::UnknownV2(_) => {
                     "This server's request budget for the provider is spent for now; start again shortly".into()
                 }
             },

@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::refresh::vault::{Vault, encrypt_failed};
 use crate::secret::Sensitive;
 use crate::store::{Space, Store, StoreResult, Versioned};
+use crate::vault::{Vault, encrypt_failed};
 
 /// How long a registered token waits for its login.
 pub const PENDING_TTL: i64 = 600;

@@ -30,12 +30,13 @@ use crate::metrics::Metrics;
 use crate::outage::StoreOutage;
 use crate::provider::client::FormField;
 use crate::provider::{
-    Catalogue, Protection, Provider, Refusal, TokenClient, TokenGrant, UpstreamError, classify,
+    Admission, Catalogue, Protection, Provider, Refusal, TokenClient, TokenGrant, UpstreamError,
+    classify,
 };
 use crate::refresh::Refresher;
-use crate::refresh::limits::WindowLimiter;
 use crate::secret::Sensitive;
 use crate::store::Store;
+use crate::sync::WindowLimiter;
 
 pub use code::{Callback, Start};
 pub use error::LoginError;
@@ -110,29 +111,25 @@ impl LoginService {
 
     /// Admits one call to the provider, as a refresh is admitted: not
     /// inside a backoff window (on any instance), within the quota, and a
-    /// free slot. Hold the permit for the length of the call.
-    async fn admit(
-        &self,
-        provider: &Provider,
-        gate: &str,
-    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Refusal> {
-        let protection = &self.deps.protection;
-        let now = self.now();
-        let admitted = match protection.blocked_anywhere(gate, now).await {
-            Some(left) => Err(Refusal::Blocked(left)),
-            None => protection.admit(gate, now).await,
-        };
-        if let Err(refusal) = &admitted {
-            self.deps.metrics.throttle(&provider.id, refusal.label());
-        }
-        admitted
+    /// free slot. Hold the admission for the length of the call and settle
+    /// it with the outcome.
+    async fn admit<'a>(
+        &'a self,
+        provider: &'a Provider,
+        gate: &'a str,
+    ) -> Result<Admission<'a>, Refusal> {
+        self.deps
+            .protection
+            .guard(&self.deps.metrics, &provider.id, gate)
+            .pass(self.now())
+            .await
     }
 
     /// [`LoginService::admit`] for the login flows.
-    async fn admit_login(
-        &self,
-        provider: &Provider,
-    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, LoginError> {
+    async fn admit_login<'a>(
+        &'a self,
+        provider: &'a Provider,
+    ) -> Result<Admission<'a>, LoginError> {
         self.admit(provider, &provider.id)
             .await
             .map_err(|refusal| LoginError::Held {
@@ -184,14 +181,14 @@ impl LoginService {
         }
     }
 
-    /// A token request; the caller holds the provider's admission.
+    /// A token request under the provider's admission, which it settles.
     async fn token_request(
         &self,
+        admission: Admission<'_>,
         provider: &Provider,
         url: &Url,
         form: &[FormField],
     ) -> Result<TokenGrant, LoginError> {
-        let protection = &self.deps.protection;
         let result = self
             .deps
             .client
@@ -199,17 +196,7 @@ impl LoginService {
             .await
             .map_err(UpstreamError::from)
             .and_then(|raw| classify(&raw, self.now()));
-        match &result {
-            Ok(_) => protection.succeeded(&provider.id),
-            Err(UpstreamError::Throttled { retry_after }) => {
-                let blocked = protection
-                    .throttled(&provider.id, *retry_after, self.now())
-                    .await;
-                self.deps.metrics.throttle(&provider.id, "provider");
-                tracing::warn!(provider = %provider.id, seconds = blocked, "provider throttled a login; calls held back");
-            }
-            Err(_) => {}
-        }
+        admission.settle(&result, self.now()).await;
         result.map_err(|error| LoginError::Upstream {
             provider: provider.id.clone(),
             error,

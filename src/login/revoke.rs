@@ -209,7 +209,7 @@ impl LoginService {
         form: &[FormField],
         bearer: Option<&Sensitive>,
     ) -> Result<(), RevokeError> {
-        let _permit = self
+        let admission = self
             .admit(provider, &client.gate)
             .await
             .map_err(|refusal| RevokeError::Held(RefreshError::Refused(refusal)))?;
@@ -218,15 +218,7 @@ impl LoginService {
             Ok(raw) => interpret(&raw, now),
             Err(e) => Err(UpstreamError::from(e)),
         };
-        let protection = &self.deps.protection;
-        match &result {
-            Ok(()) => protection.succeeded(&client.gate),
-            Err(UpstreamError::Throttled { retry_after }) => {
-                protection.throttled(&client.gate, *retry_after, now).await;
-                self.deps.metrics.throttle(&provider.id, "provider");
-            }
-            Err(_) => {}
-        }
+        admission.settle(&result, now).await;
         result.map_err(RevokeError::Upstream)
     }
 }

@@ -8,9 +8,9 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::refresh::vault::Vault;
 use crate::secret::Sensitive;
 use crate::store::{Space, StoreKey, Versioned};
+use crate::vault::Vault;
 
 /// What the store holds for a migrated login.
 #[derive(Clone, Serialize, Deserialize)]

@@ -10,17 +10,17 @@ pub mod service;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authid::GENERATION_CLAIM;
 use crate::authid::{AppEngineAuthId, Claims, DerivedLogin};
 use crate::metrics::Metrics;
 use crate::outage::StoreOutage;
-use crate::refresh::GENERATION_CLAIM;
-use crate::refresh::singleflight::SingleFlight;
 use crate::secret::Sensitive;
 use crate::store::{Store, StoreKey};
+use crate::sync::SingleFlight;
 use grant::{GrantVault, MigratedGrant};
 pub use service::{
-    ExportedGrant, HttpLegacyService, ImportedToken, LEGACY_RETRY_AFTER, LEGACY_TIMEOUT,
-    LegacyError, LegacyService, LegacyServiceSettings,
+    APP_ENGINE_RETRY_AFTER, APP_ENGINE_TIMEOUT, AppEngineError, AppEngineService, ExportedGrant,
+    HttpAppEngineService, ImportedToken,
 };
 
 /// How long a migrated grant is kept after it was last written. The old
@@ -40,7 +40,7 @@ const MIGRATED_FROM: &str = "appengine";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum MigrationError {
     #[error(transparent)]
-    Legacy(#[from] LegacyError),
+    AppEngine(#[from] AppEngineError),
     /// The store did not answer; nothing is known about the login.
     #[error("the store is unavailable")]
     Store,
@@ -50,9 +50,13 @@ impl MigrationError {
     /// A stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::Legacy(LegacyError::Unknown | LegacyError::NotConfigured) => "bad_authid",
-            Self::Legacy(LegacyError::Unavailable) | Self::Store => "unavailable",
-            Self::Legacy(LegacyError::ApiKey | LegacyError::BadAnswer(_)) => "legacy_error",
+            Self::AppEngine(AppEngineError::Unknown | AppEngineError::NotConfigured) => {
+                "bad_authid"
+            }
+            Self::AppEngine(AppEngineError::Unavailable) | Self::Store => "unavailable",
+            Self::AppEngine(AppEngineError::ApiKey | AppEngineError::BadAnswer(_)) => {
+                "legacy_error"
+            }
         }
     }
 
@@ -60,7 +64,7 @@ impl MigrationError {
     pub fn is_unopenable(&self) -> bool {
         matches!(
             self,
-            Self::Legacy(LegacyError::Unknown | LegacyError::NotConfigured)
+            Self::AppEngine(AppEngineError::Unknown | AppEngineError::NotConfigured)
         )
     }
 }
@@ -68,7 +72,7 @@ impl MigrationError {
 /// Everything the migrator needs.
 pub struct MigrateDeps {
     /// The old service's worker API; `None` when not configured.
-    pub service: Option<Arc<dyn LegacyService>>,
+    pub service: Option<Arc<dyn AppEngineService>>,
     pub store: Arc<dyn Store>,
     pub outage: Arc<StoreOutage>,
     pub metrics: Arc<Metrics>,
@@ -149,7 +153,7 @@ impl Migrator {
             .run(
                 key,
                 move || async move { lookup(&inner, &vault, &authid, &key_fingerprint, now).await },
-                Err(MigrationError::Legacy(LegacyError::Unavailable)),
+                Err(MigrationError::AppEngine(AppEngineError::Unavailable)),
             )
             .await?;
         Ok(MigratedLogin {
@@ -304,8 +308,8 @@ async fn lookup(
     }
     let Some(service) = &deps.service else {
         deps.metrics
-            .legacy_export(LegacyError::NotConfigured.label());
-        return Err(LegacyError::NotConfigured.into());
+            .legacy_export(AppEngineError::NotConfigured.label());
+        return Err(AppEngineError::NotConfigured.into());
     };
     let grant = export(inner, service.as_ref(), authid, key_fingerprint, now).await?;
     let Some(record) = vault.seal(generation, &grant) else {
@@ -330,7 +334,7 @@ async fn lookup(
 /// `GET /export`, counted and logged.
 async fn export(
     inner: &Inner,
-    service: &dyn LegacyService,
+    service: &dyn AppEngineService,
     authid: &Sensitive,
     key_fingerprint: &str,
     now: i64,
@@ -396,18 +400,18 @@ async fn record_rotation(
 
 /// One log line per failure, at the level its audience needs: a wrong API
 /// key or a strange answer is the operator's to fix.
-fn log_failure(what: &'static str, who: &str, e: LegacyError) {
+fn log_failure(what: &'static str, who: &str, e: AppEngineError) {
     match e {
-        LegacyError::ApiKey | LegacyError::BadAnswer(_) => tracing::error!(
+        AppEngineError::ApiKey | AppEngineError::BadAnswer(_) => tracing::error!(
             key = %who,
             call = what,
             error = %e,
             "the old service refused a call: check LEGACY_SERVICE_URL and LEGACY_SERVICE_API_KEY"
         ),
-        LegacyError::Unavailable => {
+        AppEngineError::Unavailable => {
             tracing::warn!(key = %who, call = what, error = %e, "the old service cannot be reached")
         }
-        LegacyError::Unknown | LegacyError::NotConfigured => {
+        AppEngineError::Unknown | AppEngineError::NotConfigured => {
             tracing::info!(key = %who, call = what, error = %e, "the old service does not know an AuthID")
         }
     }

@@ -16,13 +16,13 @@ use crate::secret::Sensitive;
 
 /// Longest wait for the old service. Duplicati gives up after 25 seconds,
 /// and a migration still has to refresh at the provider afterwards.
-pub const LEGACY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const APP_ENGINE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer read: a stored token is well under 8 KiB.
-pub const MAX_LEGACY_ANSWER_BYTES: usize = 64 * 1024;
+pub const MAX_APP_ENGINE_ANSWER_BYTES: usize = 64 * 1024;
 /// Seconds a client is told to wait when the old service cannot be reached.
-pub const LEGACY_RETRY_AFTER: u64 = 30;
+pub const APP_ENGINE_RETRY_AFTER: u64 = 30;
 
-pub use crate::config::AppEngineServiceSettings as LegacyServiceSettings;
+use crate::config::AppEngineServiceSettings;
 
 /// What `/export` yields that the broker uses: the provider and the
 /// refresh token. The exported access token is not trusted (it may be
@@ -44,7 +44,7 @@ pub struct ImportedToken {
 
 /// How a call to the old service failed. Texts name no AuthID or key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum LegacyError {
+pub enum AppEngineError {
     /// No old service is configured.
     #[error("no old service is configured")]
     NotConfigured,
@@ -65,7 +65,7 @@ pub enum LegacyError {
     BadAnswer(&'static str),
 }
 
-impl LegacyError {
+impl AppEngineError {
     /// A stable label for metrics and logs.
     pub fn label(self) -> &'static str {
         match self {
@@ -79,31 +79,34 @@ impl LegacyError {
 }
 
 /// The old service's worker API. `authid` is the whole `keyid:password`.
-pub trait LegacyService: Send + Sync + 'static {
-    fn export<'a>(&'a self, authid: &'a str) -> BoxFuture<'a, Result<ExportedGrant, LegacyError>>;
+pub trait AppEngineService: Send + Sync + 'static {
+    fn export<'a>(
+        &'a self,
+        authid: &'a str,
+    ) -> BoxFuture<'a, Result<ExportedGrant, AppEngineError>>;
 
     fn import<'a>(
         &'a self,
         authid: &'a str,
         token: &'a ImportedToken,
-    ) -> BoxFuture<'a, Result<(), LegacyError>>;
+    ) -> BoxFuture<'a, Result<(), AppEngineError>>;
 }
 
 /// The production client.
-pub struct HttpLegacyService {
+pub struct HttpAppEngineService {
     client: reqwest::Client,
     export_url: Url,
     import_url: Url,
     api_key: Sensitive,
 }
 
-impl HttpLegacyService {
-    pub fn new(settings: &LegacyServiceSettings) -> Result<Self, String> {
-        Self::with_timeout(settings, LEGACY_TIMEOUT)
+impl HttpAppEngineService {
+    pub fn new(settings: &AppEngineServiceSettings) -> Result<Self, String> {
+        Self::with_timeout(settings, APP_ENGINE_TIMEOUT)
     }
 
     pub fn with_timeout(
-        settings: &LegacyServiceSettings,
+        settings: &AppEngineServiceSettings,
         timeout: Duration,
     ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
@@ -136,14 +139,14 @@ impl HttpLegacyService {
             .header("X-AuthID", authid)
     }
 
-    async fn do_export(&self, authid: &str) -> Result<ExportedGrant, LegacyError> {
+    async fn do_export(&self, authid: &str) -> Result<ExportedGrant, AppEngineError> {
         let (status, body) =
             read_answer(self.request(reqwest::Method::GET, &self.export_url, authid)).await?;
         check_status(status)?;
         parse_export(&body)
     }
 
-    async fn do_import(&self, authid: &str, token: &ImportedToken) -> Result<(), LegacyError> {
+    async fn do_import(&self, authid: &str, token: &ImportedToken) -> Result<(), AppEngineError> {
         let request = self
             .request(reqwest::Method::POST, &self.import_url, authid)
             .json(token);
@@ -152,8 +155,11 @@ impl HttpLegacyService {
     }
 }
 
-impl LegacyService for HttpLegacyService {
-    fn export<'a>(&'a self, authid: &'a str) -> BoxFuture<'a, Result<ExportedGrant, LegacyError>> {
+impl AppEngineService for HttpAppEngineService {
+    fn export<'a>(
+        &'a self,
+        authid: &'a str,
+    ) -> BoxFuture<'a, Result<ExportedGrant, AppEngineError>> {
         Box::pin(self.do_export(authid))
     }
 
@@ -161,20 +167,23 @@ impl LegacyService for HttpLegacyService {
         &'a self,
         authid: &'a str,
         token: &'a ImportedToken,
-    ) -> BoxFuture<'a, Result<(), LegacyError>> {
+    ) -> BoxFuture<'a, Result<(), AppEngineError>> {
         Box::pin(self.do_import(authid, token))
     }
 }
 
 /// Sends a request and reads its answer, bounded in size.
-async fn read_answer(request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), LegacyError> {
+async fn read_answer(request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), AppEngineError> {
     // reqwest's errors may carry the URL; none of it is passed on.
-    let mut response = request.send().await.map_err(|_| LegacyError::Unavailable)?;
+    let mut response = request
+        .send()
+        .await
+        .map_err(|_| AppEngineError::Unavailable)?;
     let status = response.status().as_u16();
-    let too_large = LegacyError::BadAnswer("the answer is too large");
+    let too_large = AppEngineError::BadAnswer("the answer is too large");
     if response
         .content_length()
-        .is_some_and(|len| len > MAX_LEGACY_ANSWER_BYTES as u64)
+        .is_some_and(|len| len > MAX_APP_ENGINE_ANSWER_BYTES as u64)
     {
         return Err(too_large);
     }
@@ -182,9 +191,9 @@ async fn read_answer(request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>),
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|_| LegacyError::Unavailable)?
+        .map_err(|_| AppEngineError::Unavailable)?
     {
-        if body.len() + chunk.len() > MAX_LEGACY_ANSWER_BYTES {
+        if body.len() + chunk.len() > MAX_APP_ENGINE_ANSWER_BYTES {
             return Err(too_large);
         }
         body.extend_from_slice(&chunk);
@@ -195,33 +204,33 @@ async fn read_answer(request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>),
 /// What the old service's status codes mean (its `export` and `import`
 /// handlers answer 403 for a wrong API key, 404 for an unknown key id and
 /// 400 for a wrong password or a malformed AuthID).
-fn check_status(status: u16) -> Result<(), LegacyError> {
+fn check_status(status: u16) -> Result<(), AppEngineError> {
     match status {
         200..=299 => Ok(()),
-        400 | 404 => Err(LegacyError::Unknown),
-        403 => Err(LegacyError::ApiKey),
-        429 | 500..=599 => Err(LegacyError::Unavailable),
-        300..=399 => Err(LegacyError::BadAnswer(
+        400 | 404 => Err(AppEngineError::Unknown),
+        403 => Err(AppEngineError::ApiKey),
+        429 | 500..=599 => Err(AppEngineError::Unavailable),
+        300..=399 => Err(AppEngineError::BadAnswer(
             "a redirect; LEGACY_SERVICE_URL must be the service's own address",
         )),
-        _ => Err(LegacyError::BadAnswer("an unexpected status")),
+        _ => Err(AppEngineError::BadAnswer("an unexpected status")),
     }
 }
 
 /// The stored token JSON plus `service`.
-fn parse_export(body: &[u8]) -> Result<ExportedGrant, LegacyError> {
-    let json: Value =
-        serde_json::from_slice(body).map_err(|_| LegacyError::BadAnswer("the body is not JSON"))?;
+fn parse_export(body: &[u8]) -> Result<ExportedGrant, AppEngineError> {
+    let json: Value = serde_json::from_slice(body)
+        .map_err(|_| AppEngineError::BadAnswer("the body is not JSON"))?;
     let service = json
         .get("service")
         .and_then(Value::as_str)
         .filter(|s| is_provider_id(s))
-        .ok_or(LegacyError::BadAnswer("no valid service"))?;
+        .ok_or(AppEngineError::BadAnswer("no valid service"))?;
     let refresh_token = json
         .get("refresh_token")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-        .ok_or(LegacyError::BadAnswer("no refresh token"))?;
+        .ok_or(AppEngineError::BadAnswer("no refresh token"))?;
     Ok(ExportedGrant {
         service: service.to_string(),
         refresh_token: Sensitive::new(refresh_token),
@@ -235,14 +244,20 @@ mod tests {
     #[test]
     fn statuses_map_to_error_classes() {
         assert_eq!(check_status(200), Ok(()));
-        assert_eq!(check_status(404), Err(LegacyError::Unknown));
-        assert_eq!(check_status(400), Err(LegacyError::Unknown));
-        assert_eq!(check_status(403), Err(LegacyError::ApiKey));
-        assert_eq!(check_status(500), Err(LegacyError::Unavailable));
-        assert_eq!(check_status(503), Err(LegacyError::Unavailable));
-        assert_eq!(check_status(429), Err(LegacyError::Unavailable));
-        assert!(matches!(check_status(302), Err(LegacyError::BadAnswer(_))));
-        assert!(matches!(check_status(401), Err(LegacyError::BadAnswer(_))));
+        assert_eq!(check_status(404), Err(AppEngineError::Unknown));
+        assert_eq!(check_status(400), Err(AppEngineError::Unknown));
+        assert_eq!(check_status(403), Err(AppEngineError::ApiKey));
+        assert_eq!(check_status(500), Err(AppEngineError::Unavailable));
+        assert_eq!(check_status(503), Err(AppEngineError::Unavailable));
+        assert_eq!(check_status(429), Err(AppEngineError::Unavailable));
+        assert!(matches!(
+            check_status(302),
+            Err(AppEngineError::BadAnswer(_))
+        ));
+        assert!(matches!(
+            check_status(401),
+            Err(AppEngineError::BadAnswer(_))
+        ));
     }
 
     #[test]
@@ -263,7 +278,7 @@ mod tests {
             br#"{"service":"box.com"}"#,
         ] {
             assert!(
-                matches!(parse_export(bad), Err(LegacyError::BadAnswer(_))),
+                matches!(parse_export(bad), Err(AppEngineError::BadAnswer(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
@@ -272,11 +287,11 @@ mod tests {
 
     #[test]
     fn endpoints_keep_the_base_path() {
-        let settings = LegacyServiceSettings {
+        let settings = AppEngineServiceSettings {
             url: Url::parse("https://old.example.com/oauth/").unwrap(),
             api_key: Sensitive::new("k".repeat(16)),
         };
-        let s = HttpLegacyService::new(&settings).unwrap();
+        let s = HttpAppEngineService::new(&settings).unwrap();
         assert_eq!(
             s.export_url.as_str(),
             "https://old.example.com/oauth/export"

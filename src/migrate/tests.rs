@@ -1,3 +1,5 @@
+//! Migration against an in-process old service and failing stores.
+
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -6,7 +8,8 @@ use futures::future::BoxFuture;
 use super::*;
 use crate::authid::{self, AuthIdText};
 use crate::outage::StoreOutage;
-use crate::store::{MemoryStore, StoreError, StoreResult, Versioned};
+use crate::store::MemoryStore;
+use crate::testing::DownStore;
 
 const OLD: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0:aB3-x9Q.k2_Lm!p4R7sT1";
 
@@ -14,13 +17,16 @@ const OLD: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0:aB3-x9Q.k2_Lm!p4R7sT1";
 /// record of every call.
 #[derive(Default)]
 struct FakeOld {
-    fail: Mutex<Option<LegacyError>>,
+    fail: Mutex<Option<AppEngineError>>,
     exports: AtomicUsize,
     imports: Mutex<Vec<(String, String)>>,
 }
 
-impl LegacyService for FakeOld {
-    fn export<'a>(&'a self, authid: &'a str) -> BoxFuture<'a, Result<ExportedGrant, LegacyError>> {
+impl AppEngineService for FakeOld {
+    fn export<'a>(
+        &'a self,
+        authid: &'a str,
+    ) -> BoxFuture<'a, Result<ExportedGrant, AppEngineError>> {
         Box::pin(async move {
             tokio::task::yield_now().await;
             self.exports.fetch_add(1, Ordering::SeqCst);
@@ -39,7 +45,7 @@ impl LegacyService for FakeOld {
         &'a self,
         authid: &'a str,
         token: &'a ImportedToken,
-    ) -> BoxFuture<'a, Result<(), LegacyError>> {
+    ) -> BoxFuture<'a, Result<(), AppEngineError>> {
         Box::pin(async move {
             if let Some(e) = *self.fail.lock().unwrap() {
                 return Err(e);
@@ -63,7 +69,7 @@ fn old() -> AppEngineAuthId<'static> {
 fn migrator(service: Option<Arc<FakeOld>>, store: Arc<dyn Store>) -> (Migrator, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
     let migrator = Migrator::new(MigrateDeps {
-        service: service.map(|s| s as Arc<dyn LegacyService>),
+        service: service.map(|s| s as Arc<dyn AppEngineService>),
         store,
         outage: Arc::new(StoreOutage::new()),
         metrics: Arc::clone(&metrics),
@@ -141,21 +147,21 @@ async fn unknown_and_unconfigured_are_told_apart_and_counted() {
     let (none, metrics) = migrator(None, Arc::new(MemoryStore::new(100)));
     assert_eq!(
         none.resolve(&old(), 1).await.unwrap_err(),
-        MigrationError::Legacy(LegacyError::NotConfigured)
+        MigrationError::AppEngine(AppEngineError::NotConfigured)
     );
     assert!(counted(&metrics, "legacy_exports", "not_configured"));
     for e in [
-        LegacyError::Unknown,
-        LegacyError::ApiKey,
-        LegacyError::Unavailable,
-        LegacyError::BadAnswer("x"),
+        AppEngineError::Unknown,
+        AppEngineError::ApiKey,
+        AppEngineError::Unavailable,
+        AppEngineError::BadAnswer("x"),
     ] {
         let fake = Arc::new(FakeOld::default());
         *fake.fail.lock().unwrap() = Some(e);
         let (m, metrics) = migrator(Some(fake), Arc::new(MemoryStore::new(100)));
         assert_eq!(
             m.resolve(&old(), 1).await.unwrap_err(),
-            MigrationError::Legacy(e)
+            MigrationError::AppEngine(e)
         );
         assert!(counted(&metrics, "legacy_exports", e.label()), "{e:?}");
     }
@@ -181,7 +187,7 @@ async fn a_rotation_updates_the_grant_and_is_imported() {
         "the grant is current"
     );
 
-    assert_eq!(crate::refresh::generation_of(&again.claims), 1);
+    assert_eq!(crate::authid::generation_of(&again.claims), 1);
     // An older rotation arriving late changes nothing and imports nothing.
     claims.rt = Sensitive::new("rt-stale");
     rotate(&m, &claims, 1).unwrap().await.unwrap();
@@ -198,68 +204,10 @@ async fn a_failed_import_is_counted_only() {
     let fake = Arc::new(FakeOld::default());
     let (m, metrics) = migrator(Some(Arc::clone(&fake)), Arc::new(MemoryStore::new(100)));
     let claims = m.resolve(&old(), 1).await.unwrap().claims;
-    *fake.fail.lock().unwrap() = Some(LegacyError::Unavailable);
+    *fake.fail.lock().unwrap() = Some(AppEngineError::Unavailable);
     rotate(&m, &claims, 1).unwrap().await.unwrap();
     assert!(counted(&metrics, "legacy_imports", "unavailable"));
     assert!(fake.imports.lock().unwrap().is_empty());
-}
-
-/// A store that never answers.
-struct DownStore;
-
-fn down<T: Send + 'static>() -> BoxFuture<'static, StoreResult<T>> {
-    Box::pin(async { Err(StoreError::Unavailable("down".into())) })
-}
-
-impl Store for DownStore {
-    fn kind(&self) -> &'static str {
-        "down"
-    }
-    fn get<'a>(&'a self, _: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
-        down()
-    }
-    fn put<'a>(
-        &'a self,
-        _: &'a StoreKey,
-        _: Vec<u8>,
-        _: Duration,
-    ) -> BoxFuture<'a, StoreResult<()>> {
-        down()
-    }
-    fn put_new<'a>(
-        &'a self,
-        _: &'a StoreKey,
-        _: Vec<u8>,
-        _: Duration,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        down()
-    }
-    fn take<'a>(&'a self, _: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
-        down()
-    }
-    fn delete<'a>(&'a self, _: &'a StoreKey) -> BoxFuture<'a, StoreResult<()>> {
-        down()
-    }
-    fn delete_if<'a>(&'a self, _: &'a StoreKey, _: &'a [u8]) -> BoxFuture<'a, StoreResult<bool>> {
-        down()
-    }
-    fn get_versioned<'a>(
-        &'a self,
-        _: &'a StoreKey,
-    ) -> BoxFuture<'a, StoreResult<Option<Versioned>>> {
-        down()
-    }
-    fn put_versioned<'a>(
-        &'a self,
-        _: &'a StoreKey,
-        _: Versioned,
-        _: Duration,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        down()
-    }
-    fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
-        down()
-    }
 }
 
 #[tokio::test]

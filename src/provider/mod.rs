@@ -1,6 +1,7 @@
 //! Providers: the catalogue of OAuth registrations, the client that talks
 //! to their token endpoints, and how their answers are classified.
 
+pub mod admission;
 pub mod catalogue;
 pub mod client;
 pub mod hosts;
@@ -9,6 +10,7 @@ pub mod protect;
 pub mod retry_after;
 pub mod secrets;
 
+pub use admission::{Admission, Guard};
 pub use catalogue::{
     Catalogue, PreviousClient, Provider, RateLimit, Registration, Rotation, is_provider_id,
 };

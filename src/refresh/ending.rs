@@ -12,10 +12,8 @@ use tokio::time::Instant;
 
 use super::cache::TextKey;
 use super::records::{LockToken, LoginRecords, release_lock};
-use super::{
-    FIRST_POLL, IN_PROGRESS_RETRY_AFTER, Inner, LAST_POLL, LEASE_MARGIN, Login, RefreshError,
-    Refresher,
-};
+use super::turn::{LockWait, Waiter, in_progress};
+use super::{Inner, LEASE_MARGIN, OpenedAuthId, RefreshError, Refresher};
 use crate::secret::Sensitive;
 use crate::store::StoreKey;
 
@@ -24,7 +22,7 @@ use crate::store::StoreKey;
 /// background and changes nothing else.
 pub struct Ending {
     inner: Arc<Inner>,
-    login: Login,
+    login: OpenedAuthId,
     text_key: TextKey,
     /// The login's lock and its id, when the store could be reached.
     lock: Option<(StoreKey, LockToken)>,
@@ -41,7 +39,11 @@ impl Refresher {
     /// the refresh tokens to revoke. A login whose provider rotates needs
     /// the store for both; without it this fails with
     /// [`RefreshError::StoreUnavailable`] and nothing changes.
-    pub async fn begin_ending(&self, text: &str, login: Login) -> Result<Ending, RefreshError> {
+    pub async fn begin_ending(
+        &self,
+        text: &str,
+        login: OpenedAuthId,
+    ) -> Result<Ending, RefreshError> {
         let inner = Arc::clone(&self.inner);
         let records = LoginRecords::new(inner.deps.store.as_ref(), &login.claims);
         let started = Instant::now();
@@ -85,30 +87,16 @@ impl Inner {
     async fn lock_for_ending(
         &self,
         records: &LoginRecords<'_>,
-        login: &Login,
+        login: &OpenedAuthId,
     ) -> Result<Option<LockToken>, RefreshError> {
-        let give_up = Instant::now() + self.wait_bound;
-        let mut pause = FIRST_POLL;
-        loop {
-            match records.try_lock(self.lease).await {
-                Ok(Some(token)) => {
-                    self.deps.outage.recovered();
-                    return Ok(Some(token));
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    return self
-                        .store_failed(login.rotates(), "taking a login's lock to revoke it", &e)
-                        .map(|()| None);
-                }
-            }
-            if Instant::now() + pause > give_up {
-                return Err(RefreshError::InProgress {
-                    retry_after: IN_PROGRESS_RETRY_AFTER,
-                });
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(LAST_POLL);
+        match self.wait_for_lock(records, login, Waiter::Revocation).await {
+            LockWait::Taken { token, .. } => Ok(Some(token)),
+            // A revocation does not look for answers; either way the
+            // login is still held elsewhere.
+            LockWait::GaveUp | LockWait::Answered(_) => Err(in_progress()),
+            LockWait::Failed { what, error } => self
+                .store_failed(login.rotates(), what, &error)
+                .map(|()| None),
         }
     }
 }
@@ -124,7 +112,7 @@ impl Ending {
         self.deadline
     }
 
-    pub fn login(&self) -> &Login {
+    pub fn login(&self) -> &OpenedAuthId {
         &self.login
     }
 

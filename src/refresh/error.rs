@@ -60,7 +60,7 @@ fn refusal_text(r: Refusal) -> &'static str {
             "This server's request budget for the provider is spent; try again later"
         }
         Refusal::Busy(_) => "Too many requests to the provider are in progress; try again shortly",
-        Refusal::UnknownLegacy(_) => {
+        Refusal::UnknownV2(_) => {
             "This server's budget for legacy AuthIDs it has not seen before is spent for this provider; try again later"
         }
     }
@@ -96,6 +96,34 @@ impl RefreshError {
         match self {
             Self::Seal(cause) => Some(cause),
             _ => None,
+        }
+    }
+}
+
+/// A refresh that failed, with the provider of its login once the AuthID
+/// was opened (the label of the refresh metric).
+#[derive(Debug)]
+pub(super) struct Failed {
+    pub provider: Option<String>,
+    pub error: RefreshError,
+}
+
+impl Failed {
+    /// A failure of an opened AuthID's login at `provider`.
+    pub fn of(provider: &str, error: RefreshError) -> Self {
+        Self {
+            provider: Some(provider.to_string()),
+            error,
+        }
+    }
+}
+
+/// A failure before the AuthID was opened: no provider is known.
+impl From<RefreshError> for Failed {
+    fn from(error: RefreshError) -> Self {
+        Self {
+            provider: None,
+            error,
         }
     }
 }

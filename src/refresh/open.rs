@@ -1,60 +1,42 @@
-//! Opening an AuthID (v3, legacy `v2:`, or the old App Engine service's,
+//! Opening an AuthID (v3, `v2:`, or the old App Engine service's,
 //! which is migrated) and resolving its provider and registration.
 
 use std::sync::Arc;
-
-use serde_json::Value;
 
 use super::RefreshError;
 use super::cache::{CacheKey, TokenCache};
 use crate::authid::{self, AppEngineAuthId, AuthIdText, Claims, KeyringHandle};
 use crate::metrics::Metrics;
-use crate::migrate::{LegacyError, MigrationError, Migrator};
+use crate::migrate::{AppEngineError, MigrationError, Migrator};
 use crate::provider::protect::gate_name;
-use crate::provider::{Catalogue, Provider};
+use crate::provider::{Catalogue, Provider, Rotation};
 use crate::secret::Sensitive;
 
-/// The claim that says which recorded rotation an AuthID's refresh token
-/// came from. An AuthID without it holds the token of the login itself
-/// (generation 0). It lets the broker tell an AuthID newer than the store
-/// (a rotation the store missed) from an older one.
-pub const GENERATION_CLAIM: &str = "rgen";
-
 /// An opened AuthID, resolved to its provider.
-pub struct Login {
+pub struct OpenedAuthId {
     pub provider: Arc<Provider>,
     pub claims: Claims,
     /// The cache, single-flight and limit key of this login.
     pub(super) key: CacheKey,
-    /// The client should get a re-sealed AuthID (legacy form, old key).
+    /// The client should get a re-sealed AuthID (`v2:` form, old key).
     pub(super) reseal: bool,
-    /// A legacy `v2:` AuthID: anyone can make one up, so its failures
-    /// count against the client's address and, until the provider has
-    /// accepted the login once, its calls draw on a small budget.
-    pub(super) legacy: bool,
+    /// A `v2:` AuthID: anyone can make one up, so its failures count
+    /// against the client's address and, until the provider has accepted
+    /// the login once, its calls draw on a small budget.
+    pub(super) v2: bool,
     /// The protection gate of the registration the login uses.
     pub(super) gate: String,
 }
 
-impl Login {
+impl OpenedAuthId {
     /// The rotation generation of the refresh token in this AuthID.
     pub fn generation(&self) -> u64 {
-        generation_of(&self.claims)
+        authid::generation_of(&self.claims)
     }
-}
 
-pub fn generation_of(claims: &Claims) -> u64 {
-    claims
-        .extra
-        .get(GENERATION_CLAIM)
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
-}
-
-pub fn set_generation(claims: &mut Claims, generation: u64) {
-    claims
-        .extra
-        .insert(GENERATION_CLAIM.into(), Value::from(generation));
+    pub(super) fn rotates(&self) -> bool {
+        self.provider.rotation != Rotation::None
+    }
 }
 
 /// Opens an AuthID. An App Engine AuthID cannot be opened, only
@@ -65,22 +47,23 @@ pub(super) fn open(
     metrics: &Metrics,
     now: i64,
     text: &str,
-) -> Result<Login, RefreshError> {
-    let (claims, reseal, legacy) = match authid::parse(text)? {
+) -> Result<OpenedAuthId, RefreshError> {
+    let (claims, reseal, v2) = match authid::parse(text)? {
         AuthIdText::V3(jwe) => {
             let opened = keyring.open(jwe)?;
             (opened.claims, !opened.by_primary, false)
         }
-        AuthIdText::Legacy(legacy) => {
-            let claims =
-                Claims::from_legacy(legacy.provider, Sensitive::new(legacy.refresh_token), now);
+        AuthIdText::V2(v2) => {
+            let claims = Claims::from_v2(v2.provider, Sensitive::new(v2.refresh_token), now);
             (claims, true, true)
         }
         AuthIdText::AppEngine(_) => {
-            return Err(RefreshError::Migration(LegacyError::NotConfigured.into()));
+            return Err(RefreshError::Migration(
+                AppEngineError::NotConfigured.into(),
+            ));
         }
     };
-    resolve(catalogue, metrics, claims, reseal, legacy)
+    resolve(catalogue, metrics, claims, reseal, v2)
 }
 
 /// Resolves an App Engine AuthID through the migrator (the store, or an
@@ -92,7 +75,7 @@ pub(super) async fn open_migrated(
     metrics: &Metrics,
     now: i64,
     old: &AppEngineAuthId<'_>,
-) -> Result<Login, RefreshError> {
+) -> Result<OpenedAuthId, RefreshError> {
     let migrated = migrator.resolve(old, now).await.map_err(|e| match e {
         MigrationError::Store => RefreshError::StoreUnavailable,
         e => RefreshError::Migration(e),
@@ -100,11 +83,11 @@ pub(super) async fn open_migrated(
     let mut claims = migrated.claims;
     // The grant belongs to the registration the old service used: the
     // provider's legacy previous client when the registration changed.
-    if let Some(legacy) = catalogue
+    if let Some(previous) = catalogue
         .get(&claims.provider)
         .and_then(|p| p.legacy_client())
     {
-        claims.set_client_id(&legacy.client_id);
+        claims.set_client_id(&previous.client_id);
     }
     // Not a made-up `v2:` AuthID: the grant came from the old service.
     resolve(catalogue, metrics, claims, true, false)
@@ -116,8 +99,8 @@ fn resolve(
     metrics: &Metrics,
     claims: Claims,
     reseal: bool,
-    legacy: bool,
-) -> Result<Login, RefreshError> {
+    v2: bool,
+) -> Result<OpenedAuthId, RefreshError> {
     let provider = catalogue
         .get(&claims.provider)
         .cloned()
@@ -131,12 +114,12 @@ fn resolve(
     metrics.authid_opened(&provider.id, registration.kind());
     let gate = gate_name(&provider, &registration);
     let key = TokenCache::login_key(&provider.id, &claims.jti, &claims.login_secret());
-    Ok(Login {
+    Ok(OpenedAuthId {
         provider,
         claims,
         key,
         reseal,
-        legacy,
+        v2,
         gate,
     })
 }

@@ -2,7 +2,7 @@
 //! rotating login (versioned, so two instances can never both win a
 //! rotation), the access token it was last given, the refresh lock that
 //! lets one instance at a time call the provider, the rest after a lost
-//! answer, the mark of a revoked login and that of a legacy login the
+//! answer, the mark of a revoked login and that of a `v2:` login the
 //! provider accepted. Every id and value goes through the login's
 //! [`Vault`].
 
@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::cache::MIN_REMAINING_SECS;
-use super::vault::{Vault, encrypt_failed};
 use crate::authid::Claims;
 use crate::secret::Sensitive;
 use crate::store::{Space, Store, StoreKey, StoreResult, Versioned};
+use crate::vault::{Vault, encrypt_failed};
 
 /// The newest refresh token of a login, and its generation (the number of
 /// rotations recorded).
@@ -222,7 +222,7 @@ impl<'a> LoginRecords<'a> {
         self.store.put(&self.revoked_key(), vec![1], ttl).await
     }
 
-    /// Whether the provider has accepted this (legacy) login before.
+    /// Whether the provider has accepted this `v2:` login before.
     pub async fn is_known(&self) -> StoreResult<bool> {
         Ok(self
             .store
@@ -231,7 +231,7 @@ impl<'a> LoginRecords<'a> {
             .is_some())
     }
 
-    /// Notes that the provider accepted this (legacy) login, for `ttl`.
+    /// Notes that the provider accepted this `v2:` login, for `ttl`.
     pub async fn mark_known(&self, ttl: Duration) -> StoreResult<()> {
         self.store
             .put(&self.vault.key(Space::Known), vec![1], ttl)

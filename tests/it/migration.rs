@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use oauth_broker::clock::ManualClock;
-use oauth_broker::config::Limits;
+use oauth_broker::config::{AppEngineServiceSettings, Limits};
 use oauth_broker::migrate::{
-    HttpLegacyService, ImportedToken, LegacyError, LegacyService, LegacyServiceSettings,
+    AppEngineError, AppEngineService, HttpAppEngineService, ImportedToken,
 };
 use oauth_broker::secret::Sensitive;
 use oauth_broker::store::{MemoryStore, Store};
@@ -18,9 +18,9 @@ use crate::support::broker::{Broker, Setup, assert_error_shape};
 use crate::support::legacy_service::{API_KEY, FakeLegacyService, LegacyFault, key_id, password};
 use crate::support::mock_provider::{MockProvider, Rotation};
 
-fn client_for(fake: &FakeLegacyService, api_key: &str, timeout: Duration) -> HttpLegacyService {
-    HttpLegacyService::with_timeout(
-        &LegacyServiceSettings {
+fn client_for(fake: &FakeLegacyService, api_key: &str, timeout: Duration) -> HttpAppEngineService {
+    HttpAppEngineService::with_timeout(
+        &AppEngineServiceSettings {
             url: fake.url().parse().unwrap(),
             api_key: Sensitive::new(api_key),
         },
@@ -48,36 +48,36 @@ async fn the_legacy_client_exports_and_tells_the_errors_apart() {
     let unknown_key = format!("{}:{}", key_id(), password());
     assert_eq!(
         client.export(&wrong_password).await.unwrap_err(),
-        LegacyError::Unknown
+        AppEngineError::Unknown
     );
     assert_eq!(
         client.export(&unknown_key).await.unwrap_err(),
-        LegacyError::Unknown
+        AppEngineError::Unknown
     );
     let bad_key = client_for(&fake, "not-the-api-key", Duration::from_secs(5));
     assert_eq!(
         bad_key.export(&authid).await.unwrap_err(),
-        LegacyError::ApiKey
+        AppEngineError::ApiKey
     );
 
     for (fault, expected) in [
         (
             LegacyFault::Status(500, "Server error".into()),
-            LegacyError::Unavailable,
+            AppEngineError::Unavailable,
         ),
         (
             LegacyFault::Redirect,
-            LegacyError::BadAnswer(
+            AppEngineError::BadAnswer(
                 "a redirect; LEGACY_SERVICE_URL must be the service's own address",
             ),
         ),
         (
             LegacyFault::Huge,
-            LegacyError::BadAnswer("the answer is too large"),
+            AppEngineError::BadAnswer("the answer is too large"),
         ),
         (
             LegacyFault::Status(200, "<html>".into()),
-            LegacyError::BadAnswer("the body is not JSON"),
+            AppEngineError::BadAnswer("the body is not JSON"),
         ),
     ] {
         fake.set_fault(Some(fault.clone()));
@@ -92,14 +92,14 @@ async fn the_legacy_client_exports_and_tells_the_errors_apart() {
     let impatient = client_for(&fake, API_KEY, Duration::from_millis(300));
     assert_eq!(
         impatient.export(&authid).await.unwrap_err(),
-        LegacyError::Unavailable
+        AppEngineError::Unavailable
     );
 
     fake.set_fault(None);
     fake.stop().await;
     assert_eq!(
         client.export(&authid).await.unwrap_err(),
-        LegacyError::Unavailable,
+        AppEngineError::Unavailable,
         "a stopped service is unreachable, pooled connections included"
     );
 }
@@ -129,7 +129,7 @@ async fn the_legacy_client_imports_the_newest_token() {
     let bad_key = client_for(&fake, "not-the-api-key", Duration::from_secs(5));
     assert_eq!(
         bad_key.import(&authid, &token).await.unwrap_err(),
-        LegacyError::ApiKey
+        AppEngineError::ApiKey
     );
     assert_eq!(fake.imports().len(), 1);
 }

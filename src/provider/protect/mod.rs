@@ -2,7 +2,7 @@
 //! broker's own per-provider quota (GCRA, `governor`), and a bulkhead that
 //! bounds concurrent calls to each provider so a slow one cannot tie up
 //! the others. Refreshes, code exchanges, login-token logins and
-//! revocations all pass the same gate. Legacy `v2:` AuthIDs never seen
+//! revocations all pass the same gate. `v2:` AuthIDs never seen
 //! before also pass a small quota of their own first: anyone can make them
 //! up, and each costs a call with the broker's credentials, so a flood of
 //! them may spend at most a tenth of the provider's budget.
@@ -31,9 +31,9 @@ use crate::store::{Space, Store, StoreKey};
 
 /// Backoff without `Retry-After`: 1 s doubling to this, with jitter.
 const MAX_EXPONENTIAL_BACKOFF_SECS: u64 = 60;
-/// Legacy AuthIDs never seen before get this fraction of a provider's
+/// `v2:` AuthIDs never seen before get this fraction of a provider's
 /// quota (rate and burst), at least one call per second.
-const UNKNOWN_LEGACY_SHARE: u32 = 10;
+const UNKNOWN_V2_SHARE: u32 = 10;
 
 /// Why a call to a provider was not made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,14 +44,14 @@ pub enum Refusal {
     Quota(u64),
     /// Too many calls to the provider are already waiting.
     Busy(u64),
-    /// The small budget of legacy AuthIDs never seen before is spent.
-    UnknownLegacy(u64),
+    /// The small budget of `v2:` AuthIDs never seen before is spent.
+    UnknownV2(u64),
 }
 
 impl Refusal {
     pub fn retry_after(self) -> u64 {
         match self {
-            Self::Blocked(s) | Self::Quota(s) | Self::Busy(s) | Self::UnknownLegacy(s) => s.max(1),
+            Self::Blocked(s) | Self::Quota(s) | Self::Busy(s) | Self::UnknownV2(s) => s.max(1),
         }
     }
 
@@ -60,7 +60,7 @@ impl Refusal {
             Self::Blocked(_) => "backoff",
             Self::Quota(_) => "quota",
             Self::Busy(_) => "busy",
-            Self::UnknownLegacy(_) => "legacy_quota",
+            Self::UnknownV2(_) => "legacy_quota",
         }
     }
 }
@@ -80,8 +80,8 @@ struct Gate {
     /// The registration's backoff entry in the store.
     key: StoreKey,
     quota: DefaultDirectRateLimiter,
-    /// Drawn on first by legacy AuthIDs never seen before.
-    unknown_legacy: DefaultDirectRateLimiter,
+    /// Drawn on first by `v2:` AuthIDs never seen before.
+    unknown_v2: DefaultDirectRateLimiter,
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     backoff: Mutex<Backoff>,
@@ -130,10 +130,10 @@ fn quota(limit: RateLimit) -> Quota {
     Quota::per_second(per_second).allow_burst(burst)
 }
 
-fn unknown_legacy_quota(limit: RateLimit) -> Quota {
+fn unknown_v2_quota(limit: RateLimit) -> Quota {
     quota(RateLimit {
-        per_second: limit.per_second / UNKNOWN_LEGACY_SHARE,
-        burst: limit.burst / UNKNOWN_LEGACY_SHARE,
+        per_second: limit.per_second / UNKNOWN_V2_SHARE,
+        burst: limit.burst / UNKNOWN_V2_SHARE,
     })
 }
 
@@ -166,7 +166,7 @@ impl Protection {
                     Arc::new(Gate {
                         key,
                         quota: RateLimiter::direct(quota(p.rate_limit)),
-                        unknown_legacy: RateLimiter::direct(unknown_legacy_quota(p.rate_limit)),
+                        unknown_v2: RateLimiter::direct(unknown_v2_quota(p.rate_limit)),
                         permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
                         waiting: AtomicUsize::new(0),
                         backoff: Mutex::new(Backoff::default()),
@@ -184,8 +184,8 @@ impl Protection {
     }
 
     /// Seconds the provider stays blocked, if this instance knows it is.
-    pub fn blocked(&self, provider: &str, now: i64) -> Option<u64> {
-        let gate = self.gates.get(provider)?;
+    pub fn blocked(&self, gate_name: &str, now: i64) -> Option<u64> {
+        let gate = self.gates.get(gate_name)?;
         let backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
         (backoff.blocked_until > now).then(|| (backoff.blocked_until - now) as u64)
     }
@@ -193,11 +193,11 @@ impl Protection {
     /// Seconds the provider stays blocked, if this instance or any other
     /// on the store knows it is. A window found in the store is kept here
     /// too. Without the store, this instance's knowledge is the answer.
-    pub async fn blocked_anywhere(&self, provider: &str, now: i64) -> Option<u64> {
-        if let Some(left) = self.blocked(provider, now) {
+    pub async fn blocked_anywhere(&self, gate_name: &str, now: i64) -> Option<u64> {
+        if let Some(left) = self.blocked(gate_name, now) {
             return Some(left);
         }
-        let gate = self.gates.get(provider)?;
+        let gate = self.gates.get(gate_name)?;
         if self.outage.skipping() {
             return None;
         }
@@ -221,13 +221,13 @@ impl Protection {
     /// the length of the call.
     pub async fn admit(
         &self,
-        provider: &str,
+        gate_name: &str,
         now: i64,
     ) -> Result<Option<OwnedSemaphorePermit>, Refusal> {
-        let Some(gate) = self.gates.get(provider) else {
+        let Some(gate) = self.gates.get(gate_name) else {
             return Ok(None);
         };
-        if let Some(left) = self.blocked(provider, now) {
+        if let Some(left) = self.blocked(gate_name, now) {
             return Err(Refusal::Blocked(left));
         }
         if let Err(not_until) = gate.quota.check() {
@@ -254,22 +254,22 @@ impl Protection {
         }
     }
 
-    /// Takes one call from the budget of legacy AuthIDs never seen before;
+    /// Takes one call from the budget of `v2:` AuthIDs never seen before;
     /// such a call then passes [`Protection::admit`] like any other.
-    pub fn admit_unknown_legacy(&self, provider: &str) -> Result<(), Refusal> {
-        let Some(gate) = self.gates.get(provider) else {
+    pub fn admit_unknown_v2(&self, gate_name: &str) -> Result<(), Refusal> {
+        let Some(gate) = self.gates.get(gate_name) else {
             return Ok(());
         };
-        gate.unknown_legacy
+        gate.unknown_v2
             .check()
-            .map_err(|not_until| Refusal::UnknownLegacy(wait_secs(&not_until)))
+            .map_err(|not_until| Refusal::UnknownV2(wait_secs(&not_until)))
     }
 
     /// The provider throttled: block it for `retry_after` (capped), or for
     /// an exponential, jittered backoff when it named no time, here and
     /// for every instance on the store. Returns the seconds blocked.
-    pub async fn throttled(&self, provider: &str, retry_after: Option<Duration>, now: i64) -> u64 {
-        let Some(gate) = self.gates.get(provider) else {
+    pub async fn throttled(&self, gate_name: &str, retry_after: Option<Duration>, now: i64) -> u64 {
+        let Some(gate) = self.gates.get(gate_name) else {
             return 1;
         };
         let (seconds, until) = self.throttled_here(gate, retry_after, now);
@@ -306,8 +306,8 @@ impl Protection {
     }
 
     /// A call went through: the provider is healthy again.
-    pub fn succeeded(&self, provider: &str) {
-        if let Some(gate) = self.gates.get(provider) {
+    pub fn succeeded(&self, gate_name: &str) {
+        if let Some(gate) = self.gates.get(gate_name) {
             gate.backoff
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -329,175 +329,4 @@ impl Protection {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::provider::catalogue::CatalogueSource;
-
-    fn protection(concurrency: usize) -> Protection {
-        on_store(concurrency, Arc::new(crate::store::MemoryStore::default()))
-    }
-
-    fn on_store(concurrency: usize, store: Arc<dyn Store>) -> Protection {
-        let catalogue = Catalogue::load(
-            &CatalogueSource {
-                configfile: Some(
-                    r#"[{"id": "a", "clientId": "c", "authUrl": "http://127.0.0.1:9/t", "loginUrl": "http://127.0.0.1:9/a", "rateLimit": {"perSecond": 1, "burst": 2}},
-                        {"id": "b", "clientId": "c", "authUrl": "http://127.0.0.1:9/t2", "loginUrl": "http://127.0.0.1:9/a"},
-                        {"id": "a2", "clientId": "c", "authUrl": "http://127.0.0.1:9/t", "loginUrl": "http://127.0.0.1:9/a"}]"#,
-                ),
-                services: Some("a,b,a2"),
-                ..Default::default()
-            },
-            &|_| None,
-        )
-        .unwrap();
-        Protection::new(
-            &catalogue,
-            ProtectionSettings {
-                max_backoff: Duration::from_secs(3600),
-                concurrency,
-                queue_wait: Duration::from_millis(50),
-            },
-            store,
-            Arc::new(StoreOutage::new()),
-        )
-    }
-
-    #[tokio::test]
-    async fn retry_after_blocks_only_that_provider_and_is_capped() {
-        let p = protection(4);
-        assert_eq!(
-            p.throttled("a", Some(Duration::from_secs(30)), 1000).await,
-            30
-        );
-        assert_eq!(p.blocked("a", 1010), Some(20));
-        assert_eq!(p.admit("a", 1010).await.unwrap_err(), Refusal::Blocked(20));
-        assert!(p.admit("b", 1010).await.is_ok());
-        assert_eq!(
-            p.blocked("a2", 1010),
-            Some(20),
-            "same registration, same block"
-        );
-        assert_eq!(p.blocked("a", 1030), None);
-        assert_eq!(
-            p.throttled("a", Some(Duration::from_secs(1_000_000)), 2000)
-                .await,
-            3600
-        );
-        assert_eq!(p.active_backoffs(2000), 1);
-    }
-
-    #[tokio::test]
-    async fn backoff_without_retry_after_grows_with_jitter_and_resets() {
-        let p = protection(4);
-        let mut now = 0;
-        let mut last = 0;
-        for round in 1..=8u32 {
-            let s = p.throttled("a", None, now).await;
-            let base = (1u64 << (round - 1).min(6)).min(60);
-            assert!((base.div_ceil(2)..=base).contains(&s), "round {round}: {s}");
-            assert!(s >= last / 2);
-            last = s;
-            now += 1000;
-        }
-        p.succeeded("a");
-        assert!(p.throttled("a", None, now).await <= 1);
-    }
-
-    #[tokio::test]
-    async fn a_window_seen_by_one_instance_holds_the_others() {
-        let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::default());
-        let one = on_store(4, Arc::clone(&store));
-        let two = on_store(4, store);
-        assert_eq!(
-            one.throttled("a", Some(Duration::from_secs(30)), 1000)
-                .await,
-            30
-        );
-        assert_eq!(two.blocked("a", 1010), None, "not known here yet");
-        assert_eq!(two.blocked_anywhere("a2", 1010).await, Some(20));
-        assert_eq!(two.blocked("a", 1010), Some(20), "kept here once seen");
-        assert_eq!(two.blocked_anywhere("b", 1010).await, None);
-        assert_eq!(two.blocked_anywhere("a", 1030).await, None);
-    }
-
-    #[tokio::test]
-    async fn a_previous_client_has_its_own_gate_unless_it_shares_the_registration() {
-        let catalogue = Catalogue::load(
-            &CatalogueSource {
-                configfile: Some(
-                    r#"[{"id": "a", "clientId": "new", "authUrl": "http://127.0.0.1:9/t", "loginUrl": "http://127.0.0.1:9/a",
-                         "previousClients": [{"clientId": "old"}, {"clientId": "older", "authUrl": "http://127.0.0.1:9/t2"}]},
-                        {"id": "b", "clientId": "older", "authUrl": "http://127.0.0.1:9/t2", "loginUrl": "http://127.0.0.1:9/a"}]"#,
-                ),
-                services: Some("a,b"),
-                ..Default::default()
-            },
-            &|_| None,
-        )
-        .unwrap();
-        let p = Protection::new(
-            &catalogue,
-            ProtectionSettings {
-                max_backoff: Duration::from_secs(3600),
-                concurrency: 4,
-                queue_wait: Duration::from_millis(50),
-            },
-            Arc::new(crate::store::MemoryStore::default()),
-            Arc::new(StoreOutage::new()),
-        );
-        let a = catalogue.get("a").unwrap();
-        let old = gate_name(a, &a.registration(Some("old")).unwrap());
-        let older = gate_name(a, &a.registration(Some("older")).unwrap());
-        assert_eq!(gate_name(a, &a.current()), "a");
-        p.throttled(&old, Some(Duration::from_secs(30)), 0).await;
-        assert_eq!(p.blocked(&old, 0), Some(30));
-        assert_eq!(
-            p.blocked("a", 0),
-            None,
-            "the new registration is not blocked"
-        );
-        p.throttled(&older, Some(Duration::from_secs(60)), 0).await;
-        assert_eq!(p.blocked("b", 0), Some(60), "same endpoint and client id");
-    }
-
-    #[tokio::test]
-    async fn quota_refuses_past_the_burst() {
-        let p = protection(4);
-        assert!(p.admit("a", 0).await.is_ok());
-        assert!(p.admit("a", 0).await.is_ok());
-        match p.admit("a", 0).await {
-            Err(Refusal::Quota(s)) => assert!(s >= 1),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn unknown_legacy_authids_have_a_tenth_of_the_quota_of_their_own() {
-        let p = protection(4);
-        // "b" has the default 10/s, burst 20: one legacy call per second,
-        // burst 2.
-        assert!(p.admit_unknown_legacy("b").is_ok());
-        assert!(p.admit_unknown_legacy("b").is_ok());
-        match p.admit_unknown_legacy("b") {
-            Err(Refusal::UnknownLegacy(s)) => assert!(s >= 1),
-            other => panic!("{other:?}"),
-        }
-        // The provider's own quota is untouched by the refusals.
-        for _ in 0..18 {
-            assert!(p.admit("b", 0).await.is_ok());
-        }
-        // "a" has 1/s, burst 2: a tenth rounds up to one call.
-        assert!(p.admit_unknown_legacy("a").is_ok());
-        assert!(p.admit_unknown_legacy("a").is_err());
-    }
-
-    #[tokio::test]
-    async fn bulkhead_bounds_concurrent_calls_per_provider() {
-        let p = protection(1);
-        let held = p.admit("b", 0).await.unwrap();
-        assert_eq!(p.admit("b", 0).await.unwrap_err(), Refusal::Busy(1));
-        drop(held);
-        assert!(p.admit("b", 0).await.is_ok());
-    }
-}
+mod tests;
