@@ -72,6 +72,13 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// The store could not be read (a fetch token): what a refresh answers
+    /// when the store is down, word for word.
+    pub fn store_unavailable() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, STORE_UNAVAILABLE)
+            .with_retry_after(STORE_RETRY_AFTER)
+    }
+
     pub fn with_retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds.max(1));
         self
@@ -272,6 +279,10 @@ impl From<MigrationError> for ApiError {
 
 /// Seconds a throttled client is told to wait when the provider gave none.
 const DEFAULT_RETRY_AFTER: u64 = 60;
+
+/// What a client reads when the store cannot be reached (the refresher
+/// words its own failure the same way).
+const STORE_UNAVAILABLE: &str = "The broker's store is unavailable; try again shortly";
 
 /// A provider's refusal or failure, after a refresh or during a login: the
 /// one mapping of provider failures to HTTP. The provider's own words (its

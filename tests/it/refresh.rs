@@ -421,7 +421,7 @@ async fn retiring_a_key_ends_the_cached_answers_of_its_authids() {
         "the second answer came from the cache"
     );
 
-    let old = broker.app.keyring.current().primary().kid().to_string();
+    let old = broker.app.keyring().current().primary().kid().to_string();
     let (new, _) = ServerKey::generate("after-retirement", 2).unwrap();
     let keyring = Keyring::new([new], "after-retirement", HashSet::from([old])).unwrap();
     broker.app.install_keyring(keyring);

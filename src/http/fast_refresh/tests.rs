@@ -1,0 +1,465 @@
+//! The fast path against the full stack: same bytes, headers, metrics and
+//! limits, and what falls through.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::http::StatusCode;
+use futures::future::BoxFuture;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use url::Url;
+
+use super::*;
+use crate::app::{App, AppParts};
+use crate::authid::MAX_AUTHID_LEN;
+use crate::authid::{Claims, Keyring};
+use crate::clock::ManualClock;
+use crate::config::{Limits, Settings};
+use crate::http::HttpState;
+use crate::provider::client::FormField;
+use crate::provider::{Catalogue, RawAnswer, TokenClient, TransportError};
+use crate::secret::Sensitive;
+use crate::store::Store;
+
+/// A provider that grants every refresh; at a `/rotating` token URL it
+/// also rotates the refresh token.
+#[derive(Default)]
+struct Grants {
+    calls: AtomicUsize,
+}
+
+impl TokenClient for Grants {
+    fn post_form<'a>(
+        &'a self,
+        url: &'a Url,
+        _form: &'a [FormField],
+        _bearer: Option<&'a Sensitive>,
+    ) -> BoxFuture<'a, Result<RawAnswer, TransportError>> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let rotated = if url.path() == "/rotating" {
+            format!(r#","refresh_token":"rt-{n}""#)
+        } else {
+            String::new()
+        };
+        Box::pin(async move {
+            Ok(RawAnswer {
+                status: 200,
+                retry_after: None,
+                // Quotes and a backslash: the body's escaping is
+                // compared too.
+                body: format!(r#"{{"access_token":"at-{n}\"q\\","expires_in":3600{rotated}}}"#)
+                    .into(),
+            })
+        })
+    }
+
+    fn get_json<'a>(&'a self, _url: &'a Url) -> BoxFuture<'a, Result<RawAnswer, TransportError>> {
+        Box::pin(async { Err(TransportError::Connect) })
+    }
+}
+
+struct Fixture {
+    app: crate::app::SharedApp,
+    fast: FastRefresh,
+    client: Arc<Grants>,
+    clock: ManualClock,
+    store: Arc<dyn Store>,
+}
+
+fn fixture(limits: Limits) -> Fixture {
+    let catalogue = Catalogue::load(
+        &crate::provider::catalogue::CatalogueSource {
+            configfile: Some(
+                r#"[{"id": "googledrive", "authUrl": "http://127.0.0.1:9/token", "loginUrl": "http://127.0.0.1:9/auth"},
+                    {"id": "box.com", "authUrl": "http://127.0.0.1:9/rotating", "loginUrl": "http://127.0.0.1:9/auth"}]"#,
+            ),
+            ..Default::default()
+        },
+        &|name| {
+            name.ends_with("_CLIENT_ID")
+                .then(|| "id".to_string())
+                .or_else(|| name.ends_with("_SECRET").then(|| "s".to_string()))
+        },
+    )
+    .unwrap();
+    let mut settings = Settings::for_url("http://127.0.0.1:9").unwrap();
+    settings.limits = limits;
+    let client = Arc::new(Grants::default());
+    let clock = ManualClock::new(1_800_000_000);
+    let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::default());
+    let app = Arc::new(App::new(AppParts {
+        settings,
+        keyring: Keyring::ephemeral().unwrap(),
+        key_source: None,
+        catalogue,
+        client: client.clone(),
+        clock: Arc::new(clock.clone()),
+        store: Arc::clone(&store),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+        demo: None,
+    }));
+    // What `router` puts behind its entry point, so the tests can call
+    // `hit` alone and the full stack alone.
+    let state = Arc::new(HttpState::new(Arc::clone(&app)));
+    let (full, ids, permits) = crate::http::full_stack(Arc::clone(&state));
+    let fast = FastRefresh::new(state, full, ids, permits);
+    Fixture {
+        app,
+        fast,
+        client,
+        clock,
+        store,
+    }
+}
+
+impl Fixture {
+    fn authid(&self, provider: &str) -> String {
+        let claims = Claims::new(provider, Sensitive::new("rt-start"), self.app.now());
+        self.app.keyring().seal(&claims).unwrap()
+    }
+
+    fn hit(&self, request: &Request) -> Option<Response> {
+        self.fast.0.hit(request)
+    }
+
+    async fn full(&self, request: Request) -> Reply {
+        reply(self.fast.0.full.clone().oneshot(request).await.unwrap()).await
+    }
+
+    async fn routed(&self, request: Request) -> Reply {
+        reply(self.fast.clone().oneshot(request).await.unwrap()).await
+    }
+
+    fn metric(&self, needle: &str) -> f64 {
+        self.app
+            .metrics()
+            .render()
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+async fn reply(response: Response) -> Reply {
+    let (parts, body) = response.into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes().to_vec(),
+    }
+}
+
+fn get(authid: &str) -> Request {
+    axum::http::Request::get("/refresh")
+        .header("x-authid", authid)
+        .header("user-agent", "Duplicati v2.1.0.5")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// Headers as sorted (name, value) pairs, without the request id and
+/// the length (the router sets it in process, hyper on the wire for
+/// both).
+fn header_set(headers: &HeaderMap) -> Vec<(String, String)> {
+    let mut set: Vec<_> = headers
+        .iter()
+        .filter(|(k, _)| *k != REQUEST_ID && *k != header::CONTENT_LENGTH)
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+        .collect();
+    set.sort();
+    set
+}
+
+#[tokio::test]
+async fn a_hit_answers_the_bytes_and_headers_of_the_full_stack() {
+    let f = fixture(Limits::default());
+    for service in ["googledrive", "box.com"] {
+        let authid = f.authid(service);
+        let first = f.full(get(&authid)).await;
+        assert_eq!(first.status, StatusCode::OK);
+        let fast = reply(f.hit(&get(&authid)).expect("a hit")).await;
+        let full = f.full(get(&authid)).await;
+        assert_eq!(fast.status, full.status);
+        assert_eq!(fast.body, full.body, "{service}");
+        assert_eq!(header_set(&fast.headers), header_set(&full.headers));
+        assert_eq!(fast.headers["cache-control"], "no-store");
+        let json: serde_json::Value = serde_json::from_slice(&fast.body).unwrap();
+        assert_eq!(json["type"], service);
+        assert_eq!(json["expires"], 3600);
+        // Box rotates: the hit carries the new AuthID like the full path.
+        assert_eq!(json.get("v2_authid").is_some(), service == "box.com");
+    }
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn expires_counts_down_and_a_nearly_expired_token_falls_through() {
+    let f = fixture(Limits::default());
+    let authid = f.authid("googledrive");
+    f.full(get(&authid)).await;
+    f.clock.advance(1234);
+    // The first request after a minute looks for a revocation, on the
+    // full path; the next is a fast hit again.
+    assert!(f.hit(&get(&authid)).is_none());
+    assert_eq!(f.full(get(&authid)).await.status, StatusCode::OK);
+    let fast = reply(f.hit(&get(&authid)).unwrap()).await;
+    let json: serde_json::Value = serde_json::from_slice(&fast.body).unwrap();
+    assert_eq!(json["expires"], 3600 - 1234);
+    assert_eq!(fast.body, f.full(get(&authid)).await.body);
+    f.clock.advance(3600 - 1234 - 60);
+    assert!(f.hit(&get(&authid)).is_none(), "a minute left: refreshed");
+    let renewed = f.full(get(&authid)).await;
+    assert_eq!(renewed.status, StatusCode::OK);
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), 2);
+    assert!(f.hit(&get(&authid)).is_some());
+}
+
+#[tokio::test]
+async fn request_ids_come_from_one_sequence_or_from_the_client() {
+    let f = fixture(Limits::default());
+    let authid = f.authid("googledrive");
+    let id = |r: &Reply| r.headers[&REQUEST_ID].to_str().unwrap().to_string();
+    let a = id(&f.full(get(&authid)).await);
+    let b = id(&reply(f.hit(&get(&authid)).unwrap()).await);
+    let c = id(&f.full(get(&authid)).await);
+    let (prefix, n) = a.split_once('-').unwrap();
+    let n = u64::from_str_radix(n, 16).unwrap();
+    assert_eq!(b, format!("{prefix}-{:x}", n + 1));
+    assert_eq!(c, format!("{prefix}-{:x}", n + 2));
+    let mut own = get(&authid);
+    own.headers_mut()
+        .insert(&REQUEST_ID, HeaderValue::from_static("client-7"));
+    let echoed = reply(f.hit(&own).unwrap()).await;
+    assert_eq!(echoed.headers[&REQUEST_ID], "client-7");
+}
+
+#[tokio::test]
+async fn hits_are_counted_in_the_same_series_as_the_full_path() {
+    let f = fixture(Limits::default());
+    let authid = f.authid("googledrive");
+    f.full(get(&authid)).await;
+    let requests = r#"oauth_broker_http_requests_total{route="/refresh",status="200"}"#;
+    let hits = r#"oauth_broker_refreshes_total{provider="googledrive",outcome="cache_hit"}"#;
+    assert_eq!(f.metric(requests), 1.0);
+    assert_eq!(f.metric(hits), 0.0);
+    f.full(get(&authid)).await;
+    for _ in 0..3 {
+        f.hit(&get(&authid)).unwrap();
+    }
+    assert_eq!(f.metric(requests), 5.0);
+    assert_eq!(f.metric(hits), 4.0);
+}
+
+#[tokio::test]
+async fn hits_count_toward_the_login_limit_and_the_full_path_refuses_past_it() {
+    let f = fixture(Limits {
+        login_requests_per_hour: 3,
+        ..Limits::default()
+    });
+    let authid = f.authid("googledrive");
+    assert_eq!(f.routed(get(&authid)).await.status, StatusCode::OK);
+    assert!(f.hit(&get(&authid)).is_some());
+    assert!(f.hit(&get(&authid)).is_some());
+    assert!(f.hit(&get(&authid)).is_none(), "over the limit: not a hit");
+    let refused = f.routed(get(&authid)).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers.contains_key("retry-after"));
+    assert!(refused.headers.contains_key("x-reason"));
+    let limited = r#"oauth_broker_refreshes_total{provider="googledrive",outcome="limited"}"#;
+    assert_eq!(f.metric(limited), 1.0);
+}
+
+#[tokio::test]
+async fn anything_but_a_plain_hit_falls_through() {
+    let f = fixture(Limits {
+        max_concurrent_requests: 4,
+        ..Limits::default()
+    });
+    let authid = f.authid("googledrive");
+    assert!(f.hit(&get(&authid)).is_none(), "a miss");
+    f.full(get(&authid)).await;
+    assert!(f.hit(&get(&authid)).is_some());
+    let with = |edit: &dyn Fn(&mut Request)| {
+        let mut r = get(&authid);
+        edit(&mut r);
+        f.hit(&r)
+    };
+    assert!(with(&|r| *r.method_mut() = Method::POST).is_none());
+    assert!(with(&|r| *r.method_mut() = Method::HEAD).is_none());
+    assert!(with(&|r| *r.uri_mut() = "/refreshx".parse().unwrap()).is_none());
+    assert!(with(&|r| *r.uri_mut() = "/fetch".parse().unwrap()).is_none());
+    assert!(
+        with(&|r| *r.uri_mut() = "/refresh?authid=x".parse().unwrap()).is_some(),
+        "the header wins over the query, as on the full path"
+    );
+    assert!(
+        with(&|r| {
+            r.headers_mut().remove("x-authid");
+        })
+        .is_none()
+    );
+    assert!(
+        with(&|r| {
+            r.headers_mut()
+                .insert("x-authid", HeaderValue::from_static("  "));
+        })
+        .is_none()
+    );
+    let spaced = format!(" \t{authid}\t ");
+    assert!(
+        with(&|r| {
+            r.headers_mut().insert("x-authid", spaced.parse().unwrap());
+        })
+        .is_some(),
+        "spaces around are trimmed, as on the full path"
+    );
+    let not_text = [authid.as_bytes(), b"\xff"].concat();
+    assert!(
+        with(&|r| {
+            let value = HeaderValue::from_bytes(&not_text).unwrap();
+            r.headers_mut().insert("x-authid", value);
+        })
+        .is_none(),
+        "not text: the full path refuses it"
+    );
+    assert!(
+        with(&|r| {
+            r.headers_mut()
+                .insert("x-authid", HeaderValue::from_bytes(b"v3:\xe9").unwrap());
+        })
+        .is_none()
+    );
+    let long = "v".repeat(MAX_AUTHID_LEN + 1);
+    assert!(
+        with(&|r| {
+            r.headers_mut().insert("x-authid", long.parse().unwrap());
+        })
+        .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_form_big_headers_or_a_full_stack_fall_through() {
+    let f = fixture(Limits {
+        max_concurrent_requests: 4,
+        ..Limits::default()
+    });
+    let authid = f.authid("googledrive");
+    assert!(f.hit(&get(&authid)).is_none(), "a miss");
+    f.full(get(&authid)).await;
+    assert!(f.hit(&get(&authid)).is_some());
+    let with = |edit: &dyn Fn(&mut Request)| {
+        let mut r = get(&authid);
+        edit(&mut r);
+        f.hit(&r)
+    };
+    assert!(
+        with(&|r| {
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            );
+        })
+        .is_none()
+    );
+    assert!(
+        with(&|r| {
+            for i in 0..70 {
+                let name = HeaderName::from_bytes(format!("x-pad-{i}").as_bytes()).unwrap();
+                r.headers_mut().insert(name, HeaderValue::from_static("1"));
+            }
+        })
+        .is_none()
+    );
+    let padded = f
+        .routed({
+            let mut r = get(&authid);
+            r.headers_mut()
+                .insert("x-pad", "p".repeat(17 * 1024).parse().unwrap());
+            r
+        })
+        .await;
+    assert_eq!(padded.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // At the concurrency limit, the stack decides (and sheds).
+    let held = f
+        .fast
+        .0
+        .permits
+        .clone()
+        .acquire_many_owned(4)
+        .await
+        .unwrap();
+    assert!(f.hit(&get(&authid)).is_none());
+    assert_eq!(
+        f.routed(get(&authid)).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    drop(held);
+    assert!(f.hit(&get(&authid)).is_some());
+}
+
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_is_noticed_on_a_hit_too() {
+    let f = fixture(Limits::default());
+    let authid = f.authid("googledrive");
+    f.full(get(&authid)).await;
+    let mut request = get(&authid);
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+    let peer = std::net::SocketAddr::from(([198, 51, 100, 1], 4321));
+    request
+        .extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    assert!(f.hit(&request).is_some());
+    assert_eq!(f.metric("oauth_broker_untrusted_forwarded_total"), 1.0);
+    assert!(f.hit(&get(&authid)).is_some());
+    assert_eq!(f.metric("oauth_broker_untrusted_forwarded_total"), 1.0);
+}
+
+#[tokio::test]
+async fn a_revoked_login_is_no_longer_a_hit() {
+    let f = fixture(Limits::default());
+    let authid = f.authid("googledrive");
+    f.full(get(&authid)).await;
+    assert!(f.hit(&get(&authid)).is_some());
+    let login = f.app.refresher().open(&authid).unwrap();
+    let ending = f
+        .app
+        .refresher()
+        .begin_ending(&authid, login)
+        .await
+        .unwrap();
+    ending.finish().await.unwrap();
+    assert!(f.hit(&get(&authid)).is_none());
+}
+
+#[tokio::test]
+async fn a_revocation_on_another_instance_is_looked_for_on_the_full_path() {
+    let f = fixture(Limits::default());
+    let authid = f.authid("googledrive");
+    f.full(get(&authid)).await;
+    // Another instance on the same store ends the login.
+    let login = f.app.refresher().open(&authid).unwrap();
+    let records = crate::refresh::records::LoginRecords::new(f.store.as_ref(), &login.claims);
+    records
+        .mark_revoked(std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    records.forget().await.unwrap();
+    f.clock.advance(crate::refresh::REVOCATION_RECHECK_SECS - 1);
+    assert!(f.hit(&get(&authid)).is_some(), "within the minute");
+    f.clock.advance(1);
+    assert!(f.hit(&get(&authid)).is_none(), "then the full path looks");
+    assert_eq!(f.full(get(&authid)).await.status, StatusCode::UNAUTHORIZED);
+    assert!(f.hit(&get(&authid)).is_none());
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), 1);
+}
