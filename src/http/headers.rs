@@ -65,3 +65,28 @@ pub const SECURITY_HEADERS: [(HeaderName, &str); 2] = [
     (header::REFERRER_POLICY, "no-referrer"),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_authid_is_trimmed_of_blanks_and_refused_when_long() {
+        assert_eq!(sent_authid(b""), SentAuthId::Blank);
+        assert_eq!(sent_authid(b" \t "), SentAuthId::Blank);
+        assert_eq!(sent_authid(b" \tv3:abc\t "), SentAuthId::Given(b"v3:abc"));
+        let long = vec![b'v'; MAX_AUTHID_LEN + 1];
+        assert_eq!(sent_authid(&long), SentAuthId::TooLong);
+        let longest = [b" ".as_slice(), &long[1..], b" "].concat();
+        assert!(matches!(sent_authid(&longest), SentAuthId::Given(_)));
+    }
+
+    #[test]
+    fn only_a_url_encoded_body_is_a_form() {
+        let form = |v: &'static str| is_form(Some(&HeaderValue::from_static(v)));
+        assert!(form("application/x-www-form-urlencoded"));
+        assert!(form("application/x-www-form-urlencoded; charset=utf-8"));
+        assert!(!form("application/json"));
+        assert!(!is_form(None));
+    }
+}

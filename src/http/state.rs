@@ -30,10 +30,6 @@ impl HttpState {
             forwarded_warned: AtomicI64::new(0),
         }
     }
-
-    pub fn app(&self) -> &SharedApp {
-        &self.app
-    }
 }
 
 /// Handlers call the core's methods on the state directly.
