@@ -98,3 +98,12 @@ fn login_errors_have_a_status_title_and_restart() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[test]
+fn a_fetch_store_failure_is_answered_like_a_refresh_store_failure() {
+    let fetch = ApiError::store_unavailable();
+    let refresh = ApiError::from(RefreshError::StoreUnavailable);
+    assert_eq!(fetch.status, refresh.status);
+    assert_eq!(fetch.message, refresh.message);
+    assert_eq!(fetch.retry_after, refresh.retry_after);
+}
