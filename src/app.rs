@@ -1,55 +1,102 @@
 //! The application core shared by every request: settings, keys, the
 //! provider catalogue, the store, the provider protection, the refresher
-//! and the login flows. Free of HTTP types; handlers call into it.
+//! and the login flows, behind the few methods handlers call. Free of HTTP
+//! types and of the `http` module; web-only state lives in `http`.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::authid::keysource::KeySource;
 use crate::authid::{Keyring, KeyringHandle};
 use crate::clock::SharedClock;
 use crate::config::Settings;
 use crate::demo::DemoProvider;
-use crate::http::Templates;
-use crate::login::{LoginDeps, LoginService};
+use crate::login::{FetchState, FetchToken, LoginDeps, LoginService};
 use crate::metrics::Metrics;
 use crate::migrate::{
     APP_ENGINE_TIMEOUT, AppEngineService, HttpAppEngineService, MigrateDeps, Migrator,
 };
 use crate::outage::StoreOutage;
 use crate::provider::{Catalogue, Protection, ProtectionSettings, TokenClient};
-use crate::refresh::{RefreshDeps, Refresher};
-use crate::store::Store;
+use crate::refresh::{RefreshDeps, RefreshError, Refresher};
+use crate::store::{Store, StoreError};
 
-pub struct App {
+/// Everything an [`App`] is built from.
+pub struct AppParts {
     pub settings: Settings,
-    pub keyring: Arc<KeyringHandle>,
+    pub keyring: Keyring,
     /// Where keys are reloaded from; `None` for an ephemeral keyring.
     pub key_source: Option<KeySource>,
-    pub refresher: Refresher,
-    /// The state instances share (SPEC 8); several apps on one store
-    /// behave as one broker.
-    pub store: Arc<dyn Store>,
-    /// Notes store failures for every part; logs them once per interval.
-    pub outage: Arc<StoreOutage>,
-    /// Backoff, quota and bulkhead per provider registration, used by
-    /// refreshes and code exchanges alike.
-    pub protection: Arc<Protection>,
-    pub metrics: Arc<Metrics>,
+    pub catalogue: Catalogue,
+    pub client: Arc<dyn TokenClient>,
     pub clock: SharedClock,
+    /// The state instances share (SPEC 8): the store `serve` opened
+    /// (`MemoryStore` for tests and the demo).
+    pub store: Arc<dyn Store>,
+    /// The metrics everything counts into (the store opened by `serve`
+    /// already counts into them).
+    pub metrics: Arc<Metrics>,
     /// The built-in demo provider (`oauth-broker demo` only).
     pub demo: Option<Arc<DemoProvider>>,
+}
+
+pub struct App {
+    settings: Settings,
+    keyring: Arc<KeyringHandle>,
+    key_source: Option<KeySource>,
+    refresher: Refresher,
+    /// Several apps on one store behave as one broker.
+    store: Arc<dyn Store>,
+    /// Notes store failures for every part; logs them once per interval.
+    outage: Arc<StoreOutage>,
+    /// Backoff, quota and bulkhead per provider registration, used by
+    /// refreshes and code exchanges alike.
+    protection: Arc<Protection>,
+    metrics: Arc<Metrics>,
+    clock: SharedClock,
+    demo: Option<Arc<DemoProvider>>,
     /// Login flows, fetch rendezvous and revocation.
-    pub login: LoginService,
-    /// The page templates, rendered by the HTTP edge.
-    pub templates: Templates,
-    /// When (clock seconds) the last warning about `X-Forwarded-For` from
-    /// an untrusted peer was logged; 0 before the first.
-    pub untrusted_forwarded_warned: AtomicI64,
+    login: LoginService,
+    /// `refreshes{provider,outcome="cache_hit"}` of in-process hits.
+    hits: HitCounters,
 }
 
 pub type SharedApp = Arc<App>;
+
+/// The counters of in-process cache hits, one per provider of the
+/// catalogue, found on first use (a series appears in `/metrics` only once
+/// counted) and then counted on their atomics directly: a hit looks up no
+/// label.
+struct HitCounters(Box<[(String, OnceLock<Counter>)]>);
+
+impl HitCounters {
+    fn new(catalogue: &Catalogue) -> Self {
+        Self(
+            catalogue
+                .providers()
+                .iter()
+                .map(|p| (p.id.clone(), OnceLock::new()))
+                .collect(),
+        )
+    }
+
+    fn count(&self, metrics: &Metrics, provider: &str) {
+        match self.0.iter().find(|(id, _)| id == provider) {
+            Some((id, counter)) => {
+                counter
+                    .get_or_init(|| metrics.refreshes.handle(id, "cache_hit"))
+                    .inc();
+            }
+            // A provider outside the catalogue (the demo's): found by label.
+            None => metrics.refresh(provider, "cache_hit"),
+        }
+    }
+}
 
 /// The old App Engine service's worker API, when `LEGACY_SERVICE_URL` is
 /// set. Its calls are bounded by the upstream timeout too: a migration
@@ -67,18 +114,8 @@ fn legacy_service(settings: &Settings) -> Option<Arc<dyn AppEngineService>> {
 }
 
 impl App {
-    /// `store` is the store `serve` opened (`MemoryStore` for tests and the
-    /// demo).
-    pub fn new(
-        settings: Settings,
-        keyring: Keyring,
-        key_source: Option<KeySource>,
-        catalogue: Catalogue,
-        client: Arc<dyn TokenClient>,
-        clock: SharedClock,
-        store: Arc<dyn Store>,
-    ) -> Self {
-        Self::with_metrics(
+    pub fn new(parts: AppParts) -> Self {
+        let AppParts {
             settings,
             keyring,
             key_source,
@@ -86,23 +123,9 @@ impl App {
             client,
             clock,
             store,
-            Arc::new(Metrics::new()),
-        )
-    }
-
-    /// As [`App::new`], counting into `metrics` (which the store opened by
-    /// `serve` already counts into).
-    #[allow(clippy::too_many_arguments)]
-    pub fn with_metrics(
-        settings: Settings,
-        keyring: Keyring,
-        key_source: Option<KeySource>,
-        catalogue: Catalogue,
-        client: Arc<dyn TokenClient>,
-        clock: SharedClock,
-        store: Arc<dyn Store>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+            metrics,
+            demo,
+        } = parts;
         let keyring = Arc::new(KeyringHandle::new(keyring));
         let catalogue = Arc::new(catalogue);
         let outage = Arc::new(StoreOutage::new());
@@ -139,7 +162,7 @@ impl App {
         });
         let login = LoginService::new(LoginDeps {
             keyring: Arc::clone(&keyring),
-            catalogue,
+            catalogue: Arc::clone(&catalogue),
             client,
             clock: Arc::clone(&clock),
             refresher: refresher.clone(),
@@ -151,8 +174,8 @@ impl App {
             outage: Arc::clone(&outage),
             redirect_uri: settings.redirect_uri(),
         });
-        let templates = Templates::new(settings.templates_dir.as_deref());
         Self {
+            hits: HitCounters::new(&catalogue),
             settings,
             keyring,
             key_source,
@@ -162,15 +185,128 @@ impl App {
             protection,
             metrics,
             clock,
-            demo: None,
+            demo,
             login,
-            templates,
-            untrusted_forwarded_warned: AtomicI64::new(0),
         }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     pub fn catalogue(&self) -> &Catalogue {
         self.refresher.catalogue()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Clock seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    pub fn keyring(&self) -> &KeyringHandle {
+        &self.keyring
+    }
+
+    /// Where keys are reloaded from; `None` for an ephemeral keyring.
+    pub fn key_source(&self) -> Option<&KeySource> {
+        self.key_source.as_ref()
+    }
+
+    /// The built-in demo provider (`oauth-broker demo` only).
+    pub fn demo(&self) -> Option<&Arc<DemoProvider>> {
+        self.demo.as_ref()
+    }
+
+    /// Login flows and revocation.
+    pub fn login(&self) -> &LoginService {
+        &self.login
+    }
+
+    /// The refresher, for inspection (tests open AuthIDs with it).
+    pub fn refresher(&self) -> &Refresher {
+        &self.refresher
+    }
+
+    /// Backoff, quota and bulkhead per provider registration, for
+    /// inspection.
+    pub fn protection(&self) -> &Protection {
+        &self.protection
+    }
+
+    /// The `/refresh` answer for an AuthID (trimmed): the JSON body the
+    /// cache prepared. An in-process hit is answered by [`hit`](Self::hit)
+    /// as on the fast path; anything else by the refresher. `client` is the
+    /// caller's address, for limiting AuthIDs that fail to open.
+    pub async fn refresh(
+        &self,
+        authid: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Bytes, RefreshError> {
+        if let Some(body) = self.hit(authid.as_bytes()) {
+            return Ok(body);
+        }
+        let answer = self.refresher.refresh(authid, client).await?;
+        Ok(answer.json_body())
+    }
+
+    /// The in-process cache hit for an AuthID as sent (trimmed bytes, not
+    /// checked to be text: bytes that are no AuthID match no cached one):
+    /// its JSON body, counted as a `cache_hit`. `None` when the refresher
+    /// has to decide (a miss, a login over its limit, a revocation to look
+    /// for). Allocates nothing but the body and waits for nothing.
+    pub fn hit(&self, authid: &[u8]) -> Option<Bytes> {
+        self.refresher.hit_in_process(authid, |hit, expires| {
+            self.hits.count(&self.metrics, hit.provider());
+            hit.json_body(expires)
+        })
+    }
+
+    /// `/fetch`: the state of a fetch token, marked fetched when it held an
+    /// AuthID. A store failure is noted as an outage.
+    pub async fn fetch(&self, token: &FetchToken) -> Result<Option<FetchState>, StoreError> {
+        let result = self.login.fetch_store().fetch(token, self.now()).await;
+        self.noting_outage(result)
+    }
+
+    /// `/token-state`: the state of a fetch token, unchanged.
+    pub async fn fetch_state(&self, token: &FetchToken) -> Result<Option<FetchState>, StoreError> {
+        let result = self.login.fetch_store().state(token, self.now()).await;
+        self.noting_outage(result)
+    }
+
+    fn noting_outage<T>(&self, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(e) = &result {
+            self.outage.failed("reading a fetch token", e);
+        }
+        result
+    }
+
+    /// The store's kind and whether it answers a ping within `timeout`.
+    pub async fn store_status(&self, timeout: Duration) -> (&'static str, bool) {
+        let up = matches!(
+            tokio::time::timeout(timeout, self.store.ping()).await,
+            Ok(Ok(()))
+        );
+        (self.store.kind(), up)
+    }
+
+    /// Metrics as text, gauges brought up to date first; `ready` is the
+    /// readiness verdict to show.
+    pub fn render_metrics(&self, ready: bool) -> String {
+        self.refresher.update_gauges();
+        self.metrics.ready.set(i64::from(ready));
+        let keyring = self.keyring.current();
+        let loaded: Vec<&str> = keyring.keys().iter().map(|k| k.kid()).collect();
+        self.metrics.record_keys(
+            keyring.primary().kid(),
+            &loaded,
+            &self.keyring.stats().snapshot(),
+        );
+        self.metrics.render()
     }
 
     /// Reloads keys from their source. A failed reload keeps the current

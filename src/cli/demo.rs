@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::KeyArgs;
-use crate::app::App;
+use crate::app::{App, AppParts};
 use crate::authid::Keyring;
 use crate::authid::keysource::KeySource;
 use crate::config::{Settings, StoreDefault, parse_public_url};
@@ -64,17 +64,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let store = crate::store::open(&settings.store, Arc::clone(&metrics))
             .await
             .map_err(anyhow::Error::msg)?;
-        let mut app = App::with_metrics(
+        let app = App::new(AppParts {
             settings,
             keyring,
-            source,
+            key_source: source,
             catalogue,
-            Arc::new(client),
-            crate::clock::system(),
+            client: Arc::new(client),
+            clock: crate::clock::system(),
             store,
             metrics,
-        );
-        app.demo = Some(demo);
+            demo: Some(demo),
+        });
         println!("{}", instructions(&base));
         super::run::serve_on(listener, Arc::new(app)).await
     })

@@ -5,7 +5,7 @@ use std::io::{BufRead, Write};
 use clap::Subcommand;
 
 use super::KeyArgs;
-use crate::authid::keydir::KeyDir;
+use crate::authid::keydir::{KeyDir, KeyInfo};
 use crate::authid::keysource::KeySource;
 use crate::clock::{Clock, SystemClock};
 
@@ -52,63 +52,8 @@ pub enum KeysCommand {
 
 pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Generate { activate, keys } => {
-            let dir = writable_dir(&keys)?;
-            let kid = dir
-                .generate(SystemClock.now(), activate)
-                .map_err(anyhow::Error::msg)?;
-            println!("{kid}");
-            let primary = dir.load().ok().map(|k| k.primary().kid() == kid);
-            if primary == Some(true) {
-                eprintln!("created key {kid} (primary) in {}", dir.path().display());
-            } else {
-                eprintln!(
-                    "created key {kid} in {}; it opens AuthIDs but does not seal new ones until `oauth-broker keys activate {kid}`",
-                    dir.path().display()
-                );
-            }
-            Ok(())
-        }
-        KeysCommand::List { listen, keys } => {
-            let rows = match keys.source() {
-                KeySource::Dir(dir) => KeyDir::new(dir)
-                    .list()
-                    .map_err(|e| anyhow::anyhow!(e.join("\n")))?,
-                source => {
-                    let ring = source.load().map_err(|e| anyhow::anyhow!(e.join("\n")))?;
-                    ring.keys()
-                        .iter()
-                        .map(|k| crate::authid::keydir::KeyInfo {
-                            kid: k.kid().to_string(),
-                            created: k.created(),
-                            primary: k.kid() == ring.primary().kid(),
-                        })
-                        .collect()
-                }
-            };
-            let opened = opened_counts(&listen);
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{:<24} {:<22} {:<8} OPENED",
-                "KID", "CREATED", "PRIMARY"
-            )?;
-            for row in rows {
-                let created = row.created.map(format_time).unwrap_or_else(|| "-".into());
-                let primary = if row.primary { "yes" } else { "no" };
-                let count = match &opened {
-                    Some(counts) => counts.get(&row.kid).copied().unwrap_or(0).to_string(),
-                    None => "-".to_string(),
-                };
-                writeln!(out, "{:<24} {:<22} {primary:<8} {count}", row.kid, created)?;
-            }
-            if opened.is_none() {
-                eprintln!(
-                    "(OPENED: no server answered on {listen}; counts are per running server since its start)"
-                );
-            }
-            Ok(())
-        }
+        KeysCommand::Generate { activate, keys } => generate(&keys, activate),
+        KeysCommand::List { listen, keys } => list(&keys, &listen),
         KeysCommand::Activate { kid, keys } => {
             writable_dir(&keys)?
                 .activate(&kid)
@@ -118,19 +63,7 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        KeysCommand::Retire { kid, yes, keys } => {
-            let dir = writable_dir(&keys)?;
-            if !yes
-                && !confirm(&format!(
-                    "Retire key {kid}? AuthIDs sealed with it will be refused until users log in again. [y/N] "
-                ))?
-            {
-                anyhow::bail!("not retired");
-            }
-            dir.retire(&kid).map_err(anyhow::Error::msg)?;
-            eprintln!("{kid} retired");
-            Ok(())
-        }
+        KeysCommand::Retire { kid, yes, keys } => retire(&keys, &kid, yes),
         KeysCommand::Public { keys } => {
             let ring = keys
                 .source()
@@ -143,6 +76,84 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn generate(keys: &KeyArgs, activate: bool) -> anyhow::Result<()> {
+    let dir = writable_dir(keys)?;
+    let kid = dir
+        .generate(SystemClock.now(), activate)
+        .map_err(anyhow::Error::msg)?;
+    println!("{kid}");
+    let primary = dir.load().ok().map(|k| k.primary().kid() == kid);
+    if primary == Some(true) {
+        eprintln!("created key {kid} (primary) in {}", dir.path().display());
+    } else {
+        eprintln!(
+            "created key {kid} in {}; it opens AuthIDs but does not seal new ones until `oauth-broker keys activate {kid}`",
+            dir.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// The key table, with the AuthIDs the server on `listen` opened per key.
+fn list(keys: &KeyArgs, listen: &str) -> anyhow::Result<()> {
+    let rows = key_rows(keys)?;
+    let opened = opened_counts(listen);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24} {:<22} {:<8} OPENED",
+        "KID", "CREATED", "PRIMARY"
+    )?;
+    for row in rows {
+        let created = row.created.map(format_time).unwrap_or_else(|| "-".into());
+        let primary = if row.primary { "yes" } else { "no" };
+        let count = match &opened {
+            Some(counts) => counts.get(&row.kid).copied().unwrap_or(0).to_string(),
+            None => "-".to_string(),
+        };
+        writeln!(out, "{:<24} {:<22} {primary:<8} {count}", row.kid, created)?;
+    }
+    if opened.is_none() {
+        eprintln!(
+            "(OPENED: no server answered on {listen}; counts are per running server since its start)"
+        );
+    }
+    Ok(())
+}
+
+fn key_rows(keys: &KeyArgs) -> anyhow::Result<Vec<KeyInfo>> {
+    Ok(match keys.source() {
+        KeySource::Dir(dir) => KeyDir::new(dir)
+            .list()
+            .map_err(|e| anyhow::anyhow!(e.join("\n")))?,
+        source => {
+            let ring = source.load().map_err(|e| anyhow::anyhow!(e.join("\n")))?;
+            ring.keys()
+                .iter()
+                .map(|k| KeyInfo {
+                    kid: k.kid().to_string(),
+                    created: k.created(),
+                    primary: k.kid() == ring.primary().kid(),
+                })
+                .collect()
+        }
+    })
+}
+
+fn retire(keys: &KeyArgs, kid: &str, yes: bool) -> anyhow::Result<()> {
+    let dir = writable_dir(keys)?;
+    if !yes
+        && !confirm(&format!(
+            "Retire key {kid}? AuthIDs sealed with it will be refused until users log in again. [y/N] "
+        ))?
+    {
+        anyhow::bail!("not retired");
+    }
+    dir.retire(kid).map_err(anyhow::Error::msg)?;
+    eprintln!("{kid} retired");
+    Ok(())
 }
 
 /// AuthIDs opened per key by the server on `listen`, from its metrics.

@@ -33,22 +33,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 pub async fn serve(app: Arc<App>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(&app.settings.listen).await?;
+    let listener = tokio::net::TcpListener::bind(&app.settings().listen).await?;
     serve_on(listener, app).await
 }
 
 pub async fn serve_on(listener: tokio::net::TcpListener, app: Arc<App>) -> anyhow::Result<()> {
-    let connections = ConnectionLimits::from_settings(&app.settings.limits);
+    let connections = ConnectionLimits::from_settings(&app.settings().limits);
     tracing::info!(
         address = %listener.local_addr()?,
-        public_url = %app.settings.public_base(),
+        public_url = %app.settings().public_base(),
         providers = app.catalogue().providers().len(),
         max_connections = connections.max_connections,
         "listening"
     );
     spawn_reload_on_sighup(Arc::clone(&app));
     spawn_key_dir_watch(Arc::clone(&app));
-    let metrics = Arc::clone(&app.metrics);
+    let metrics = Arc::clone(app.metrics());
     let router = crate::http::router(app);
     let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);
     let server = crate::http::server::serve(listener, router, connections, metrics, async move {
@@ -96,7 +96,7 @@ const KEY_DIR_POLL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Reloads keys when the key directory changes (a mounted secret updated,
 /// `keys activate` run on the host), so SIGHUP is not required.
 fn spawn_key_dir_watch(app: Arc<App>) {
-    let Some(crate::authid::keysource::KeySource::Dir(dir)) = app.key_source.clone() else {
+    let Some(crate::authid::keysource::KeySource::Dir(dir)) = app.key_source().cloned() else {
         return;
     };
     let dir = crate::authid::keydir::KeyDir::new(dir);

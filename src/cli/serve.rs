@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, FromArgMatches};
 
 use super::args::{KeyArgs, LimitArgs, ListenArgs, ProviderArgs, StoreArgs};
-use crate::app::App;
+use crate::app::{App, AppParts};
 use crate::config::{
     Settings, StoreDefault, defaults, parse_app_engine_service, parse_opener_origins,
     parse_public_url,
@@ -167,7 +167,7 @@ impl ServeArgs {
     }
 }
 
-/// A configuration that loaded: what [`App::with_metrics`] needs but the
+/// A configuration that loaded: what [`App::new`] needs but the
 /// store.
 pub struct Loaded {
     pub settings: Settings,
@@ -182,15 +182,16 @@ impl Loaded {
     pub async fn open(self) -> Result<App, String> {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let store = crate::store::open(&self.settings.store, Arc::clone(&metrics)).await?;
-        Ok(App::with_metrics(
-            self.settings,
-            self.keyring,
-            Some(self.source),
-            self.catalogue,
-            self.client,
-            crate::clock::system(),
+        Ok(App::new(AppParts {
+            settings: self.settings,
+            keyring: self.keyring,
+            key_source: Some(self.source),
+            catalogue: self.catalogue,
+            client: self.client,
+            clock: crate::clock::system(),
             store,
             metrics,
-        ))
+            demo: None,
+        }))
     }
 }

@@ -10,7 +10,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Extensions, HeaderMap};
 
-use crate::app::SharedApp;
+use super::state::AppState;
 
 /// Seconds between two warnings about `X-Forwarded-For` from an untrusted
 /// peer: the condition is a deployment setting, one line a minute says it.
@@ -94,17 +94,17 @@ fn is_trusted(ip: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
 /// `X-Forwarded-For` was ignored, and says so in the log once a minute.
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl FromRequestParts<SharedApp> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        app: &SharedApp,
+        app: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let found = origin(
             &parts.headers,
             &parts.extensions,
-            &app.settings.limits.trusted_proxies,
+            &app.settings().limits.trusted_proxies,
         );
         if found.untrusted_forwarded {
             note_untrusted_forwarded(app, found.ip);
@@ -117,21 +117,21 @@ impl FromRequestParts<SharedApp> for ClientIp {
 /// that answers without extracting the address (the `/refresh` fast path):
 /// `X-Forwarded-For` from a peer that is not trusted is counted and logged
 /// the same way.
-pub fn notice_forwarded(app: &SharedApp, headers: &HeaderMap, extensions: &Extensions) {
-    let found = origin(headers, extensions, &app.settings.limits.trusted_proxies);
+pub fn notice_forwarded(app: &AppState, headers: &HeaderMap, extensions: &Extensions) {
+    let found = origin(headers, extensions, &app.settings().limits.trusted_proxies);
     if found.untrusted_forwarded {
         note_untrusted_forwarded(app, found.ip);
     }
 }
 
-fn note_untrusted_forwarded(app: &SharedApp, peer: Option<IpAddr>) {
-    app.metrics.untrusted_forwarded.inc();
-    let now = app.clock.now();
-    let last = app.untrusted_forwarded_warned.load(Ordering::Relaxed);
+fn note_untrusted_forwarded(app: &AppState, peer: Option<IpAddr>) {
+    app.metrics().untrusted_forwarded.inc();
+    let now = app.now();
+    let last = app.forwarded_warned.load(Ordering::Relaxed);
     let due = last == 0 || now - last >= WARN_EVERY_SECS;
     if due
         && app
-            .untrusted_forwarded_warned
+            .forwarded_warned
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {

@@ -14,11 +14,11 @@ use serde_json::json;
 
 use super::ApiError;
 use super::input::Params;
+use super::state::AppState;
 use super::templates::escape_html;
-use crate::app::SharedApp;
 use crate::demo::DemoProvider;
 
-pub fn routes(app: SharedApp) -> Router {
+pub fn routes(app: AppState) -> Router {
     Router::new()
         .route("/demo/authorize", get(consent).post(decide))
         .route("/demo/token", post(token))
@@ -27,14 +27,13 @@ pub fn routes(app: SharedApp) -> Router {
         .with_state(app)
 }
 
-fn demo(app: &SharedApp) -> Result<&Arc<DemoProvider>, ApiError> {
-    app.demo
-        .as_ref()
+fn demo(app: &AppState) -> Result<&Arc<DemoProvider>, ApiError> {
+    app.demo()
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "No such page"))
 }
 
 async fn consent(
-    State(app): State<SharedApp>,
+    State(app): State<AppState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let demo = demo(&app)?;
@@ -93,7 +92,7 @@ async fn consent(
     Ok(response)
 }
 
-async fn decide(State(app): State<SharedApp>, params: Params) -> Result<Response, ApiError> {
+async fn decide(State(app): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let demo = demo(&app)?;
     let field = |k: &str| params.get(k).unwrap_or("");
     // Only the registered redirect URI: the consent form is no open redirect.
@@ -108,10 +107,7 @@ async fn decide(State(app): State<SharedApp>, params: Params) -> Result<Response
             let challenge = (field("code_challenge_method") == "S256"
                 && !field("code_challenge").is_empty())
             .then(|| field("code_challenge").to_string());
-            pairs.append_pair(
-                "code",
-                &demo.approve(redirect_uri, challenge, app.clock.now()),
-            );
+            pairs.append_pair("code", &demo.approve(redirect_uri, challenge, app.now()));
         } else {
             pairs.append_pair("error", "access_denied");
         }
@@ -127,20 +123,20 @@ fn oauth_error((status, error): (u16, &'static str)) -> Response {
     (status, axum::Json(json!({ "error": error }))).into_response()
 }
 
-async fn token(State(app): State<SharedApp>, params: Params) -> Result<Response, ApiError> {
+async fn token(State(app): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let demo = demo(&app)?;
     let form = params.into_map();
-    Ok(match demo.token(&form, app.clock.now()) {
+    Ok(match demo.token(&form, app.now()) {
         Ok(body) => {
             let mut response = axum::Json(body).into_response();
-            super::refresh::no_store(response.headers_mut());
+            super::headers::no_store(response.headers_mut());
             response
         }
         Err(e) => oauth_error(e),
     })
 }
 
-async fn revoke(State(app): State<SharedApp>, params: Params) -> Result<Response, ApiError> {
+async fn revoke(State(app): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let demo = demo(&app)?;
     let form = params.into_map();
     Ok(match demo.revoke(&form) {
@@ -149,14 +145,14 @@ async fn revoke(State(app): State<SharedApp>, params: Params) -> Result<Response
     })
 }
 
-async fn me(State(app): State<SharedApp>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn me(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let demo = demo(&app)?;
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if demo.check_access_token(token, app.clock.now()) {
+    if demo.check_access_token(token, app.now()) {
         Ok(
             axum::Json(json!({ "user": "demo user", "files": ["backup-2026-11-01.zip"] }))
                 .into_response(),

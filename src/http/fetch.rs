@@ -8,14 +8,12 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::input::Params;
-use crate::app::SharedApp;
+use super::state::AppState;
 use crate::login::fetch::is_jsonp_callback;
 use crate::login::{FetchState, FetchToken, LoginService};
-use crate::refresh::RefreshError;
-use crate::store::StoreError;
 
 /// `GET /fetch?token=T[&callback=NAME]`.
-pub async fn fetch(State(app): State<SharedApp>, params: Params) -> Result<Response, ApiError> {
+pub async fn fetch(State(app): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let callback = match params.get("callback").filter(|c| !c.is_empty()) {
         Some(c) if is_jsonp_callback(c) => Some(c.to_string()),
         Some(_) => {
@@ -26,17 +24,17 @@ pub async fn fetch(State(app): State<SharedApp>, params: Params) -> Result<Respo
         None => None,
     };
     let answer = match token_of(&params) {
-        Ok(token) => match app.login.fetch_store().fetch(&token, app.login.now()).await {
+        Ok(token) => match app.fetch(&token).await {
             Ok(Some(FetchState::Pending)) => Ok(json!({ "wait": "Not ready" })),
             Ok(Some(FetchState::Ready(authid))) => Ok(json!({ "authid": authid.expose() })),
             Ok(Some(FetchState::Failed(reason))) => Err(ApiError::bad_request(reason)),
             Ok(Some(FetchState::Fetched) | None) => Err(no_such_token()),
-            Err(e) => Err(store_unavailable(&app, &e)),
+            Err(_) => Err(ApiError::store_unavailable()),
         },
         Err(e) => Err(e),
     };
     Ok(match callback {
-        Some(name) => jsonp(&name, answer, app.settings.public_base()),
+        Some(name) => jsonp(&name, answer, app.settings().public_base()),
         None => match answer {
             Ok(body) => json_no_store(body),
             Err(e) => e.into_response(),
@@ -47,16 +45,14 @@ pub async fn fetch(State(app): State<SharedApp>, params: Params) -> Result<Respo
 /// `GET /token-state?token=T`: `{"success": true}` once the client has
 /// fetched the AuthID, `false` before that or when the login failed.
 pub async fn token_state(
-    State(app): State<SharedApp>,
+    State(app): State<AppState>,
     params: Params,
 ) -> Result<Response, ApiError> {
     let token = token_of(&params)?;
     let state = app
-        .login
-        .fetch_store()
-        .state(&token, app.login.now())
+        .fetch_state(&token)
         .await
-        .map_err(|e| store_unavailable(&app, &e))?;
+        .map_err(|_| ApiError::store_unavailable())?;
     let body = match state.ok_or_else(no_such_token)? {
         FetchState::Pending => json!({ "wait": "Not ready" }),
         FetchState::Ready(_) | FetchState::Failed(_) => json!({ "success": false }),
@@ -78,14 +74,9 @@ fn no_such_token() -> ApiError {
     )
 }
 
-fn store_unavailable(app: &SharedApp, e: &StoreError) -> ApiError {
-    app.outage.failed("reading a fetch token", e);
-    RefreshError::StoreUnavailable.into()
-}
-
 fn json_no_store(body: Value) -> Response {
     let mut response = axum::Json(body).into_response();
-    super::refresh::no_store(response.headers_mut());
+    super::headers::no_store(response.headers_mut());
     response
 }
 
@@ -106,7 +97,7 @@ fn jsonp(callback: &str, answer: Result<Value, ApiError>, public_base: &str) -> 
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/javascript; charset=utf-8"),
     );
-    super::refresh::no_store(headers);
+    super::headers::no_store(headers);
     if let Some(text) = reason {
         super::error::set_reason(headers, &text);
     }

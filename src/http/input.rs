@@ -9,9 +9,9 @@ use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::ApiError;
+use super::headers::{SentAuthId, is_form, sent_authid};
 use super::page::{self, Page};
-use crate::app::SharedApp;
-use crate::authid::MAX_AUTHID_LEN;
+use super::state::AppState;
 
 /// Largest form body read.
 pub const FORM_LIMIT: usize = 32 * 1024;
@@ -44,12 +44,15 @@ impl Params {
             })?),
             None => self.get("authid"),
         };
-        match value.map(str::trim) {
-            None | Some("") => Ok(None),
-            Some(v) if v.len() > MAX_AUTHID_LEN => {
-                Err(ApiError::bad_request("The AuthID is too long"))
-            }
-            Some(v) => Ok(Some(v)),
+        // The form or query may hold other whitespace around it than a
+        // header can; trimmed here, the rest are the rules of the fast path.
+        let Some(value) = value.map(str::trim) else {
+            return Ok(None);
+        };
+        match sent_authid(value.as_bytes()) {
+            SentAuthId::Blank => Ok(None),
+            SentAuthId::TooLong => Err(ApiError::bad_request("The AuthID is too long")),
+            SentAuthId::Given(_) => Ok(Some(value)),
         }
     }
 }
@@ -69,12 +72,7 @@ async fn read_params(request: Request) -> Result<Params, ApiError> {
     if let Some(query) = parts.uri.query() {
         values.extend(url::form_urlencoded::parse(query.as_bytes()).into_owned());
     }
-    let is_form = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
+    if is_form(parts.headers.get(header::CONTENT_TYPE)) {
         let bytes = axum::body::to_bytes(body, FORM_LIMIT).await.map_err(|_| {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -101,10 +99,10 @@ impl<S: Send + Sync> FromRequest<S> for Params {
 /// be read gets the error page.
 pub struct PageParams(pub Params);
 
-impl FromRequest<SharedApp> for PageParams {
+impl FromRequest<AppState> for PageParams {
     type Rejection = Page;
 
-    async fn from_request(request: Request, app: &SharedApp) -> Result<Self, Page> {
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, Page> {
         read_params(request)
             .await
             .map(Self)
@@ -116,10 +114,10 @@ impl FromRequest<SharedApp> for PageParams {
 /// [`page::same_site_form`]); anything else gets an error page.
 pub struct OwnForm(pub Params);
 
-impl FromRequest<SharedApp> for OwnForm {
+impl FromRequest<AppState> for OwnForm {
     type Rejection = Page;
 
-    async fn from_request(request: Request, app: &SharedApp) -> Result<Self, Page> {
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, Page> {
         if !page::same_site_form(app, request.headers()) {
             return Err(page::error(
                 app,

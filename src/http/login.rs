@@ -9,14 +9,14 @@ use serde_json::json;
 use super::client_ip::ClientIp;
 use super::input::{OwnForm, PageParams};
 use super::page::{self, LOGIN_COOKIE, Page};
-use crate::app::{App, SharedApp};
+use super::state::{AppState, HttpState};
 use crate::login::state::STATE_LIFETIME;
 use crate::login::{Callback, Finished, LoginError, LoginService, Start};
 use crate::metrics::Metrics;
 
 /// `GET /login?id=ID[&token=T]`: to the provider's consent screen, with
 /// the login bound to this browser by a cookie.
-pub async fn login(State(app): State<SharedApp>, PageParams(params): PageParams) -> Response {
+pub async fn login(State(app): State<AppState>, PageParams(params): PageParams) -> Response {
     let from_elsewhere = sent_from_another_site(params.headers());
     let id = params.get("id").unwrap_or("");
     // A login whose AuthID goes to the program that opened the window
@@ -25,16 +25,16 @@ pub async fn login(State(app): State<SharedApp>, PageParams(params): PageParams)
     if from_elsewhere {
         if let (Ok(Some(token)), Ok(provider)) = (
             LoginService::fetch_token(params.get("token")),
-            app.login.provider(id),
+            app.login().provider(id),
         ) {
             return redirect(&page::index_href(&app, provider, &token), None);
         }
     }
-    let started =
-        LoginService::fetch_token(params.get("token")).and_then(|token| app.login.start(id, token));
+    let started = LoginService::fetch_token(params.get("token"))
+        .and_then(|token| app.login().start(id, token));
     if started.is_ok() {
         if let Some(p) = app.catalogue().get(id) {
-            app.metrics
+            app.metrics()
                 .logins_started
                 .get_or_create(&Metrics::provider(&p.id))
                 .inc();
@@ -83,7 +83,7 @@ fn redirect(location: &str, cookie: Option<String>) -> Response {
 
 /// `GET /logged-in`: the provider's redirect back.
 pub async fn logged_in(
-    State(app): State<SharedApp>,
+    State(app): State<AppState>,
     ClientIp(client): ClientIp,
     PageParams(params): PageParams,
 ) -> Page {
@@ -94,7 +94,7 @@ pub async fn logged_in(
         error: params.get("error"),
         hostname: params.get("hostname"),
     };
-    let result = app.login.finish(callback, cookie, client).await;
+    let result = app.login().finish(callback, cookie, client).await;
     record_finish(&app, &result);
     // The cookie is spent once this browser's login was checked; a callback
     // from elsewhere must not disturb a login in progress here, and one
@@ -119,7 +119,7 @@ pub async fn logged_in(
 
 /// `POST /cli-token-login` (form `id`, `token`, optional `fetchtoken`).
 pub async fn cli_token_login(
-    State(app): State<SharedApp>,
+    State(app): State<AppState>,
     ClientIp(client): ClientIp,
     OwnForm(params): OwnForm,
 ) -> Page {
@@ -128,7 +128,7 @@ pub async fn cli_token_login(
         Err(e) => return page::error(&app, e),
     };
     let result = app
-        .login
+        .login()
         .cli_token_login(
             params.get("id").unwrap_or(""),
             params.get("token").unwrap_or(""),
@@ -143,15 +143,15 @@ pub async fn cli_token_login(
     }
 }
 
-fn record_finish(app: &App, result: &Result<Finished, LoginError>) {
+fn record_finish(app: &HttpState, result: &Result<Finished, LoginError>) {
     let (provider, outcome) = match result {
         Ok(f) => (f.provider.id.as_str(), "ok"),
         Err(e) => ("-", e.label()),
     };
-    app.metrics.logins_finished.inc(provider, outcome);
+    app.metrics().logins_finished.inc(provider, outcome);
 }
 
-fn success_page(app: &App, finished: &Finished) -> Page {
+fn success_page(app: &HttpState, finished: &Finished) -> Page {
     let provider = &finished.provider;
     page::render(
         app,
@@ -164,7 +164,7 @@ fn success_page(app: &App, finished: &Finished) -> Page {
             "access_token_only": provider.access_token_only,
             "deauth_link": provider.deauth_link,
             "fetch_token": finished.fetch_token.as_ref().map(|t| t.as_str()),
-            "opener_origins": app.settings.opener_origins.join(" "),
+            "opener_origins": app.settings().opener_origins.join(" "),
         }),
     )
     .no_store()

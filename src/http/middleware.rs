@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -28,6 +28,7 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 
 use super::ApiError;
 use super::error;
+use super::headers::SECURITY_HEADERS;
 use crate::metrics::Metrics;
 
 /// Largest request body accepted (forms carrying an AuthID are far smaller).
@@ -201,6 +202,7 @@ async fn overloaded(_: tower::BoxError) -> ApiError {
 /// of all routes (shared with the `/refresh` fast path, which answers only
 /// while a permit is free).
 pub fn apply(routes: Router, edge: Edge, ids: RequestIds, permits: Arc<Semaphore>) -> Router {
+    let [referrer, sniff] = SECURITY_HEADERS;
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), ids))
         .layer(
@@ -216,12 +218,12 @@ pub fn apply(routes: Router, edge: Edge, ids: RequestIds, permits: Arc<Semaphore
         .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            referrer.0,
+            HeaderValue::from_static(referrer.1),
         ))
         .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
+            sniff.0,
+            HeaderValue::from_static(sniff.1),
         ))
         .layer(HandleErrorLayer::new(overloaded))
         .load_shed()

@@ -6,6 +6,7 @@ mod demo;
 mod error;
 mod fast_refresh;
 mod fetch;
+mod headers;
 mod input;
 mod login;
 mod middleware;
@@ -15,6 +16,7 @@ mod refresh;
 mod revoke;
 pub mod server;
 mod site;
+mod state;
 mod templates;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use axum::routing::{get, post};
 
 pub use error::ApiError;
 pub use fast_refresh::FastRefresh;
+pub use state::{AppState, HttpState};
 pub use templates::Templates;
 
 use crate::app::SharedApp;
@@ -32,22 +35,23 @@ use crate::app::SharedApp;
 /// of the router and its middleware stack. Served as it is (not inside
 /// another `Router`, whose routing a hit would pay for twice).
 pub fn router(app: SharedApp) -> FastRefresh {
-    let (full, ids, permits) = full_stack(Arc::clone(&app));
-    FastRefresh::new(app, full, ids, permits)
+    let state = Arc::new(HttpState::new(app));
+    let (full, ids, permits) = full_stack(Arc::clone(&state));
+    FastRefresh::new(state, full, ids, permits)
 }
 
 /// Every route with the middleware stack, and what the fast path shares
 /// with the stack: the request ids and the concurrency limit's permits.
-fn full_stack(app: SharedApp) -> (Router, middleware::RequestIds, Arc<tokio::sync::Semaphore>) {
+fn full_stack(app: AppState) -> (Router, middleware::RequestIds, Arc<tokio::sync::Semaphore>) {
     let edge = middleware::Edge {
-        metrics: Arc::clone(&app.metrics),
-        public_base: app.settings.public_base().to_string(),
+        metrics: Arc::clone(app.metrics()),
+        public_base: app.settings().public_base().to_string(),
     };
     let ids = middleware::RequestIds::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(
-        app.settings.limits.max_concurrent_requests.max(1),
+        app.settings().limits.max_concurrent_requests.max(1),
     ));
-    let demo = app.demo.is_some().then(|| demo::routes(Arc::clone(&app)));
+    let demo = app.demo().is_some().then(|| demo::routes(Arc::clone(&app)));
     let mut routes = Router::new()
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::input::Params;
-use crate::app::{App, SharedApp};
+use super::state::{AppState, HttpState};
 
 /// Alive: the process answers.
 pub async fn health() -> Json<Value> {
@@ -18,8 +18,8 @@ pub async fn health() -> Json<Value> {
 
 /// Ready when keys are loaded and at least one provider is usable: the
 /// verdict, the number of keys and of providers.
-fn readiness(app: &App) -> (bool, usize, usize) {
-    let keys = app.keyring.current().len();
+fn readiness(app: &HttpState) -> (bool, usize, usize) {
+    let keys = app.keyring().current().len();
     let providers = app.catalogue().providers().len();
     (keys > 0 && providers > 0, keys, providers)
 }
@@ -31,12 +31,9 @@ const STORE_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_millis
 /// state is reported but does not decide: a store outage must not take
 /// every instance out of the load balancer, since logins of providers that
 /// do not rotate keep working without it.
-pub async fn ready(State(app): State<SharedApp>) -> Response {
+pub async fn ready(State(app): State<AppState>) -> Response {
     let (ok, keys, providers) = readiness(&app);
-    let store_up = matches!(
-        tokio::time::timeout(STORE_PING_TIMEOUT, app.store.ping()).await,
-        Ok(Ok(()))
-    );
+    let (store_kind, store_up) = app.store_status(STORE_PING_TIMEOUT).await;
     let status = if ok {
         StatusCode::OK
     } else {
@@ -47,7 +44,7 @@ pub async fn ready(State(app): State<SharedApp>) -> Response {
         "ready": ok,
         "keys": keys,
         "providers": providers,
-        "store": { "kind": app.store.kind(), "up": store_up },
+        "store": { "kind": store_kind, "up": store_up },
     });
     (status, Json(body)).into_response()
 }
@@ -59,7 +56,7 @@ pub const MAX_ISALIVE_DATA: usize = 256;
 /// `GET|POST /isalive?data=X` → `{"data": "X"}`: how the old App Engine
 /// service checks the workers it forwards `/refresh` to. A broker that is
 /// not ready answers 503, so the old service stops forwarding to it.
-pub async fn isalive(State(app): State<SharedApp>, params: Params) -> Result<Response, ApiError> {
+pub async fn isalive(State(app): State<AppState>, params: Params) -> Result<Response, ApiError> {
     let data = params
         .get("data")
         .ok_or_else(|| ApiError::bad_request("Missing data"))?;
@@ -78,22 +75,14 @@ pub async fn isalive(State(app): State<SharedApp>, params: Params) -> Result<Res
 }
 
 /// Prometheus text format.
-pub async fn metrics(State(app): State<SharedApp>) -> Response {
-    app.refresher.update_gauges();
-    app.metrics.ready.set(i64::from(readiness(&app).0));
-    let keyring = app.keyring.current();
-    let loaded: Vec<&str> = keyring.keys().iter().map(|k| k.kid()).collect();
-    app.metrics.record_keys(
-        keyring.primary().kid(),
-        &loaded,
-        &app.keyring.stats().snapshot(),
-    );
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let body = app.render_metrics(readiness(&app).0);
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(),
+        body,
     )
         .into_response()
 }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::ApiError;
 use super::error::Report;
-use crate::app::App;
+use super::state::HttpState;
 use crate::cause::Cause;
 use crate::login::FetchToken;
 use crate::provider::Provider;
@@ -51,8 +51,8 @@ impl Page {
 
 /// The path part of `PUBLIC_URL`, without a trailing slash: links on pages
 /// are prefixed with it.
-pub fn base_path(app: &App) -> String {
-    app.settings
+pub fn base_path(app: &HttpState) -> String {
+    app.settings()
         .public_url
         .path()
         .trim_end_matches('/')
@@ -60,14 +60,14 @@ pub fn base_path(app: &App) -> String {
 }
 
 /// Renders a template with the common context (names, base path, nonce).
-pub fn render(app: &App, status: StatusCode, template: &str, context: Value) -> Page {
+pub fn render(app: &HttpState, status: StatusCode, template: &str, context: Value) -> Page {
     let nonce = random_id();
     let mut map = match context {
         Value::Object(map) => map,
         _ => Map::new(),
     };
-    map.insert("app_name".into(), json!(app.settings.app_name));
-    map.insert("display_name".into(), json!(app.settings.display_name));
+    map.insert("app_name".into(), json!(app.settings().app_name));
+    map.insert("display_name".into(), json!(app.settings().display_name));
     map.insert("base".into(), json!(base_path(app)));
     map.insert("nonce".into(), json!(nonce));
     let context = minijinja::Value::from_serialize(Value::Object(map));
@@ -97,7 +97,7 @@ fn fallback_html(status: StatusCode, base: &str) -> String {
 }
 
 /// Where a provider's login starts: the OAuth redirect, or the token form.
-pub fn login_href(app: &App, provider: &Provider, fetch_token: Option<&str>) -> String {
+pub fn login_href(app: &HttpState, provider: &Provider, fetch_token: Option<&str>) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("id", &provider.id);
     if let Some(t) = fetch_token {
@@ -113,7 +113,7 @@ pub fn login_href(app: &App, provider: &Provider, fetch_token: Option<&str>) -> 
 
 /// The provider's entry on the provider list, carrying a fetch token: the
 /// page that tells the user where the AuthID will go.
-pub fn index_href(app: &App, provider: &Provider, fetch_token: &FetchToken) -> String {
+pub fn index_href(app: &HttpState, provider: &Provider, fetch_token: &FetchToken) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("type", &provider.id);
     query.append_pair("token", fetch_token.as_str());
@@ -124,7 +124,7 @@ pub fn index_href(app: &App, provider: &Provider, fetch_token: &FetchToken) -> S
 /// login again where there is one, and where to remove the application's
 /// access when that is the way out. Never cached; the cause goes to the
 /// log with the answer.
-pub fn error(app: &App, error: impl Into<ApiError>) -> Page {
+pub fn error(app: &HttpState, error: impl Into<ApiError>) -> Page {
     let error = error.into();
     let provider = error
         .page
@@ -141,7 +141,7 @@ pub fn error(app: &App, error: impl Into<ApiError>) -> Page {
         "error.html",
         json!({
             "title": error.page.title,
-            "message": error.text(Some(app.settings.public_base())),
+            "message": error.text(Some(app.settings().public_base())),
             "restart_href": restart_href,
             "deauth_link": deauth,
             "deauth_name": provider.map(|p| p.name.clone()),
@@ -178,7 +178,7 @@ impl IntoResponse for Page {
             HeaderValue::from_static("no-referrer"),
         );
         if self.no_store {
-            super::refresh::no_store(headers);
+            super::headers::no_store(headers);
         } else {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         }
@@ -198,8 +198,8 @@ impl IntoResponse for Page {
 /// The login cookie: HttpOnly, SameSite=Lax (sent on the provider's
 /// redirect back), only to `/logged-in`, for `max_age` seconds (the
 /// lifetime of the login state).
-pub fn login_cookie(app: &App, nonce: &str, max_age: i64) -> String {
-    let secure = if app.settings.secure_cookies() {
+pub fn login_cookie(app: &HttpState, nonce: &str, max_age: i64) -> String {
+    let secure = if app.settings().secure_cookies() {
         "; Secure"
     } else {
         ""
@@ -225,7 +225,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Forms that log in or revoke are only taken from this site's own pages:
 /// a cross-site POST could log a victim's browser into someone else's
 /// account. `Origin: null` is what our `no-referrer` pages send.
-pub fn same_site_form(app: &App, headers: &HeaderMap) -> bool {
+pub fn same_site_form(app: &HttpState, headers: &HeaderMap) -> bool {
     let fetch_site = headers
         .get(HeaderName::from_static("sec-fetch-site"))
         .and_then(|v| v.to_str().ok());
@@ -234,7 +234,7 @@ pub fn same_site_form(app: &App, headers: &HeaderMap) -> bool {
     }
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None | Some("null") => true,
-        Some(origin) => origin == app.settings.public_url.origin().ascii_serialization(),
+        Some(origin) => origin == app.settings().public_url.origin().ascii_serialization(),
     }
 }
 

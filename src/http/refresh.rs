@@ -1,18 +1,20 @@
-//! `GET|POST /refresh`: the Duplicati-compatible token endpoint.
+//! `GET|POST /refresh`: the Duplicati-compatible token endpoint (the full
+//! path; a plain cache hit is answered ahead of the router by
+//! `fast_refresh`, with the same core call and headers).
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::http::Method;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::ApiError;
 use super::client_ip::ClientIp;
+use super::headers::token_headers;
 use super::input::Params;
-use crate::app::SharedApp;
+use super::state::AppState;
 use crate::provider::is_provider_id;
-use crate::refresh::RefreshAnswer;
 
 pub async fn refresh(
-    State(app): State<SharedApp>,
+    State(app): State<AppState>,
     ClientIp(client): ClientIp,
     method: Method,
     params: Params,
@@ -20,8 +22,11 @@ pub async fn refresh(
     let Some(authid) = params.authid()? else {
         return no_authid(&method, &params, &super::page::base_path(&app));
     };
-    let answer = app.refresher.refresh(authid, client).await?;
-    Ok(token_response(&answer))
+    let body = app.refresh(authid, client).await?;
+    // The JSON the cache prepared (the fast path sends the same bytes).
+    let mut response = body.into_response();
+    token_headers(response.headers_mut());
+    Ok(response)
 }
 
 /// `GET /refresh?type=X` is a login link some clients open by mistake.
@@ -35,25 +40,4 @@ fn no_authid(method: &Method, params: &Params, base: &str) -> Result<Response, A
             "Missing AuthID: send it in the X-AuthID header",
         )),
     }
-}
-
-/// The JSON the cache prepared for this answer (the fast path sends the
-/// same bytes).
-fn token_response(answer: &RefreshAnswer) -> Response {
-    let mut response = (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        answer.json_body(),
-    )
-        .into_response();
-    no_store(response.headers_mut());
-    response
-}
-
-/// Responses carrying a token must never be cached anywhere.
-pub fn no_store(headers: &mut HeaderMap) {
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
 }

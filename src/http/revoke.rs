@@ -10,27 +10,27 @@ use super::ApiError;
 use super::client_ip::ClientIp;
 use super::input::{OwnForm, Params};
 use super::page::{self, Page};
-use crate::app::SharedApp;
+use super::state::AppState;
 use crate::login::RevokeOutcome;
 
-pub async fn form(State(app): State<SharedApp>) -> Page {
+pub async fn form(State(app): State<AppState>) -> Page {
     page::render(&app, StatusCode::OK, "revoke.html", json!({}))
 }
 
 /// `POST /revoke`: JSON `{"result": "revoked"}` or the error format.
 pub async fn revoke_json(
-    State(app): State<SharedApp>,
+    State(app): State<AppState>,
     ClientIp(client): ClientIp,
     params: Params,
 ) -> Result<Response, ApiError> {
     let authid = params
         .authid()?
         .ok_or_else(|| ApiError::bad_request("Missing AuthID: send it in the X-AuthID header"))?;
-    match app.login.revoke(authid, client).await {
+    match app.login().revoke(authid, client).await {
         Ok(RevokeOutcome::Revoked { provider }) => {
             let mut response =
                 axum::Json(json!({ "result": "revoked", "type": provider.id })).into_response();
-            super::refresh::no_store(response.headers_mut());
+            super::headers::no_store(response.headers_mut());
             Ok(response)
         }
         Ok(RevokeOutcome::NoEndpoint { provider }) => Err(ApiError::new(
@@ -52,7 +52,7 @@ pub async fn revoke_json(
 
 /// `POST /revoked` (form `authid`): the same, as a page.
 pub async fn revoked_page(
-    State(app): State<SharedApp>,
+    State(app): State<AppState>,
     ClientIp(client): ClientIp,
     OwnForm(params): OwnForm,
 ) -> Page {
@@ -66,7 +66,7 @@ pub async fn revoked_page(
         }
         Err(e) => return page::error(&app, e.titled("Not revoked")),
     };
-    let (revoked, provider) = match app.login.revoke(authid, client).await {
+    let (revoked, provider) = match app.login().revoke(authid, client).await {
         Ok(RevokeOutcome::Revoked { provider }) => (true, provider),
         Ok(RevokeOutcome::NoEndpoint { provider }) => (false, provider),
         Err(e) => return page::error(&app, ApiError::from(e).titled("Not revoked")),

@@ -10,23 +10,23 @@ use serde_json::json;
 use super::ApiError;
 use super::input::PageParams;
 use super::page::{self, Page};
-use crate::app::SharedApp;
+use super::state::AppState;
 use crate::login::state::STATE_LIFETIME;
 use crate::login::{LoginError, LoginService};
 
 /// `GET /`: every listed provider, or just `?type=ID`; `?token=T` registers
 /// a polling client's fetch token.
-pub async fn index(State(app): State<SharedApp>, PageParams(params): PageParams) -> Page {
+pub async fn index(State(app): State<AppState>, PageParams(params): PageParams) -> Page {
     let token = match LoginService::fetch_token(params.get("token")) {
         Ok(t) => t,
         Err(e) => return page::error(&app, e),
     };
     if let Some(t) = &token {
-        app.login.register_fetch_token(t).await;
+        app.login().register_fetch_token(t).await;
     }
     let wanted = params.get("type").map(str::trim).filter(|t| !t.is_empty());
     let providers: Vec<_> = match wanted {
-        Some(name) => match app.login.provider(name) {
+        Some(name) => match app.login().provider(name) {
             Ok(p) => vec![p.clone()],
             Err(e) => return page::error(&app, e),
         },
@@ -70,8 +70,8 @@ pub async fn index(State(app): State<SharedApp>, PageParams(params): PageParams)
 }
 
 /// `GET /cli-token?id=jottacloud`: the form for a personal login token.
-pub async fn cli_token_form(State(app): State<SharedApp>, PageParams(params): PageParams) -> Page {
-    let provider = match app.login.provider(params.get("id").unwrap_or("")) {
+pub async fn cli_token_form(State(app): State<AppState>, PageParams(params): PageParams) -> Page {
+    let provider = match app.login().provider(params.get("id").unwrap_or("")) {
         Ok(p) => p.clone(),
         Err(e) => return page::error(&app, e),
     };
@@ -104,7 +104,7 @@ pub async fn cli_token_form(State(app): State<SharedApp>, PageParams(params): Pa
     .no_store()
 }
 
-pub async fn privacy(State(app): State<SharedApp>) -> Page {
+pub async fn privacy(State(app): State<AppState>) -> Page {
     page::render(
         &app,
         StatusCode::OK,
@@ -114,7 +114,7 @@ pub async fn privacy(State(app): State<SharedApp>) -> Page {
 }
 
 /// `GET /static/{name}`: the stylesheet and the page script.
-pub async fn asset(State(app): State<SharedApp>, Path(name): Path<String>) -> Response {
+pub async fn asset(State(app): State<AppState>, Path(name): Path<String>) -> Response {
     let Some(asset) = app.templates.asset(&name) else {
         return ApiError::new(StatusCode::NOT_FOUND, "No such file").into_response();
     };

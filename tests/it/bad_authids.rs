@@ -28,24 +28,20 @@ fn flip(authid: &str, part: usize) -> String {
     format!("v3:{}", parts.join("."))
 }
 
-#[tokio::test]
-async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
-    let mock = MockProvider::start().await;
-    let broker = Broker::new(&mock);
-    let good = broker.seal("googledrive", "rt-bad-authid-test-token");
-    let foreign_broker = Broker::new(&mock);
-    let foreign = foreign_broker.seal("googledrive", "rt-foreign");
-    let kid = {
-        let header = URL_SAFE_NO_PAD
-            .decode(good[3..].split('.').next().unwrap())
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let epk = r#""epk":{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}"#;
-    let cases: Vec<(&str, String, StatusCode)> = vec![
+/// The `kid` in the header of a sealed AuthID.
+fn kid_of(good: &str) -> String {
+    let header = URL_SAFE_NO_PAD
+        .decode(good[3..].split('.').next().unwrap())
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// AuthIDs of the wrong shape: prefix, parts, encoding.
+fn shape_cases(good: &str) -> Vec<(&'static str, String, StatusCode)> {
+    vec![
         ("empty", "".into(), StatusCode::BAD_REQUEST),
         ("blank", "   ".into(), StatusCode::BAD_REQUEST),
         (
@@ -75,18 +71,26 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         ),
         (
             "header not JSON",
-            with_header(&good, "not json"),
+            with_header(good, "not json"),
             StatusCode::BAD_REQUEST,
         ),
         (
             "header is an array",
-            with_header(&good, "[1,2]"),
+            with_header(good, "[1,2]"),
             StatusCode::BAD_REQUEST,
         ),
+    ]
+}
+
+/// Well-formed AuthIDs whose JWE header asks for what the broker refuses:
+/// algorithms the broker does not use (or none).
+fn alg_cases(good: &str, kid: &str) -> Vec<(&'static str, String, StatusCode)> {
+    let epk = r#""epk":{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}"#;
+    vec![
         (
             "header without kid",
             with_header(
-                &good,
+                good,
                 &format!(r#"{{"alg":"ECDH-ES+A256KW","enc":"A256GCM",{epk}}}"#),
             ),
             StatusCode::BAD_REQUEST,
@@ -94,7 +98,7 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         (
             "alg none",
             with_header(
-                &good,
+                good,
                 &format!(r#"{{"alg":"none","enc":"A256GCM","kid":"{kid}",{epk}}}"#),
             ),
             StatusCode::UNAUTHORIZED,
@@ -102,7 +106,7 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         (
             "alg HS256",
             with_header(
-                &good,
+                good,
                 &format!(r#"{{"alg":"HS256","enc":"A256GCM","kid":"{kid}",{epk}}}"#),
             ),
             StatusCode::UNAUTHORIZED,
@@ -110,7 +114,7 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         (
             "alg dir",
             with_header(
-                &good,
+                good,
                 &format!(r#"{{"alg":"dir","enc":"A256GCM","kid":"{kid}"}}"#),
             ),
             StatusCode::UNAUTHORIZED,
@@ -118,15 +122,23 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         (
             "alg RSA",
             with_header(
-                &good,
+                good,
                 &format!(r#"{{"alg":"RSA-OAEP-256","enc":"A256GCM","kid":"{kid}"}}"#),
             ),
             StatusCode::UNAUTHORIZED,
         ),
+    ]
+}
+
+/// Well-formed AuthIDs whose JWE header asks for what the broker refuses:
+/// encryption and header features it refuses.
+fn enc_cases(good: &str, kid: &str) -> Vec<(&'static str, String, StatusCode)> {
+    let epk = r#""epk":{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}"#;
+    vec![
         (
             "enc A128GCM",
             with_header(
-                &good,
+                good,
                 &format!(r#"{{"alg":"ECDH-ES+A256KW","enc":"A128GCM","kid":"{kid}",{epk}}}"#),
             ),
             StatusCode::UNAUTHORIZED,
@@ -134,7 +146,7 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         (
             "enc CBC",
             with_header(
-                &good,
+                good,
                 &format!(r#"{{"alg":"ECDH-ES+A256KW","enc":"A256CBC-HS512","kid":"{kid}",{epk}}}"#),
             ),
             StatusCode::UNAUTHORIZED,
@@ -142,7 +154,7 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         (
             "zip",
             with_header(
-                &good,
+                good,
                 &format!(
                     r#"{{"alg":"ECDH-ES+A256KW","enc":"A256GCM","zip":"DEF","kid":"{kid}",{epk}}}"#
                 ),
@@ -152,17 +164,25 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         (
             "crit",
             with_header(
-                &good,
+                good,
                 &format!(
                     r#"{{"alg":"ECDH-ES+A256KW","enc":"A256GCM","crit":["x"],"kid":"{kid}",{epk}}}"#
                 ),
             ),
             StatusCode::UNAUTHORIZED,
         ),
+    ]
+}
+
+/// Well-formed AuthIDs whose JWE header asks for what the broker refuses:
+/// a key URL, an unknown or odd key id, a bad public point.
+fn key_cases(good: &str, kid: &str) -> Vec<(&'static str, String, StatusCode)> {
+    let epk = r#""epk":{"kty":"EC","crv":"P-256","x":"AAAA","y":"AAAA"}"#;
+    vec![
         (
             "jku",
             with_header(
-                &good,
+                good,
                 &format!(
                     r#"{{"alg":"ECDH-ES+A256KW","enc":"A256GCM","jku":"https://evil.example/k","kid":"{kid}",{epk}}}"#
                 ),
@@ -172,7 +192,7 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         (
             "unknown kid",
             with_header(
-                &good,
+                good,
                 &format!(r#"{{"alg":"ECDH-ES+A256KW","enc":"A256GCM","kid":"nosuchkey",{epk}}}"#),
             ),
             StatusCode::UNAUTHORIZED,
@@ -180,7 +200,7 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         (
             "path kid",
             with_header(
-                &good,
+                good,
                 &format!(
                     r#"{{"alg":"ECDH-ES+A256KW","enc":"A256GCM","kid":"../../etc/passwd",{epk}}}"#
                 ),
@@ -190,19 +210,29 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         (
             "invalid epk point",
             with_header(
-                &good,
+                good,
                 &format!(r#"{{"alg":"ECDH-ES+A256KW","enc":"A256GCM","kid":"{kid}",{epk}}}"#),
             ),
             StatusCode::UNAUTHORIZED,
         ),
-        ("tampered header", flip(&good, 0), StatusCode::BAD_REQUEST),
-        ("tampered key", flip(&good, 1), StatusCode::UNAUTHORIZED),
+    ]
+}
+
+/// A sealed AuthID altered, sealed elsewhere, too long, or of the old form.
+fn tamper_cases(
+    broker: &Broker,
+    good: &str,
+    foreign: &str,
+) -> Vec<(&'static str, String, StatusCode)> {
+    vec![
+        ("tampered header", flip(good, 0), StatusCode::BAD_REQUEST),
+        ("tampered key", flip(good, 1), StatusCode::UNAUTHORIZED),
         (
             "tampered ciphertext",
-            flip(&good, 3),
+            flip(good, 3),
             StatusCode::UNAUTHORIZED,
         ),
-        ("tampered tag", flip(&good, 4), StatusCode::UNAUTHORIZED),
+        ("tampered tag", flip(good, 4), StatusCode::UNAUTHORIZED),
         (
             "short IV",
             {
@@ -214,7 +244,7 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
         ),
         (
             "other server's key",
-            foreign.clone(),
+            foreign.to_string(),
             StatusCode::UNAUTHORIZED,
         ),
         (
@@ -252,7 +282,22 @@ async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
             broker.seal("nosuchprovider", "rt-x"),
             StatusCode::BAD_REQUEST,
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn thirty_kinds_of_bad_authid_each_get_a_clear_4xx() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    let good = broker.seal("googledrive", "rt-bad-authid-test-token");
+    let foreign_broker = Broker::new(&mock);
+    let foreign = foreign_broker.seal("googledrive", "rt-foreign");
+    let kid = kid_of(&good);
+    let mut cases = shape_cases(&good);
+    cases.extend(alg_cases(&good, &kid));
+    cases.extend(enc_cases(&good, &kid));
+    cases.extend(key_cases(&good, &kid));
+    cases.extend(tamper_cases(&broker, &good, &foreign));
     assert!(cases.len() >= 30);
     for (name, authid, status) in &cases {
         // Header values cannot carry non-ASCII, and a header this long is

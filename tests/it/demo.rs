@@ -12,16 +12,9 @@ fn query_of(url: &str) -> std::collections::HashMap<String, String> {
         .collect()
 }
 
-#[tokio::test]
-async fn demo_mode_login_refresh_rotation_and_revocation() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = process::start(&["demo"], &[], tmp.path());
-    let base = &server.base;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-
+/// A login at the demo provider through the broker's pages, as a browser
+/// would: the AuthID the success page shows.
+async fn log_in(client: &reqwest::Client, base: &str) -> String {
     let index = client
         .get(format!("{base}/"))
         .send()
@@ -79,10 +72,22 @@ async fn demo_mode_login_refresh_rotation_and_revocation() {
         .unwrap();
     assert!(page.contains(r#"id="authid""#), "{page}");
     let start = page.find("v3:").expect("an AuthID on the page");
-    let authid: String = page[start..]
+    page[start..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || "-_.:".contains(*c))
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn demo_mode_login_refresh_rotation_and_revocation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = process::start(&["demo"], &[], tmp.path());
+    let base = &server.base;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let authid = log_in(&client, base).await;
 
     // Refresh: the demo provider rotates, so a newer AuthID comes back.
     let refreshed: serde_json::Value = client

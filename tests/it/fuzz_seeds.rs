@@ -188,115 +188,97 @@ fn retry_afters() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `token_answer` inputs as (name, status, `Retry-After`, body).
+const TOKEN_ANSWERS: &[(&str, u16, &str, &str)] = &[
+    (
+        "google",
+        200,
+        "",
+        r#"{"access_token":"ya29.a0Fuzz","expires_in":3599,"scope":"https://www.googleapis.com/auth/drive.file","token_type":"Bearer"}"#,
+    ),
+    (
+        "microsoft-rotating",
+        200,
+        "",
+        r#"{"token_type":"Bearer","scope":"Files.ReadWrite offline_access","expires_in":3600,"ext_expires_in":3600,"access_token":"EwB4Fuzz","refresh_token":"M.C105_Fuzz"}"#,
+    ),
+    (
+        "box-single-use",
+        200,
+        "",
+        r#"{"access_token":"box-at","expires_in":3600,"restricted_to":[],"refresh_token":"box-rt-next","token_type":"bearer"}"#,
+    ),
+    (
+        "dropbox",
+        200,
+        "",
+        r#"{"access_token":"sl.Fuzz","expires_in":14400,"token_type":"bearer"}"#,
+    ),
+    (
+        "jottacloud",
+        200,
+        "",
+        r#"{"access_token":"jwt.at","expires_in":"3600","refresh_expires_in":0,"refresh_token":"jwt.rt","token_type":"Bearer","not-before-policy":0,"session_state":"s","scope":"openid offline_access"}"#,
+    ),
+    (
+        "pcloud",
+        200,
+        "",
+        r#"{"result":0,"access_token":"pcloud-at","token_type":"bearer","uid":4242424,"locationid":2}"#,
+    ),
+    (
+        "pcloud-error",
+        200,
+        "",
+        r#"{"result":2000,"error":"Log in failed."}"#,
+    ),
+    (
+        "invalid-grant",
+        400,
+        "",
+        r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#,
+    ),
+    ("invalid-client", 401, "", r#"{"error":"invalid_client"}"#),
+    (
+        "dropbox-nested-error",
+        400,
+        "",
+        r#"{"error":{".tag":"invalid_access_token"},"error_summary":"invalid_access_token/"}"#,
+    ),
+    (
+        "nested-code",
+        400,
+        "",
+        r#"{"error":{"code":"invalid_grant","message":"x"}}"#,
+    ),
+    (
+        "microsoft-loop",
+        400,
+        "",
+        r#"{"error":"invalid_grant","error_description":"AADSTS50196: The server terminated an operation because it encountered a client request loop."}"#,
+    ),
+    ("throttled-seconds", 429, "30", r#"{"error":"slow_down"}"#),
+    ("server-error-retry", 500, "5", "oops"),
+    (
+        "html-500",
+        500,
+        "",
+        "<html><body>Internal Server Error</body></html>",
+    ),
+    ("broken-json", 200, "", r#"{"access_token":"at-cut"#),
+    ("no-access-token", 200, "", r#"{"token_type":"Bearer"}"#),
+    ("redirect", 302, "", ""),
+];
+
 /// `token_answer` inputs: status line, `Retry-After` line, body.
 fn token_answers() -> Vec<(&'static str, String)> {
     let answer = |status: u16, retry: &str, body: &str| format!("{status}\n{retry}\n{body}");
-    vec![
-        (
-            "google",
-            answer(
-                200,
-                "",
-                r#"{"access_token":"ya29.a0Fuzz","expires_in":3599,"scope":"https://www.googleapis.com/auth/drive.file","token_type":"Bearer"}"#,
-            ),
-        ),
-        (
-            "microsoft-rotating",
-            answer(
-                200,
-                "",
-                r#"{"token_type":"Bearer","scope":"Files.ReadWrite offline_access","expires_in":3600,"ext_expires_in":3600,"access_token":"EwB4Fuzz","refresh_token":"M.C105_Fuzz"}"#,
-            ),
-        ),
-        (
-            "box-single-use",
-            answer(
-                200,
-                "",
-                r#"{"access_token":"box-at","expires_in":3600,"restricted_to":[],"refresh_token":"box-rt-next","token_type":"bearer"}"#,
-            ),
-        ),
-        (
-            "dropbox",
-            answer(
-                200,
-                "",
-                r#"{"access_token":"sl.Fuzz","expires_in":14400,"token_type":"bearer"}"#,
-            ),
-        ),
-        (
-            "jottacloud",
-            answer(
-                200,
-                "",
-                r#"{"access_token":"jwt.at","expires_in":"3600","refresh_expires_in":0,"refresh_token":"jwt.rt","token_type":"Bearer","not-before-policy":0,"session_state":"s","scope":"openid offline_access"}"#,
-            ),
-        ),
-        (
-            "pcloud",
-            answer(
-                200,
-                "",
-                r#"{"result":0,"access_token":"pcloud-at","token_type":"bearer","uid":4242424,"locationid":2}"#,
-            ),
-        ),
-        (
-            "pcloud-error",
-            answer(200, "", r#"{"result":2000,"error":"Log in failed."}"#),
-        ),
-        (
-            "invalid-grant",
-            answer(
-                400,
-                "",
-                r#"{"error":"invalid_grant","error_description":"Token has been expired or revoked."}"#,
-            ),
-        ),
-        (
-            "invalid-client",
-            answer(401, "", r#"{"error":"invalid_client"}"#),
-        ),
-        (
-            "dropbox-nested-error",
-            answer(
-                400,
-                "",
-                r#"{"error":{".tag":"invalid_access_token"},"error_summary":"invalid_access_token/"}"#,
-            ),
-        ),
-        (
-            "nested-code",
-            answer(
-                400,
-                "",
-                r#"{"error":{"code":"invalid_grant","message":"x"}}"#,
-            ),
-        ),
-        (
-            "microsoft-loop",
-            answer(
-                400,
-                "",
-                r#"{"error":"invalid_grant","error_description":"AADSTS50196: The server terminated an operation because it encountered a client request loop."}"#,
-            ),
-        ),
-        (
-            "throttled-seconds",
-            answer(429, "30", r#"{"error":"slow_down"}"#),
-        ),
-        ("throttled-date", answer(503, &http_date(NOW + 120), "")),
-        ("server-error-retry", answer(500, "5", "oops")),
-        (
-            "html-500",
-            answer(500, "", "<html><body>Internal Server Error</body></html>"),
-        ),
-        ("broken-json", answer(200, "", r#"{"access_token":"at-cut"#)),
-        (
-            "no-access-token",
-            answer(200, "", r#"{"token_type":"Bearer"}"#),
-        ),
-        ("redirect", answer(302, "", "")),
-    ]
+    let mut answers: Vec<_> = TOKEN_ANSWERS
+        .iter()
+        .map(|&(name, status, retry, body)| (name, answer(status, retry, body)))
+        .collect();
+    answers.push(("throttled-date", answer(503, &http_date(NOW + 120), "")));
+    answers
 }
 
 fn all_seeds(ring: &Keyring) -> Vec<(&'static str, Vec<(&'static str, String)>)> {

@@ -577,7 +577,7 @@ async fn state_sealed_before_a_key_rotation_still_finishes() {
     let started = start(&broker, "/login?id=googledrive").await;
     let back = authorize(&started.authorize).await;
     // A new primary key; the old one stays loaded.
-    let old = broker.app.keyring.current();
+    let old = broker.app.keyring().current();
     let (new_key, _) = ServerKey::generate("rotated-key", 1).unwrap();
     let mut keys: Vec<Arc<ServerKey>> = old.keys().into_iter().cloned().collect();
     keys.push(Arc::new(new_key));

@@ -300,7 +300,7 @@ async fn google_and_box_authids_of_the_old_service_are_migrated_and_resealed() {
             .expect("a v3 AuthID in v2_authid");
         let opened = broker
             .app
-            .keyring
+            .keyring()
             .open(resealed.strip_prefix("v3:").unwrap())
             .unwrap();
         assert_eq!(opened.claims.provider, id);
@@ -489,7 +489,7 @@ async fn a_migrated_grant_uses_the_legacy_registration_when_it_changed() {
     let resealed = reply.json()["v2_authid"].as_str().unwrap().to_string();
     let opened = broker
         .app
-        .keyring
+        .keyring()
         .open(resealed.strip_prefix("v3:").unwrap())
         .unwrap();
     assert_eq!(opened.claims.client_id(), Some("app-engine-client"));

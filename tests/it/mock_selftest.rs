@@ -418,28 +418,7 @@ async fn dropbox_rejects_redirect_uri_on_refresh() {
 async fn fault_queue_answers_in_order_then_recovers() {
     let mock = MockProvider::start().await;
     let rt = mock.issue_refresh_token();
-    mock.push_fault(Fault::Throttle {
-        status: 429,
-        retry_after: Some("7".into()),
-    });
-    mock.push_fault(Fault::OAuthError {
-        status: 400,
-        error: "invalid_grant".into(),
-        description: Some("Token has been expired or revoked.".into()),
-    });
-    mock.push_fault(Fault::Status {
-        status: 503,
-        body: "down".into(),
-        retry_after: Some("Wed, 21 Oct 2037 07:28:00 GMT".into()),
-    });
-    mock.push_fault(Fault::BrokenJson);
-    mock.push_fault(Fault::Html(502));
-    mock.push_fault(Fault::HugeBody(100_000));
-    mock.push_fault(Fault::PcloudError {
-        result: 2094,
-        error: "Invalid 'access_token' provided.".into(),
-    });
-    mock.push_fault(Fault::Delay(Duration::from_millis(1)));
+    push_one_fault_of_each_kind(&mock);
     assert_eq!(mock.pending_faults(), 8);
 
     let send = || {
@@ -722,4 +701,30 @@ async fn access_token_lifetime_is_configurable() {
     assert_eq!(body["expires_in"], 0);
     assert_eq!(body["scope"], "drive.file");
     assert!(!mock.is_valid_access_token(body["access_token"].as_str().unwrap()));
+}
+
+/// Queues eight faults, one of each kind that answers.
+fn push_one_fault_of_each_kind(mock: &MockProvider) {
+    mock.push_fault(Fault::Throttle {
+        status: 429,
+        retry_after: Some("7".into()),
+    });
+    mock.push_fault(Fault::OAuthError {
+        status: 400,
+        error: "invalid_grant".into(),
+        description: Some("Token has been expired or revoked.".into()),
+    });
+    mock.push_fault(Fault::Status {
+        status: 503,
+        body: "down".into(),
+        retry_after: Some("Wed, 21 Oct 2037 07:28:00 GMT".into()),
+    });
+    mock.push_fault(Fault::BrokenJson);
+    mock.push_fault(Fault::Html(502));
+    mock.push_fault(Fault::HugeBody(100_000));
+    mock.push_fault(Fault::PcloudError {
+        result: 2094,
+        error: "Invalid 'access_token' provided.".into(),
+    });
+    mock.push_fault(Fault::Delay(Duration::from_millis(1)));
 }

@@ -35,11 +35,11 @@ fn broker(current: &MockProvider, old: &MockProvider) -> Broker {
 }
 
 fn seal_for(broker: &Broker, rt: &str, cid: Option<&str>) -> String {
-    let mut claims = Claims::new("box.com", Sensitive::new(rt), broker.app.clock.now());
+    let mut claims = Claims::new("box.com", Sensitive::new(rt), broker.app.now());
     if let Some(cid) = cid {
         claims.set_client_id(cid);
     }
-    broker.app.keyring.seal(&claims).unwrap()
+    broker.app.keyring().seal(&claims).unwrap()
 }
 
 #[tokio::test]
@@ -63,7 +63,7 @@ async fn an_authid_of_a_previous_client_refreshes_with_that_client() {
     assert_eq!(exchange["client_id"], CLIENT_ID);
     let opened = broker
         .app
-        .keyring
+        .keyring()
         .open(fresh.strip_prefix("v3:").unwrap())
         .unwrap();
     assert_eq!(opened.claims.client_id(), Some(CLIENT_ID));

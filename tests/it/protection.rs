@@ -136,7 +136,7 @@ async fn microsoft_loop_detection_and_pcloud_errors_count_as_throttling() {
     assert!(
         broker
             .app
-            .protection
+            .protection()
             .blocked("onedrivev2", SystemClock.now())
             .is_some()
     );
@@ -346,8 +346,8 @@ async fn per_login_caps_answer_429_and_reset_after_the_window() {
     assert_eq!(retry_after(&limited), 3600);
     // Keyed on the login, not the text: a re-sealed AuthID shares the cap.
     let other_text = {
-        let login = broker.app.refresher.open(&authid).unwrap();
-        broker.app.keyring.seal(&login.claims).unwrap()
+        let login = broker.app.refresher().open(&authid).unwrap();
+        broker.app.keyring().seal(&login.claims).unwrap()
     };
     assert_eq!(
         broker.refresh(&other_text).await.status,
@@ -511,13 +511,7 @@ async fn anonymous_login_callbacks_pass_the_provider_quota() {
     let calls = mock.token_calls();
     assert!(calls <= allowed, "{calls} token calls, {allowed} allowed");
     assert_eq!(calls + held, 100);
-    assert_eq!(
-        broker
-            .app
-            .protection
-            .active_backoffs(broker.app.clock.now()),
-        0
-    );
+    assert_eq!(broker.app.protection().active_backoffs(broker.app.now()), 0);
 }
 
 #[tokio::test]

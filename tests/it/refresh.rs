@@ -233,9 +233,9 @@ struct Case {
     retry_after: Option<&'static str>,
 }
 
-#[tokio::test]
-async fn each_error_class_maps_to_its_status_and_an_actionable_reason() {
-    let cases = [
+/// One case per class of provider failure.
+fn error_cases() -> [Case; 8] {
+    [
         Case {
             fault: Fault::OAuthError {
                 status: 400,
@@ -300,8 +300,12 @@ async fn each_error_class_maps_to_its_status_and_an_actionable_reason() {
             reason: "did not answer in time",
             retry_after: None,
         },
-    ];
-    for case in cases {
+    ]
+}
+
+#[tokio::test]
+async fn each_error_class_maps_to_its_status_and_an_actionable_reason() {
+    for case in error_cases() {
         let mock = MockProvider::start().await;
         let broker = Broker::new(&mock);
         mock.push_fault(case.fault.clone());
@@ -421,7 +425,7 @@ async fn retiring_a_key_ends_the_cached_answers_of_its_authids() {
         "the second answer came from the cache"
     );
 
-    let old = broker.app.keyring.current().primary().kid().to_string();
+    let old = broker.app.keyring().current().primary().kid().to_string();
     let (new, _) = ServerKey::generate("after-retirement", 2).unwrap();
     let keyring = Keyring::new([new], "after-retirement", HashSet::from([old])).unwrap();
     broker.app.install_keyring(keyring);

@@ -113,17 +113,17 @@ fn ok_json(reply: &Reply, what: &str) -> Value {
 fn refresh_token_in(broker: &Broker, authid: &str) -> String {
     let opened = broker
         .app
-        .keyring
+        .keyring()
         .open(authid.strip_prefix("v3:").expect("v3"))
         .expect("opens");
     opened.claims.rt.expose().to_string()
 }
 
 fn metric(broker: &Broker, line_start: &str) -> f64 {
-    broker.app.refresher.update_gauges();
+    broker.app.refresher().update_gauges();
     broker
         .app
-        .metrics
+        .metrics()
         .render()
         .lines()
         .find(|l| l.starts_with(line_start))

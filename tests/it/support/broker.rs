@@ -7,12 +7,13 @@ use axum::ServiceExt as _;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use oauth_broker::app::App;
+use oauth_broker::app::{App, AppParts};
 use oauth_broker::authid::{Claims, Keyring, ServerKey};
 use oauth_broker::clock::SharedClock;
 use oauth_broker::config::{Limits, Settings};
 use oauth_broker::http::FastRefresh;
 use oauth_broker::http::server::ConnectionLimits;
+use oauth_broker::metrics::Metrics;
 use oauth_broker::provider::catalogue::CatalogueSource;
 use oauth_broker::provider::{Catalogue, HttpTokenClient};
 use oauth_broker::secret::Sensitive;
@@ -219,15 +220,17 @@ impl<'a> Setup<'a> {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::default()));
-        let app = Arc::new(App::new(
+        let app = Arc::new(App::new(AppParts {
             settings,
             keyring,
-            None,
+            key_source: None,
             catalogue,
-            Arc::new(client),
-            self.clock,
+            client: Arc::new(client),
+            clock: self.clock,
             store,
-        ));
+            metrics: Arc::new(Metrics::new()),
+            demo: None,
+        }));
         let router = oauth_broker::http::router(Arc::clone(&app));
         Broker { app, router }
     }
@@ -299,12 +302,8 @@ impl Broker {
 
     /// Seals a refresh token into an AuthID with the broker's primary key.
     pub fn seal(&self, provider: &str, refresh_token: &str) -> String {
-        let claims = Claims::new(
-            provider,
-            Sensitive::new(refresh_token),
-            self.app.clock.now(),
-        );
-        self.app.keyring.seal(&claims).expect("seal")
+        let claims = Claims::new(provider, Sensitive::new(refresh_token), self.app.now());
+        self.app.keyring().seal(&claims).expect("seal")
     }
 
     pub async fn request(&self, request: Request<Body>) -> Reply {
@@ -425,8 +424,8 @@ impl Broker {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let router = self.router.clone();
-        let limits = ConnectionLimits::from_settings(&self.app.settings.limits);
-        let metrics = Arc::clone(&self.app.metrics);
+        let limits = ConnectionLimits::from_settings(&self.app.settings().limits);
+        let metrics = Arc::clone(self.app.metrics());
         tokio::spawn(oauth_broker::http::server::serve(
             listener,
             router,

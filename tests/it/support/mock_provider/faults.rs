@@ -94,20 +94,7 @@ pub(super) fn canned_response(fault: Fault) -> Option<Response> {
             status: code,
             body,
             retry_after,
-        } => {
-            let ct = if body.trim_start().starts_with('{') {
-                "application/json"
-            } else {
-                "text/plain; charset=utf-8"
-            };
-            let resp = (
-                status(code),
-                [(header::CONTENT_TYPE, HeaderValue::from_static(ct))],
-                body,
-            )
-                .into_response();
-            with_retry_after(resp, retry_after.as_deref())
-        }
+        } => status_response(code, body, retry_after.as_deref()),
         Fault::Throttle {
             status: code,
             retry_after,
@@ -145,29 +132,48 @@ pub(super) fn canned_response(fault: Fault) -> Option<Response> {
             ),
         )
             .into_response(),
-        Fault::HugeBody(n) => {
-            let prefix = "{\"padding\":\"";
-            let suffix = "\"}";
-            let body = if n >= prefix.len() + suffix.len() {
-                let mut b = String::with_capacity(n);
-                b.push_str(prefix);
-                b.extend(std::iter::repeat_n('x', n - prefix.len() - suffix.len()));
-                b.push_str(suffix);
-                b
-            } else {
-                "x".repeat(n)
-            };
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json")],
-                Body::from(body),
-            )
-                .into_response()
-        }
+        Fault::HugeBody(n) => huge_body(n),
         Fault::PcloudError { result, error } => {
             json_response(200, &json!({ "result": result, "error": error }))
         }
         Fault::Hang | Fault::Delay(_) => return None,
     };
     Some(resp)
+}
+
+/// A plain answer with `code`, typed JSON when the body looks like it.
+fn status_response(code: u16, body: String, retry_after: Option<&str>) -> Response {
+    let ct = if body.trim_start().starts_with('{') {
+        "application/json"
+    } else {
+        "text/plain; charset=utf-8"
+    };
+    let resp = (
+        status(code),
+        [(header::CONTENT_TYPE, HeaderValue::from_static(ct))],
+        body,
+    )
+        .into_response();
+    with_retry_after(resp, retry_after)
+}
+
+/// A JSON answer of `n` bytes (padding inside one string field).
+fn huge_body(n: usize) -> Response {
+    let prefix = "{\"padding\":\"";
+    let suffix = "\"}";
+    let body = if n >= prefix.len() + suffix.len() {
+        let mut b = String::with_capacity(n);
+        b.push_str(prefix);
+        b.extend(std::iter::repeat_n('x', n - prefix.len() - suffix.len()));
+        b.push_str(suffix);
+        b
+    } else {
+        "x".repeat(n)
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from(body),
+    )
+        .into_response()
 }
