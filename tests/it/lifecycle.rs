@@ -257,8 +257,23 @@ async fn keys_generate_then_seal_and_inspect_never_print_the_token() {
     };
     let (kid, _) = run(&["keys", "generate", "--activate"], "");
     let kid = kid.trim();
+    // Without --client-id the AuthID names the client that owns AuthIDs
+    // naming none: the previous client marked unlabelled, here.
+    std::fs::write(
+        tmp.path().join("providers.json"),
+        r#"[{"id": "googledrive", "clientId": "gd-current", "clientSecret": "s",
+             "previousClients": [{"clientId": "gd-moved", "clientSecret": "t", "unlabelled": true}]}]"#,
+    )
+    .unwrap();
     let (authid, _) = run(
-        &["authid", "seal", "--service", "googledrive"],
+        &[
+            "authid",
+            "seal",
+            "--service",
+            "googledrive",
+            "--configfile",
+            "providers.json",
+        ],
         "1//TOKEN-never-shown",
     );
     assert!(authid.starts_with("v3:"));
@@ -266,7 +281,21 @@ async fn keys_generate_then_seal_and_inspect_never_print_the_token() {
     assert!(inspected.contains(&format!("kid: {kid}")), "{inspected}");
     assert!(inspected.contains("provider: googledrive"));
     assert!(!inspected.contains("TOKEN-never-shown") && !err.contains("TOKEN-never-shown"));
-    assert!(inspected.contains("client: (none named"), "{inspected}");
+    assert!(inspected.contains("client: gd-moved"), "{inspected}");
+    // A provider this configuration does not hold: the client must be named.
+    let refused = Command::new(BIN)
+        .args(["authid", "seal", "--service", "dropbox"])
+        .current_dir(tmp.path())
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--client-id"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     let (previous, _) = run(
         &[
             "authid",
@@ -407,7 +436,7 @@ async fn keys_list_shows_how_many_authids_the_running_server_opened() {
     assert!(
         row.split_whitespace()
             .collect::<Vec<_>>()
-            .ends_with(&["yes", "2"]),
+            .ends_with(&["yes", "2", "0", "0"]),
         "{row}"
     );
 }
