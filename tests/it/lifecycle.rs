@@ -224,6 +224,26 @@ async fn check_config_prints_the_table_with_secrets_masked() {
     );
 }
 
+/// Google Drive with its earlier client moved into previousClients and
+/// marked as the owner of AuthIDs that name no client.
+const UNLABELLED_GD: &str = r#"[{"id": "googledrive", "clientId": "gd-current", "clientSecret": "s",
+    "previousClients": [{"clientId": "gd-moved", "clientSecret": "t", "unlabelled": true}]}]"#;
+
+#[test]
+fn authid_seal_asks_for_the_client_of_a_provider_it_is_not_configured_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let refused = Command::new(BIN)
+        .args(["authid", "seal", "--service", "dropbox"])
+        .current_dir(tmp.path())
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--client-id"), "{stderr}");
+}
+
 #[tokio::test]
 async fn keys_generate_then_seal_and_inspect_never_print_the_token() {
     let tmp = tempfile::tempdir().unwrap();
@@ -259,43 +279,22 @@ async fn keys_generate_then_seal_and_inspect_never_print_the_token() {
     let kid = kid.trim();
     // Without --client-id the AuthID names the client that owns AuthIDs
     // naming none: the previous client marked unlabelled, here.
-    std::fs::write(
-        tmp.path().join("providers.json"),
-        r#"[{"id": "googledrive", "clientId": "gd-current", "clientSecret": "s",
-             "previousClients": [{"clientId": "gd-moved", "clientSecret": "t", "unlabelled": true}]}]"#,
-    )
-    .unwrap();
-    let (authid, _) = run(
-        &[
-            "authid",
-            "seal",
-            "--service",
-            "googledrive",
-            "--configfile",
-            "providers.json",
-        ],
-        "1//TOKEN-never-shown",
-    );
+    std::fs::write(tmp.path().join("providers.json"), UNLABELLED_GD).unwrap();
+    let seal = [
+        "authid",
+        "seal",
+        "--service",
+        "googledrive",
+        "--configfile",
+        "providers.json",
+    ];
+    let (authid, _) = run(&seal, "1//TOKEN-never-shown");
     assert!(authid.starts_with("v3:"));
     let (inspected, err) = run(&["authid", "inspect"], &authid);
     assert!(inspected.contains(&format!("kid: {kid}")), "{inspected}");
     assert!(inspected.contains("provider: googledrive"));
     assert!(!inspected.contains("TOKEN-never-shown") && !err.contains("TOKEN-never-shown"));
     assert!(inspected.contains("client: gd-moved"), "{inspected}");
-    // A provider this configuration does not hold: the client must be named.
-    let refused = Command::new(BIN)
-        .args(["authid", "seal", "--service", "dropbox"])
-        .current_dir(tmp.path())
-        .env_clear()
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("--client-id"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
     let (previous, _) = run(
         &[
             "authid",
