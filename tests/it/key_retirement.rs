@@ -181,7 +181,11 @@ async fn retirement_story(backend: Backend) {
     story.keys(&["generate", "--activate"]);
     let server = story.serve();
     let mut seen = vec![pasted.clone(), never_seen.clone()];
-    seen.push(story.run_ok(&server, &pasted, "before the retirement").await);
+    seen.push(
+        story
+            .run_ok(&server, &pasted, "before the retirement")
+            .await,
+    );
     let first = format!("oauth_broker_authids_first_opened{{kid=\"{}\"}}", story.old);
     assert!(story.metric(&server, &first).await.ends_with(" 1"));
 
@@ -199,7 +203,11 @@ async fn retirement_story(backend: Backend) {
     let retired = story.tmp.path().join("keys/retired");
     std::fs::remove_file(retired.join(format!("{}.json", story.old))).unwrap();
     reload(&server);
-    seen.push(story.run_ok(&server, &pasted, "after the key was deleted").await);
+    seen.push(
+        story
+            .run_ok(&server, &pasted, "after the key was deleted")
+            .await,
+    );
     assert_eq!(story.refresh(&server, &never_seen).await.0, 401);
 
     story.keys(&["retire", &story.old, "--compromised", "--yes"]);
