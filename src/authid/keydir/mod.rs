@@ -132,24 +132,16 @@ impl KeyDir {
 
     /// Kids retired with `--compromised`: a marker file that outlives the
     /// key's own file, so deleting the retired key keeps its carry-overs
-    /// ended.
+    /// ended. Read in `retired/` and beside the keys, where a flat
+    /// Kubernetes Secret puts it.
     fn compromised_kids(&self) -> HashSet<String> {
-        self.kids_in_retired(COMPROMISED_SUFFIX)
+        let mut kids = self.kids_in_retired(COMPROMISED_SUFFIX);
+        kids.extend(kids_in(&self.dir, COMPROMISED_SUFFIX));
+        kids
     }
 
     fn kids_in_retired(&self, suffix: &str) -> HashSet<String> {
-        fs::read_dir(self.dir.join(RETIRED_DIR))
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        name.strip_suffix(suffix).map(str::to_string)
-                    })
-                    .filter(|kid| super::key::is_valid_kid(kid))
-                    .collect()
-            })
-            .unwrap_or_default()
+        kids_in(&self.dir.join(RETIRED_DIR), suffix)
     }
 
     fn named_primary(&self) -> Option<String> {
@@ -316,6 +308,22 @@ impl KeyDir {
         parts.sort();
         parts.join("|")
     }
+}
+
+/// The kids of the files in `dir` named `<kid><suffix>`.
+fn kids_in(dir: &Path, suffix: &str) -> HashSet<String> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(suffix).map(str::to_string)
+                })
+                .filter(|kid| super::key::is_valid_kid(kid))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn read_key_file(path: &Path) -> Result<ServerKey, String> {

@@ -74,6 +74,18 @@ fn a_compromised_marker_outlives_the_deleted_key_file() {
 }
 
 #[test]
+fn a_compromised_marker_beside_the_keys_counts_as_in_a_flat_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = KeyDir::new(tmp.path());
+    dir.generate(1_700_000_000, true).unwrap();
+    fs::write(tmp.path().join("20250101-aa.compromised"), "").unwrap();
+    fs::write(tmp.path().join("..data.compromised"), "").unwrap();
+    let ring = dir.load().unwrap();
+    assert!(ring.is_compromised("20250101-aa"));
+    assert_eq!(ring.compromised().len(), 1, "only valid kids");
+}
+
+#[test]
 fn every_bad_file_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = KeyDir::new(tmp.path());
