@@ -70,6 +70,12 @@ impl CarryVault {
     }
 }
 
+/// How long a carry-over is kept after a write: at least as long as the
+/// provider's refresh tokens live, so an unused one outlives no grant.
+pub(super) fn ttl_for(login: &OpenedAuthId) -> Duration {
+    CARRY_OVER_TTL.max(login.provider.refresh_token_lifetime)
+}
+
 impl Refresher {
     /// Opens a `v3:` AuthID: with its key while the key is loaded
     /// (recording a carry-over when the key is not primary), else from its
@@ -136,7 +142,7 @@ impl Refresher {
         let Some(value) = vault.seal(&record) else {
             return;
         };
-        let ttl = CARRY_OVER_TTL.max(login.provider.refresh_token_lifetime);
+        let ttl = ttl_for(login);
         if let Err(e) = deps.store.put(vault.key(), value, ttl).await {
             deps.outage.failed("recording a carry-over", &e);
         }
@@ -191,8 +197,7 @@ impl Refresher {
                 written_at: now,
             };
             if let Some(value) = vault.seal(&touched) {
-                let ttl = CARRY_OVER_TTL.max(login.provider.refresh_token_lifetime);
-                if let Err(e) = deps.store.put(vault.key(), value, ttl).await {
+                if let Err(e) = deps.store.put(vault.key(), value, ttl_for(&login)).await {
                     deps.outage.failed("touching a carry-over", &e);
                 }
             }

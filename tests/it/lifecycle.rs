@@ -230,6 +230,37 @@ const UNLABELLED_GD: &str = r#"[{"id": "googledrive", "clientId": "gd-current", 
     "previousClients": [{"clientId": "gd-moved", "clientSecret": "t", "unlabelled": true}]}]"#;
 
 #[test]
+fn check_config_shows_the_owner_of_unlabelled_authids_and_refuses_two() {
+    let check = |config: &str| {
+        Command::new(BIN)
+            .arg("check-config")
+            .env_clear()
+            .env("CONFIGFILE", config)
+            .env("SERVICES", "googledrive")
+            .output()
+            .unwrap()
+    };
+    let out = check(UNLABELLED_GD);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("AuthIDs that name no client"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("previous client"), "{line}");
+    assert!(stdout.contains("(unlabelled: owns AuthIDs that name no client)"));
+
+    let two = UNLABELLED_GD.replace(
+        r#""unlabelled": true}]"#,
+        r#""unlabelled": true}, {"clientId": "gd-older", "unlabelled": true}]"#,
+    );
+    let out = check(&two);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("marked unlabelled"), "{stderr}");
+}
+
+#[test]
 fn authid_seal_asks_for_the_client_of_a_provider_it_is_not_configured_for() {
     let tmp = tempfile::tempdir().unwrap();
     let refused = Command::new(BIN)

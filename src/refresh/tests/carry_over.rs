@@ -217,3 +217,16 @@ async fn a_touch_keeps_a_carry_over_in_use_and_the_store_holds_no_token() {
         assert!(!touched.windows(needle.len()).any(|w| w == needle));
     }
 }
+
+#[test]
+fn a_carry_over_lives_at_least_as_long_as_the_providers_refresh_tokens() {
+    use super::super::carry_over::{TOUCH_AFTER_SECS, ttl_for};
+    let f = fixture();
+    // googledrive: refresh tokens without a set lifetime.
+    let drive = f.refresher.open(&f.authid("googledrive", "rt-1")).unwrap();
+    let lifetime = drive.provider.refresh_token_lifetime;
+    assert_eq!(ttl_for(&drive), CARRY_OVER_TTL.max(lifetime));
+    assert!(ttl_for(&drive) >= lifetime);
+    // Written again weekly while used: far inside its life.
+    assert!(CARRY_OVER_TTL.as_secs() as i64 > TOUCH_AFTER_SECS * 50);
+}
