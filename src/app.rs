@@ -101,8 +101,8 @@ impl HitCounters {
 /// The old App Engine service's worker API, when `LEGACY_SERVICE_URL` is
 /// set. Its calls are bounded by the upstream timeout too: a migration
 /// still has to refresh at the provider within the client's patience.
-fn legacy_service(settings: &Settings) -> Option<Arc<dyn AppEngineService>> {
-    let legacy = settings.legacy_service.as_ref()?;
+fn app_engine_service(settings: &Settings) -> Option<Arc<dyn AppEngineService>> {
+    let legacy = settings.app_engine_service.as_ref()?;
     let timeout = APP_ENGINE_TIMEOUT.min(settings.upstream_timeout);
     match HttpAppEngineService::with_timeout(legacy, timeout) {
         Ok(service) => Some(Arc::new(service)),
@@ -140,7 +140,7 @@ impl App {
             Arc::clone(&outage),
         ));
         let migrator = Migrator::new(MigrateDeps {
-            service: legacy_service(&settings),
+            service: app_engine_service(&settings),
             store: Arc::clone(&store),
             outage: Arc::clone(&outage),
             metrics: Arc::clone(&metrics),

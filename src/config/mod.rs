@@ -63,7 +63,7 @@ pub struct Settings {
     pub store: StoreSettings,
     /// The old App Engine service whose AuthIDs are migrated; `None` when
     /// `LEGACY_SERVICE_URL` is not set.
-    pub legacy_service: Option<AppEngineServiceSettings>,
+    pub app_engine_service: Option<AppEngineServiceSettings>,
 }
 
 impl Settings {
@@ -80,7 +80,7 @@ impl Settings {
             limits: Limits::default(),
             opener_origins: parse_opener_origins(defaults::OPENER_ORIGINS)?,
             store: StoreSettings::memory(),
-            legacy_service: None,
+            app_engine_service: None,
         })
     }
 

@@ -234,7 +234,7 @@ impl Metrics {
         self.authids_by_client.inc(provider, client);
     }
 
-    pub fn legacy_export(&self, outcome: &str) {
+    pub fn app_engine_export(&self, outcome: &str) {
         self.legacy_exports
             .get_or_create(&ResultLabels {
                 outcome: outcome.to_string(),
@@ -242,7 +242,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn legacy_import(&self, outcome: &str) {
+    pub fn app_engine_import(&self, outcome: &str) {
         self.legacy_imports
             .get_or_create(&ResultLabels {
                 outcome: outcome.to_string(),
