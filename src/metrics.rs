@@ -68,6 +68,62 @@ pub struct StoreErrorLabels {
 
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
+// --- The Redis store's replication and memory (Sentinel, Cluster, WAIT).
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreSpaceLabels {
+    pub space: String,
+}
+
+/// What the Redis store reports of its replicas and eviction policy.
+#[derive(Clone, Default)]
+pub struct StoreRedisMetrics {
+    /// Durable writes the replicas did not acknowledge within the bound.
+    pub unacknowledged_writes: Family<StoreSpaceLabels, Counter>,
+    /// 1 when Redis's eviction policy may drop entries.
+    pub evicting: Gauge,
+    /// Replicas the master reports connected.
+    pub replicas: Gauge,
+    /// Moves to another master named by the sentinels.
+    pub master_changes: Counter,
+}
+
+impl StoreRedisMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = Self::default();
+        registry.register(
+            "store_unacknowledged_writes",
+            "Rotations and migrated grants written to Redis that STORE_REPLICA_ACKS replicas did not acknowledge within STORE_TIMEOUT_MS (the client was served; the instance keeps the rotation), by space",
+            metrics.unacknowledged_writes.clone(),
+        );
+        registry.register(
+            "store_evicting",
+            "1 when the store's Redis has a maxmemory-policy other than noeviction, so it may drop rotation records and revocation marks",
+            metrics.evicting.clone(),
+        );
+        registry.register(
+            "store_replicas",
+            "Replicas the store's Redis master reports connected (the fewest of any master on a cluster)",
+            metrics.replicas.clone(),
+        );
+        registry.register(
+            "store_master_changes",
+            "Moves to another Redis master named by the sentinels",
+            metrics.master_changes.clone(),
+        );
+        metrics
+    }
+
+    pub fn unacknowledged(&self, space: &str) {
+        self.unacknowledged_writes
+            .get_or_create(&StoreSpaceLabels {
+                space: space.to_string(),
+            })
+            .inc();
+    }
+}
+// --- end of the Redis store's metrics.
+
 /// Counter handles of a two-label family, kept by label value, so counting
 /// a series seen before is two hash lookups under a read lock and allocates
 /// nothing (the cache-hit path of `/refresh` counts twice per request).
@@ -197,6 +253,7 @@ pub struct Metrics {
     pub store_up: Gauge,
     pub store_lock_waits: Family<ProviderLabels, Counter>,
     pub rotations_unrecorded: Family<ProviderLabels, Counter>,
+    pub store_redis: StoreRedisMetrics,
 }
 
 impl Default for Metrics {
@@ -337,6 +394,7 @@ impl Metrics {
             "Rotated refresh tokens the store did not take (the client got them in v2_authid)",
             rotations_unrecorded.clone(),
         );
+        let store_redis = StoreRedisMetrics::register(&mut registry);
         Self {
             registry: Mutex::new(registry),
             http_requests,
@@ -362,6 +420,7 @@ impl Metrics {
             store_up,
             store_lock_waits,
             rotations_unrecorded,
+            store_redis,
         }
     }
 

@@ -42,12 +42,16 @@ pub async fn ready(State(app): State<SharedApp>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let mut store = json!({ "kind": app.store.kind(), "up": store_up });
+    if let (Some(fields), Some(details)) = (store.as_object_mut(), app.store.details()) {
+        fields.insert("details".into(), details);
+    }
     let body = json!({
         "status": if ok { "ready" } else { "not ready" },
         "ready": ok,
         "keys": keys,
         "providers": providers,
-        "store": { "kind": app.store.kind(), "up": store_up },
+        "store": store,
     });
     (status, Json(body)).into_response()
 }

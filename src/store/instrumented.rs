@@ -292,6 +292,10 @@ impl Store for InstrumentedStore {
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(self.call(Op::Ping, self.inner.ping()))
     }
+
+    fn details(&self) -> Option<serde_json::Value> {
+        self.inner.details()
+    }
 }
 
 #[cfg(test)]

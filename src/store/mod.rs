@@ -54,9 +54,10 @@ pub async fn open(
                 .map_err(|e| format!("opening the store stopped: {e}"))??;
             Arc::new(store)
         }
-        StoreBackend::Redis { url, .. } => {
-            Arc::new(RedisStore::new(url, &settings.prefix, settings.timeout)?)
-        }
+        StoreBackend::Redis { .. } | StoreBackend::RedisHa(_) => Arc::new(RedisStore::open(
+            settings,
+            Some(metrics.store_redis.clone()),
+        )?),
     };
     let store = Arc::new(InstrumentedStore::new(inner, settings.timeout, &metrics));
     match store.ping().await {
@@ -265,6 +266,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers.
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// What `/ready` shows of the backend beyond its kind (Redis: its
+    /// topology, eviction policy and replicas), as of the last check.
+    fn details(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A TTL as whole milliseconds, at least one.

@@ -33,6 +33,7 @@ pub fn redis_settings(url: &str, prefix: &str) -> StoreSettings {
         },
         prefix: prefix.into(),
         timeout: Duration::from_millis(250),
+        ..StoreSettings::memory()
     }
 }
 
