@@ -93,6 +93,8 @@ pub(super) enum Link {
 pub(super) enum Asked {
     /// The master is the one already in use.
     Same,
+    /// The sentinels name a master, now in use, where none was known.
+    Found,
     /// The sentinels name another master, now in use.
     Switched,
 }
@@ -267,8 +269,12 @@ impl Link {
         }
         let manager = lazy_manager(&client, config)
             .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "connection", e)))?;
-        master.store(Some(Arc::new(Master { address, manager })));
-        Ok(Asked::Switched)
+        let previous = master.swap(Some(Arc::new(Master { address, manager })));
+        Ok(if previous.is_some() {
+            Asked::Switched
+        } else {
+            Asked::Found
+        })
     }
 
     /// Replaces the connection (at most once per `RENEW_INTERVAL`): after

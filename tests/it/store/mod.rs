@@ -7,6 +7,7 @@
 mod conformance;
 mod embedded;
 mod redis;
+mod sentinel;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -183,6 +183,12 @@ impl Node {
         self.dir.path().to_path_buf()
     }
 
+    /// Starts the node again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
     /// SIGKILL: the node is gone at once, as a crashed host.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
