@@ -23,6 +23,7 @@
 //! Error texts never hold a password.
 
 mod facts;
+mod inspect;
 mod link;
 mod scripts;
 
@@ -36,6 +37,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use facts::FactsWatch;
 pub use facts::{Facts, NO_EVICTION, durable};
+pub use inspect::check_line;
 use link::{Asked, Conn, Link};
 
 use super::record::{Record, encode_plain, encode_versioned};

@@ -6,6 +6,7 @@
 
 mod conformance;
 mod embedded;
+mod eviction;
 mod redis;
 mod sentinel;
 
