@@ -361,10 +361,7 @@ mod tests {
         }
     }
 
-    const KEY: StoreKey = StoreKey {
-        space: Space::Token,
-        id: [3; 32],
-    };
+    const KEY: StoreKey = StoreKey::new(Space::Token, [3; 32]);
 
     #[tokio::test]
     async fn a_silent_store_times_out_and_is_down() {

@@ -58,6 +58,8 @@ pub const MAX_VALUE_LEN: usize = 64 * 1024;
 
 pub struct RedisStore {
     link: Arc<Link>,
+    /// Key names carry their group as a hash tag (on a cluster).
+    tagged: bool,
     timeout: Duration,
     stalls: AtomicU32,
     prefix: String,
@@ -138,6 +140,7 @@ impl RedisStore {
             .map(SecretString::from)
             .collect();
         Self {
+            tagged: link.topology() == "cluster",
             link: Arc::new(link),
             timeout,
             stalls: AtomicU32::new(0),
@@ -149,9 +152,13 @@ impl RedisStore {
         }
     }
 
-    /// The key's name in Redis.
+    /// The key's name in Redis: on a cluster, the entries of one login
+    /// carry the login's group as a hash tag, so they share a slot.
     pub fn key_name(&self, key: &StoreKey) -> String {
-        format!("{}{}", self.prefix, key.name())
+        match key.group.filter(|_| self.tagged) {
+            Some(group) => format!("{}{{{}}}{}", self.prefix, hex::encode(group), key.name()),
+            None => format!("{}{}", self.prefix, key.name()),
+        }
     }
 
     /// What `INFO` said last (eviction policy, replicas).
