@@ -251,7 +251,9 @@ impl Link {
         let mut sentinels = sentinels.lock().await;
         {
             let mut at = asked_at.lock().unwrap_or_else(|e| e.into_inner());
-            if !always && at.is_some_and(|t| t.elapsed() < ASK_INTERVAL) {
+            // Without a master every caller asks: the answer is needed.
+            let known = master.load().is_some();
+            if !always && known && at.is_some_and(|t| t.elapsed() < ASK_INTERVAL) {
                 return Ok(Asked::Same);
             }
             *at = Some(Instant::now());

@@ -8,6 +8,7 @@ mod cluster;
 mod conformance;
 mod embedded;
 mod eviction;
+mod ha_shared;
 mod redis;
 mod sentinel;
 

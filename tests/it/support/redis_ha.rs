@@ -183,6 +183,27 @@ impl Node {
         self.dir.path().to_path_buf()
     }
 
+    /// SIGTERM, as an operator stops it: it writes its append-only file
+    /// out and exits. Waits (bounded) until it has.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + PATIENCE;
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.wait();
+    }
+
     /// Starts the node again on the same port and directory.
     pub fn restart(&mut self) {
         self.kill();
