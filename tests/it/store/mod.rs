@@ -4,6 +4,7 @@
 //! `kill -9` for the embedded store; passwords, key prefixes, outages and
 //! reconnection for Redis).
 
+mod capacity;
 mod cluster;
 mod conformance;
 mod embedded;
