@@ -188,7 +188,13 @@ impl RedisStore {
             }
             Err(e) => {
                 let error = self.classify(&e);
-                if e.kind() == ErrorKind::AuthenticationFailed {
+                // A refused authentication is not retried by the manager;
+                // READONLY means the node was demoted (a managed service's
+                // endpoint now names another node, or the sentinels do).
+                if matches!(
+                    e.kind(),
+                    ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::ReadOnly)
+                ) {
                     self.link.renew(self.timeout);
                 } else if matches!(error, StoreError::Unavailable(_) | StoreError::Timeout) {
                     self.follow_failover();
