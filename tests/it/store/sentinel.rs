@@ -337,6 +337,24 @@ async fn sentinels_unreachable_at_start_are_used_once_they_answer() {
     assert_eq!(store.get(&k).await, Ok(Some(b"v".to_vec())));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_with_their_own_password_need_store_sentinel_password() {
+    let set = SentinelSet::start_with(false, 1, Some("sentinel-secret-7"));
+    let k = key(Space::Token, 1);
+    let mut settings = settings(&set.url(), 250);
+    let without = RedisStore::open(&settings, None).unwrap();
+    match without.get(&k).await {
+        Err(StoreError::Unavailable(text)) => assert!(!text.contains(&set.password), "{text}"),
+        other => panic!("sentinels refusing the client gave {other:?}"),
+    }
+    let problems =
+        oauth_broker::config::apply_ha_options(&mut settings, Some("sentinel-secret-7"), None);
+    assert!(problems.is_empty(), "{problems:?}");
+    let with = RedisStore::open(&settings, None).unwrap();
+    with.put(&k, b"v".to_vec(), HOUR).await.unwrap();
+    assert_eq!(with.get(&k).await, Ok(Some(b"v".to_vec())));
+}
+
 #[tokio::test]
 async fn serve_starts_while_no_sentinel_answers() {
     let boxcom = MockProvider::start().await;

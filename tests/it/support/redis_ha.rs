@@ -95,8 +95,9 @@ impl Node {
         node
     }
 
-    /// A sentinel watching the master on `master_port`.
-    fn sentinel(password: &str, master_port: u16) -> Self {
+    /// A sentinel watching the master on `master_port`, requiring
+    /// `own_password` when given.
+    fn sentinel(password: &str, master_port: u16, own_password: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir for sentinel");
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
@@ -108,8 +109,11 @@ impl Node {
                  sentinel auth-pass {MASTER_NAME} {password}\n\
                  sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
                  sentinel failover-timeout {MASTER_NAME} 4000\n\
-                 sentinel parallel-syncs {MASTER_NAME} 1\n",
-                dir = dir.path().display()
+                 sentinel parallel-syncs {MASTER_NAME} 1\n{own}",
+                dir = dir.path().display(),
+                own = own_password
+                    .map(|p| format!("requirepass {p}\nsentinel sentinel-pass {p}\n"))
+                    .unwrap_or_default(),
             ),
         )
         .expect("write sentinel.conf");
@@ -118,7 +122,7 @@ impl Node {
             child: None,
             port,
             dir,
-            password: String::new(),
+            password: own_password.unwrap_or_default().to_string(),
             args,
         };
         node.spawn();
@@ -264,6 +268,11 @@ impl SentinelSet {
     /// quorum of 2 for a failover), once each sentinel knows the others
     /// and the replica.
     pub fn start(replica: bool, sentinels: usize) -> Self {
+        Self::start_with(replica, sentinels, None)
+    }
+
+    /// Like [`Self::start`], the sentinels requiring `sentinel_password`.
+    pub fn start_with(replica: bool, sentinels: usize, sentinel_password: Option<&str>) -> Self {
         let password = password();
         let master = Node::data(&password, &[]);
         let replica = replica.then(|| {
@@ -280,7 +289,7 @@ impl SentinelSet {
             node
         });
         let sentinels: Vec<Node> = (0..sentinels)
-            .map(|_| Node::sentinel(&password, master.port))
+            .map(|_| Node::sentinel(&password, master.port, sentinel_password))
             .collect();
         let replicas = usize::from(replica.is_some());
         for sentinel in &sentinels {
