@@ -154,3 +154,43 @@ async fn a_resharding_under_load_is_followed() {
         .await
         .expect("writes go on");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_waits_for_replicas_in_its_own_slot() {
+    let cluster = Cluster::start(3);
+    let mut settings = parse_store(
+        Some(&cluster.url()),
+        StoreDefault::Embedded,
+        std::path::Path::new("."),
+        "wait:",
+        250,
+    )
+    .unwrap();
+    // More replicas than the cluster has: every wait falls short, on the
+    // node that holds the key.
+    let problems = oauth_broker::config::apply_ha_options(&mut settings, None, Some("1"));
+    assert!(problems.is_empty(), "{problems:?}");
+    let store = RedisStore::open(&settings, None).unwrap();
+    for n in 0..8 {
+        let k = key(Space::Rotation, n);
+        let record = oauth_broker::store::Versioned {
+            generation: 1,
+            value: b"sealed".to_vec(),
+        };
+        match store.put_versioned(&k, record, HOUR).await {
+            Err(oauth_broker::store::StoreError::Failed(text)) => {
+                assert!(text.contains("0 of 1 replica"), "{text}");
+            }
+            other => panic!("entry {n}: {other:?}"),
+        }
+        assert_eq!(
+            store.get_versioned(&k).await.unwrap().map(|v| v.generation),
+            Some(1),
+            "entry {n} was written"
+        );
+    }
+    store
+        .put(&key(Space::Token, 1), b"t".to_vec(), HOUR)
+        .await
+        .expect("a cache entry does not wait");
+}
