@@ -7,6 +7,7 @@
 mod app_engine;
 mod limits;
 mod store;
+mod store_url;
 mod urls;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ pub use limits::{
     HEADER_READ_TIMEOUT_SECS, Limits, max_connections_for, open_file_limit, parse_proxies,
 };
 pub use store::{MAX_STORE_TIMEOUT_MS, StoreBackend, StoreDefault, StoreSettings, parse_store};
+pub use store_url::{HaKind, HaRedis, ReplicaAcks, apply_ha_options};
 pub use urls::{is_loopback, parse_opener_origins, parse_public_url, url_for_listen};
 
 /// The default of each setting, for the command line and for
