@@ -30,7 +30,7 @@ impl StoreRedisMetrics {
         let metrics = self;
         registry.register(
             "store_unacknowledged_writes",
-            "Rotations and migrated grants written to Redis that STORE_REPLICA_ACKS replicas did not acknowledge within STORE_TIMEOUT_MS (the client was served; the instance keeps the rotation), by space",
+            "Rotations, migrated grants and carry-overs written to Redis that STORE_REPLICA_ACKS replicas did not acknowledge within STORE_TIMEOUT_MS (the client was served; the instance keeps the rotation), by space",
             metrics.unacknowledged_writes.clone(),
         );
         registry.register(

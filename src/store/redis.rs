@@ -40,7 +40,7 @@ pub use facts::{Facts, NO_EVICTION, durable};
 pub use inspect::check_line;
 use link::{Asked, Conn, Link};
 
-use super::{StoreError, StoreKey, StoreResult, ttl_millis};
+use super::{Space, StoreError, StoreKey, StoreResult, ttl_millis};
 use crate::config::{ReplicaAcks, StoreBackend, StoreSettings};
 use crate::metrics::StoreRedisMetrics;
 
@@ -285,6 +285,32 @@ impl RedisStore {
         Ok(stored == 1)
     }
 
+    /// A plain write; a durable one (a carry-over) waits for the replicas
+    /// in the same pipeline, as [`Self::write_versioned`] does.
+    async fn put_acknowledged(&self, set: redis::Cmd, space: Space) -> StoreResult<()> {
+        let acks = self.facts.acks_for(space);
+        if acks == 0 {
+            return self.query::<()>(set).await;
+        }
+        let wait_ms = (self.timeout.as_millis() * 2 / 5).max(1);
+        let mut pipe = redis::pipe();
+        pipe.add_command(set)
+            .ignore()
+            .cmd("WAIT")
+            .arg(acks)
+            .arg(u64::try_from(wait_ms).unwrap_or(u64::MAX));
+        let (acked,): (i64,) = self
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        if acked < i64::from(acks) {
+            self.facts.unacknowledged(space);
+            return Err(StoreError::Failed(format!(
+                "Redis: the write was made on the master, but {acked} of {acks} replica(s) acknowledged it in time"
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads `INFO` (at most every few seconds), behind sentinels after
     /// asking them for the master.
     async fn check_server(&self) -> StoreResult<()> {
@@ -371,7 +397,6 @@ impl Drop for StallWatch<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Space;
 
     #[tokio::test]
     async fn key_names_carry_the_prefix() {

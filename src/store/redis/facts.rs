@@ -92,7 +92,7 @@ fn collect_texts(value: &Value, out: &mut Vec<String>) {
 /// credentials. Their callers keep the value and serve it when the wait
 /// falls short, so a failed wait never costs a client its answer.
 pub fn durable(space: Space) -> bool {
-    matches!(space, Space::Rotation | Space::Legacy)
+    matches!(space, Space::Rotation | Space::Legacy | Space::CarryOver)
 }
 
 /// The last facts, when they were read, and what was reported of them.
@@ -243,6 +243,11 @@ mod tests {
         });
         assert_eq!(auto.acks_for(Space::Rotation), 1);
         assert_eq!(auto.acks_for(Space::Legacy), 1);
+        assert_eq!(
+            auto.acks_for(Space::CarryOver),
+            1,
+            "carry-overs are only copies too"
+        );
         assert_eq!(
             auto.acks_for(Space::Token),
             0,

@@ -47,7 +47,7 @@ impl Store for RedisStore {
                 .arg(encode_plain(&value))
                 .arg("PX")
                 .arg(ttl_millis(ttl));
-            self.query::<()>(cmd).await
+            self.put_acknowledged(cmd, key.space).await
         })
     }
 
