@@ -4,6 +4,7 @@
 //! service; after a rotation of a migrated login the newest token is
 //! imported back, so the old service stays current while both run.
 
+mod gate;
 pub mod grant;
 pub mod service;
 
@@ -17,6 +18,8 @@ use crate::outage::StoreOutage;
 use crate::secret::Sensitive;
 use crate::store::{Store, StoreKey};
 use crate::sync::SingleFlight;
+pub use gate::FORGET_UNKNOWN_AFTER_SECS;
+use gate::{ExportGate, Held};
 use grant::{GrantVault, MigratedGrant};
 pub use service::{
     APP_ENGINE_RETRY_AFTER, APP_ENGINE_TIMEOUT, AppEngineError, AppEngineService, ExportedGrant,
@@ -44,6 +47,10 @@ pub enum MigrationError {
     /// The store did not answer; nothing is known about the login.
     #[error("the store is unavailable")]
     Store,
+    /// The broker-wide budget of exports is spent for now, or as many are
+    /// in progress as allowed: retry after this many seconds.
+    #[error("too many AuthIDs of the old service are being moved over; try again later")]
+    Busy(u64),
 }
 
 impl MigrationError {
@@ -57,6 +64,7 @@ impl MigrationError {
             Self::AppEngine(AppEngineError::ApiKey | AppEngineError::BadAnswer(_)) => {
                 "legacy_error"
             }
+            Self::Busy(_) => "throttled",
         }
     }
 
@@ -76,6 +84,10 @@ pub struct MigrateDeps {
     pub store: Arc<dyn Store>,
     pub outage: Arc<StoreOutage>,
     pub metrics: Arc<Metrics>,
+    /// Exports per minute, broker-wide (`LEGACY_EXPORTS_PER_MINUTE`).
+    pub exports_per_minute: u32,
+    /// Exports in progress at once (`LEGACY_EXPORT_CONCURRENCY`).
+    pub export_concurrency: usize,
 }
 
 /// A grant found for an old AuthID, and whether it was exported now.
@@ -86,6 +98,8 @@ struct Inner {
     /// One lookup (and export) per login at a time, however many requests
     /// arrive.
     flights: SingleFlight<StoreKey, Found>,
+    /// Every export passes it: failures remembered, rate and cap.
+    gate: ExportGate,
 }
 
 /// Resolves old AuthIDs and pushes rotations back.
@@ -124,6 +138,7 @@ impl Migrator {
     pub fn new(deps: MigrateDeps) -> Self {
         Self {
             inner: Arc::new(Inner {
+                gate: ExportGate::new(deps.exports_per_minute, deps.export_concurrency),
                 deps,
                 flights: SingleFlight::default(),
             }),
@@ -340,11 +355,23 @@ async fn export(
     now: i64,
 ) -> Result<MigratedGrant, MigrationError> {
     let metrics = &inner.deps.metrics;
+    let _permit = match inner.gate.admit(authid.expose(), now) {
+        Ok(permit) => permit,
+        Err(Held::Failed(e)) => {
+            metrics.legacy_export("remembered");
+            return Err(e.into());
+        }
+        Err(Held::Busy(retry_after)) => {
+            metrics.legacy_export("busy");
+            return Err(MigrationError::Busy(retry_after));
+        }
+    };
     let exported = match service.export(authid.expose()).await {
         Ok(grant) => grant,
         Err(e) => {
             metrics.legacy_export(e.label());
             log_failure("export", key_fingerprint, e);
+            inner.gate.failed(authid.expose(), e, now);
             return Err(e.into());
         }
     };
