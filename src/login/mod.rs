@@ -180,12 +180,22 @@ impl LoginService {
     }
 
     /// Registers a polling client's token (the login page was opened with
-    /// it). Without the store the page still works: the login completes
-    /// the token later if the store is back by then.
-    pub async fn register_fetch_token(&self, token: &FetchToken) {
+    /// it). Anyone can open the page with a made-up token and each writes
+    /// an entry to the durable store, so it counts like a login attempt of
+    /// the client's address: a flood from one client is refused (429)
+    /// before it writes. Without the store the page still works: the login
+    /// completes the token later if the store is back by then.
+    pub async fn register_fetch_token(
+        &self,
+        token: &FetchToken,
+        client: Option<IpAddr>,
+    ) -> Result<(), LoginError> {
+        self.count_attempt(client)
+            .map_err(|retry_after| LoginError::TooMany { retry_after })?;
         if let Err(e) = self.fetch_store.register(token, self.now()).await {
             self.deps.outage.failed("registering a fetch token", &e);
         }
+        Ok(())
     }
 
     /// A token request under the provider's admission, which it settles.
