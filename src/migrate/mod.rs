@@ -21,6 +21,7 @@ use crate::sync::SingleFlight;
 pub use gate::FORGET_UNKNOWN_AFTER_SECS;
 use gate::{ExportGate, Held};
 use grant::{GrantVault, MigratedGrant};
+use service::log_failure;
 pub use service::{
     APP_ENGINE_RETRY_AFTER, APP_ENGINE_TIMEOUT, AppEngineError, AppEngineService, ExportedGrant,
     HttpAppEngineService, ImportedToken,
@@ -47,6 +48,11 @@ pub enum MigrationError {
     /// The store did not answer; nothing is known about the login.
     #[error("the store is unavailable")]
     Store,
+    /// The old service's login is for a provider this broker does not
+    /// offer (the retired Live Connect API, `onedrive`): it can never be
+    /// refreshed here, so the user needs a new AuthID.
+    #[error("this AuthID's login is for a service this server does not offer")]
+    Unsupported,
     /// The broker-wide budget of exports is spent for now, or as many are
     /// in progress as allowed: retry after this many seconds.
     #[error("too many AuthIDs of the old service are being moved over; try again later")]
@@ -57,9 +63,8 @@ impl MigrationError {
     /// A stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::AppEngine(AppEngineError::Unknown | AppEngineError::NotConfigured) => {
-                "bad_authid"
-            }
+            Self::AppEngine(AppEngineError::Unknown | AppEngineError::NotConfigured)
+            | Self::Unsupported => "bad_authid",
             Self::AppEngine(AppEngineError::Unavailable) | Self::Store => "unavailable",
             Self::AppEngine(AppEngineError::ApiKey | AppEngineError::BadAnswer(_)) => {
                 "legacy_error"
@@ -423,25 +428,6 @@ async fn record_rotation(
         }
     }
     Some(grant.authid)
-}
-
-/// One log line per failure, at the level its audience needs: a wrong API
-/// key or a strange answer is the operator's to fix.
-fn log_failure(what: &'static str, who: &str, e: AppEngineError) {
-    match e {
-        AppEngineError::ApiKey | AppEngineError::BadAnswer(_) => tracing::error!(
-            key = %who,
-            call = what,
-            error = %e,
-            "the old service refused a call: check LEGACY_SERVICE_URL and LEGACY_SERVICE_API_KEY"
-        ),
-        AppEngineError::Unavailable => {
-            tracing::warn!(key = %who, call = what, error = %e, "the old service cannot be reached")
-        }
-        AppEngineError::Unknown | AppEngineError::NotConfigured => {
-            tracing::info!(key = %who, call = what, error = %e, "the old service does not know an AuthID")
-        }
-    }
 }
 
 #[cfg(test)]

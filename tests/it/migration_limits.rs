@@ -253,3 +253,26 @@ async fn bad_authids_from_one_ipv6_64_share_a_budget() {
         "an IPv4-mapped address counts as its IPv4 address"
     );
 }
+
+#[tokio::test]
+async fn an_old_live_connect_authid_gets_401_and_a_500_gets_503_with_retry_after() {
+    let mock = MockProvider::start().await;
+    let fake = FakeLegacyService::start().await;
+    let broker = broker(&mock, &fake, Limits::default());
+    let live_connect = fake.add("onedrive", "rt-live-connect");
+    let reply = broker.refresh(&live_connect).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    assert_error_shape(&reply);
+    assert!(reply.body.contains("Live Connect"), "{}", reply.body);
+
+    fake.set_fault(Some(LegacyFault::Status(500, "Server error".into())));
+    let reply = broker.refresh(&made_up()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_error_shape(&reply);
+    assert!(reply.header("retry-after").is_some());
+}

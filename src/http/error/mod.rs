@@ -273,6 +273,11 @@ impl From<MigrationError> for ApiError {
                 "The old OAuth service cannot be reached to move this AuthID over; try again later",
             )
             .with_retry_after(APP_ENGINE_RETRY_AFTER),
+            MigrationError::Unsupported => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "This AuthID's login is for a service this server no longer offers (such as the retired Live Connect API of OneDrive)",
+            )
+            .telling_where_to_create_an_authid(),
             MigrationError::Busy(retry_after) => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Too many AuthIDs of the old OAuth service are being moved over right now; try again later",
