@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::authid::keysource::KeySource;
 use crate::authid::{Keyring, KeyringHandle};
@@ -64,6 +65,17 @@ pub struct App {
     login: LoginService,
     /// `refreshes{provider,outcome="cache_hit"}` of in-process hits.
     hits: HitCounters,
+    /// Requests waiting on a dependency (a provider, the old service, the
+    /// store): a pool of their own, so they can never take all of
+    /// `MAX_CONCURRENT_REQUESTS` from the requests that wait on nothing.
+    waiting: Arc<Semaphore>,
+}
+
+/// The share of `MAX_CONCURRENT_REQUESTS` that requests waiting on a
+/// dependency may hold at most: three quarters, the rest always free for
+/// requests that wait on nothing (pages, cache hits on the full path).
+pub fn dependency_pool_size(max_concurrent_requests: usize) -> usize {
+    (max_concurrent_requests.saturating_mul(3) / 4).max(1)
 }
 
 pub type SharedApp = Arc<App>;
@@ -151,6 +163,8 @@ impl App {
             store: Arc::clone(&store),
             outage: Arc::clone(&outage),
             metrics: Arc::clone(&metrics),
+            exports_per_minute: settings.limits.legacy_exports_per_minute,
+            export_concurrency: settings.limits.legacy_export_concurrency,
         });
         let refresher = Refresher::new(RefreshDeps {
             keyring: Arc::clone(&keyring),
@@ -177,12 +191,16 @@ impl App {
             metrics: Arc::clone(&metrics),
             attempts_per_minute: settings.limits.login_attempts_per_minute,
             address_capacity: settings.cache_capacity,
+            ipv6_prefix_length: settings.limits.ipv6_prefix_length,
             store: Arc::clone(&store),
             outage: Arc::clone(&outage),
             redirect_uri: settings.redirect_uri(),
         });
         Self {
             hits: HitCounters::new(&catalogue),
+            waiting: Arc::new(Semaphore::new(dependency_pool_size(
+                settings.limits.max_concurrent_requests,
+            ))),
             settings,
             keyring,
             key_source,
@@ -256,8 +274,16 @@ impl App {
         if let Some(body) = self.hit(authid.as_bytes()) {
             return Ok(body);
         }
+        let _slot = self.dependency_slot().ok_or(RefreshError::Overloaded)?;
         let answer = self.refresher.refresh(authid, client).await?;
         Ok(answer.json_body())
+    }
+
+    /// A place in the pool of requests waiting on a dependency, held while
+    /// the request waits; `None` when the pool is full (the request is
+    /// answered 503 at once rather than queued).
+    pub fn dependency_slot(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.waiting).try_acquire_owned().ok()
     }
 
     /// The in-process cache hit for an AuthID as sent (trimmed bytes, not

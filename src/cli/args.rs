@@ -157,6 +157,16 @@ pub struct LimitArgs {
     /// Default: three quarters of the process's open-file limit.
     #[arg(long, env = "MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Leading bits of an IPv6 address that count as one client in the
+    /// per-address limits (0 to 128).
+    #[arg(long, env = "IPV6_PREFIX_LENGTH", default_value_t = defaults::IPV6_PREFIX_LENGTH)]
+    pub ipv6_prefix_length: u8,
+    /// Exports from the old App Engine service per minute, broker-wide.
+    #[arg(long, env = "LEGACY_EXPORTS_PER_MINUTE", default_value_t = defaults::LEGACY_EXPORTS_PER_MINUTE)]
+    pub legacy_exports_per_minute: u32,
+    /// Exports from the old App Engine service in progress at once.
+    #[arg(long, env = "LEGACY_EXPORT_CONCURRENCY", default_value_t = defaults::LEGACY_EXPORT_CONCURRENCY)]
+    pub legacy_export_concurrency: usize,
 }
 
 impl LimitArgs {
@@ -165,45 +175,47 @@ impl LimitArgs {
             problems.push(e);
             Vec::new()
         });
-        let positive = |name: &str, v: u64, problems: &mut Vec<String>| {
-            if v == 0 {
+        let positive = [
+            ("BACKOFF_MAX", self.backoff_max),
+            ("UPSTREAM_CONCURRENCY", self.upstream_concurrency as u64),
+            (
+                "LOGIN_REFRESHES_PER_HOUR",
+                self.login_refreshes_per_hour.into(),
+            ),
+            (
+                "LOGIN_REQUESTS_PER_HOUR",
+                self.login_requests_per_hour.into(),
+            ),
+            ("BAD_AUTHIDS_PER_MINUTE", self.bad_authids_per_minute.into()),
+            (
+                "LOGIN_ATTEMPTS_PER_MINUTE",
+                self.login_attempts_per_minute.into(),
+            ),
+            (
+                "MAX_CONCURRENT_REQUESTS",
+                self.max_concurrent_requests as u64,
+            ),
+            ("HEADER_READ_TIMEOUT", self.header_read_timeout),
+            (
+                "MAX_CONNECTIONS",
+                self.max_connections.map_or(1, |m| m as u64),
+            ),
+            (
+                "LEGACY_EXPORTS_PER_MINUTE",
+                self.legacy_exports_per_minute.into(),
+            ),
+            (
+                "LEGACY_EXPORT_CONCURRENCY",
+                self.legacy_export_concurrency as u64,
+            ),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
                 problems.push(format!("{name} must be above 0"));
             }
-        };
-        positive("BACKOFF_MAX", self.backoff_max, problems);
-        positive(
-            "UPSTREAM_CONCURRENCY",
-            self.upstream_concurrency as u64,
-            problems,
-        );
-        positive(
-            "LOGIN_REFRESHES_PER_HOUR",
-            self.login_refreshes_per_hour.into(),
-            problems,
-        );
-        positive(
-            "LOGIN_REQUESTS_PER_HOUR",
-            self.login_requests_per_hour.into(),
-            problems,
-        );
-        positive(
-            "BAD_AUTHIDS_PER_MINUTE",
-            self.bad_authids_per_minute.into(),
-            problems,
-        );
-        positive(
-            "LOGIN_ATTEMPTS_PER_MINUTE",
-            self.login_attempts_per_minute.into(),
-            problems,
-        );
-        positive(
-            "MAX_CONCURRENT_REQUESTS",
-            self.max_concurrent_requests as u64,
-            problems,
-        );
-        positive("HEADER_READ_TIMEOUT", self.header_read_timeout, problems);
-        if let Some(max) = self.max_connections {
-            positive("MAX_CONNECTIONS", max as u64, problems);
+        }
+        if self.ipv6_prefix_length > 128 {
+            problems.push("IPV6_PREFIX_LENGTH must be at most 128".into());
         }
         Limits {
             backoff_max: Duration::from_secs(self.backoff_max),
@@ -218,6 +230,9 @@ impl LimitArgs {
             max_connections: self.max_connections.unwrap_or_else(|| {
                 crate::config::max_connections_for(crate::config::open_file_limit())
             }),
+            ipv6_prefix_length: self.ipv6_prefix_length,
+            legacy_exports_per_minute: self.legacy_exports_per_minute,
+            legacy_export_concurrency: self.legacy_export_concurrency,
         }
     }
 }

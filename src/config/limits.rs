@@ -30,6 +30,13 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Client connections open at once.
     pub max_connections: usize,
+    /// Leading bits of an IPv6 address that name one client in every
+    /// per-address count (a subscriber usually has a whole /64).
+    pub ipv6_prefix_length: u8,
+    /// Exports from the old App Engine service, broker-wide, per minute.
+    pub legacy_exports_per_minute: u32,
+    /// Exports from the old App Engine service in progress at once.
+    pub legacy_export_concurrency: usize,
 }
 
 /// The default of `HEADER_READ_TIMEOUT`, in seconds.
@@ -84,6 +91,9 @@ impl Default for Limits {
             trusted_proxies: Vec::new(),
             header_read_timeout: Duration::from_secs(HEADER_READ_TIMEOUT_SECS),
             max_connections: max_connections_for(open_file_limit()),
+            ipv6_prefix_length: defaults::IPV6_PREFIX_LENGTH,
+            legacy_exports_per_minute: defaults::LEGACY_EXPORTS_PER_MINUTE,
+            legacy_export_concurrency: defaults::LEGACY_EXPORT_CONCURRENCY,
         }
     }
 }

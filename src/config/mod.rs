@@ -39,6 +39,9 @@ pub mod defaults {
     pub const BAD_AUTHIDS_PER_MINUTE: u32 = 30;
     pub const LOGIN_ATTEMPTS_PER_MINUTE: u32 = 30;
     pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
+    pub const IPV6_PREFIX_LENGTH: u8 = 64;
+    pub const LEGACY_EXPORTS_PER_MINUTE: u32 = 60;
+    pub const LEGACY_EXPORT_CONCURRENCY: usize = 8;
     pub const STORE_PREFIX: &str = "oauth-broker:";
     pub const STORE_TIMEOUT_MS: u64 = 250;
     pub const DATA_DIR: &str = "./data";

@@ -24,7 +24,6 @@ use axum::middleware::Next;
 use axum::response::IntoResponse;
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
-use tower::limit::GlobalConcurrencyLimitLayer;
 
 use super::ApiError;
 use super::error;
@@ -128,6 +127,7 @@ pub(super) fn over_header_limits(bytes: usize, count: usize) -> bool {
 }
 
 /// What [`per_route`] needs.
+#[derive(Clone)]
 pub struct Edge {
     pub metrics: Arc<Metrics>,
     /// `PUBLIC_URL` without a trailing slash: where a new AuthID is created.
@@ -188,7 +188,7 @@ async fn timed_out(_: tower::BoxError) -> ApiError {
     )
 }
 
-async fn overloaded(_: tower::BoxError) -> ApiError {
+fn overloaded() -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "The server is busy; try again shortly",
@@ -196,12 +196,45 @@ async fn overloaded(_: tower::BoxError) -> ApiError {
     .with_retry_after(1)
 }
 
+/// The server's concurrency limit: a request is handled while it holds a
+/// permit, and shed (503) when none is free rather than queued.
+async fn limited(
+    State(permits): State<Arc<Semaphore>>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response<Body> {
+    let Ok(_permit) = permits.try_acquire() else {
+        return overloaded().into_response();
+    };
+    next.run(request).await
+}
+
+/// Routes whose every request waits on a dependency (a provider or the
+/// store) draw on the app's pool for such requests as well (shed when it
+/// is full), so they never hold every permit of the server's limit.
+pub(super) async fn waits_on_dependency(
+    State(app): State<super::AppState>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response<Body> {
+    let Some(_slot) = app.dependency_slot() else {
+        return overloaded().into_response();
+    };
+    next.run(request).await
+}
+
 /// The whole stack in one `ServiceBuilder`, applied once: each separate
 /// `Router::layer` call would box and clone the route service again on
 /// every request. Outermost first. `permits` is the one concurrency limit
-/// of all routes (shared with the `/refresh` fast path, which answers only
-/// while a permit is free).
-pub fn apply(routes: Router, edge: Edge, ids: RequestIds, permits: Arc<Semaphore>) -> Router {
+/// of the routes it is given for (`None` for the probes, which wait on
+/// nothing and must answer whatever the load; the `/refresh` fast path
+/// answers hits without one).
+pub fn apply(
+    routes: Router,
+    edge: Edge,
+    ids: RequestIds,
+    permits: Option<Arc<Semaphore>>,
+) -> Router {
     let [referrer, sniff] = SECURITY_HEADERS;
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), ids))
@@ -225,9 +258,9 @@ pub fn apply(routes: Router, edge: Edge, ids: RequestIds, permits: Arc<Semaphore
             sniff.0,
             HeaderValue::from_static(sniff.1),
         ))
-        .layer(HandleErrorLayer::new(overloaded))
-        .load_shed()
-        .layer(GlobalConcurrencyLimitLayer::with_semaphore(permits));
+        .option_layer(
+            permits.map(|permits| axum::middleware::from_fn_with_state(permits, limited)),
+        );
     routes
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(edge),

@@ -36,8 +36,8 @@ use crate::app::SharedApp;
 /// another `Router`, whose routing a hit would pay for twice).
 pub fn router(app: SharedApp) -> FastRefresh {
     let state = Arc::new(HttpState::new(app));
-    let (full, ids, permits) = full_stack(Arc::clone(&state));
-    FastRefresh::new(state, full, ids, permits)
+    let (full, ids, _) = full_stack(Arc::clone(&state));
+    FastRefresh::new(state, full, ids)
 }
 
 /// Every route with the middleware stack, and what the fast path shares
@@ -52,30 +52,46 @@ fn full_stack(app: AppState) -> (Router, middleware::RequestIds, Arc<tokio::sync
         app.settings().limits.max_concurrent_requests.max(1),
     ));
     let demo = app.demo().is_some().then(|| demo::routes(Arc::clone(&app)));
-    let mut routes = Router::new()
+    // The probes wait on nothing (`/ready`'s store ping is bounded): no
+    // load may make them fail.
+    let probes = Router::new()
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
-        .route("/metrics", get(ops::metrics))
-        .route("/isalive", get(ops::isalive).post(ops::isalive))
-        .route("/refresh", get(refresh::refresh).post(refresh::refresh))
-        .route("/", get(site::index))
-        .route("/login", get(login::login))
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(Arc::clone(&app));
+    // Each request of these waits on a provider or the store.
+    let waiting = Router::new()
         .route("/logged-in", get(login::logged_in))
-        .route("/cli-token", get(site::cli_token_form))
         .route("/cli-token-login", post(login::cli_token_login))
         .route("/fetch", get(fetch::fetch))
         .route("/token-state", get(fetch::token_state))
         .route("/revoke", get(revoke::form).post(revoke::revoke_json))
         .route("/revoked", post(revoke::revoked_page))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            middleware::waits_on_dependency,
+        ))
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(Arc::clone(&app));
+    let mut routes = Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/isalive", get(ops::isalive).post(ops::isalive))
+        .route("/refresh", get(refresh::refresh).post(refresh::refresh))
+        .route("/", get(site::index))
+        .route("/login", get(login::login))
+        .route("/cli-token", get(site::cli_token_form))
         .route("/privacy-policy", get(site::privacy))
         .route("/static/{name}", get(site::asset))
         .route("/favicon.ico", get(site::favicon))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .with_state(app);
+        .with_state(app)
+        .merge(waiting);
     if let Some(demo) = demo {
         routes = routes.merge(demo);
     }
-    let full = middleware::apply(routes, edge, ids.clone(), Arc::clone(&permits));
+    let probes = middleware::apply(probes, edge.clone(), ids.clone(), None);
+    let full =
+        middleware::apply(routes, edge, ids.clone(), Some(Arc::clone(&permits))).merge(probes);
     (full, ids, permits)
 }

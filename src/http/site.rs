@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::ApiError;
+use super::client_ip::ClientIp;
 use super::input::PageParams;
 use super::page::{self, Page};
 use super::state::AppState;
@@ -16,13 +17,19 @@ use crate::login::{LoginError, LoginService};
 
 /// `GET /`: every listed provider, or just `?type=ID`; `?token=T` registers
 /// a polling client's fetch token.
-pub async fn index(State(app): State<AppState>, PageParams(params): PageParams) -> Page {
+pub async fn index(
+    State(app): State<AppState>,
+    ClientIp(client): ClientIp,
+    PageParams(params): PageParams,
+) -> Page {
     let token = match LoginService::fetch_token(params.get("token")) {
         Ok(t) => t,
         Err(e) => return page::error(&app, e),
     };
     if let Some(t) = &token {
-        app.login().register_fetch_token(t).await;
+        if let Err(e) = app.login().register_fetch_token(t, client).await {
+            return page::error(&app, e);
+        }
     }
     let wanted = params.get("type").map(str::trim).filter(|t| !t.is_empty());
     let providers: Vec<_> = match wanted {

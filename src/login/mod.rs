@@ -36,7 +36,7 @@ use crate::provider::{
 use crate::refresh::Refresher;
 use crate::secret::Sensitive;
 use crate::store::Store;
-use crate::sync::WindowLimiter;
+use crate::sync::AddressLimiter;
 
 pub use code::{Callback, Start};
 pub use error::LoginError;
@@ -60,6 +60,8 @@ pub struct LoginDeps {
     pub attempts_per_minute: u32,
     /// Client addresses counted at most.
     pub address_capacity: u64,
+    /// Leading bits of an IPv6 address that name one client.
+    pub ipv6_prefix_length: u8,
     /// The state instances share: the fetch rendezvous and used states.
     pub store: Arc<dyn Store>,
     pub outage: Arc<StoreOutage>,
@@ -75,7 +77,7 @@ pub struct LoginService {
     /// unreachable.
     used_nonces: moka::sync::Cache<String, ()>,
     /// Requests that may call a provider, per client address.
-    attempts: WindowLimiter<IpAddr>,
+    attempts: AddressLimiter,
 }
 
 /// A finished login.
@@ -90,7 +92,12 @@ impl LoginService {
     pub fn new(deps: LoginDeps) -> Self {
         Self {
             fetch_store: FetchStore::new(Arc::clone(&deps.store)),
-            attempts: WindowLimiter::new(deps.attempts_per_minute, 60, deps.address_capacity),
+            attempts: AddressLimiter::new(
+                deps.attempts_per_minute,
+                60,
+                deps.address_capacity,
+                deps.ipv6_prefix_length,
+            ),
             deps,
             used_nonces: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
@@ -104,7 +111,7 @@ impl LoginService {
     /// address (driven in-process) are not counted.
     fn count_attempt(&self, client: Option<IpAddr>) -> Result<(), u64> {
         match client {
-            Some(ip) => self.attempts.hit(&ip, self.now()),
+            Some(ip) => self.attempts.hit(ip, self.now()),
             None => Ok(()),
         }
     }
@@ -173,12 +180,22 @@ impl LoginService {
     }
 
     /// Registers a polling client's token (the login page was opened with
-    /// it). Without the store the page still works: the login completes
-    /// the token later if the store is back by then.
-    pub async fn register_fetch_token(&self, token: &FetchToken) {
+    /// it). Anyone can open the page with a made-up token and each writes
+    /// an entry to the durable store, so it counts like a login attempt of
+    /// the client's address: a flood from one client is refused (429)
+    /// before it writes. Without the store the page still works: the login
+    /// completes the token later if the store is back by then.
+    pub async fn register_fetch_token(
+        &self,
+        token: &FetchToken,
+        client: Option<IpAddr>,
+    ) -> Result<(), LoginError> {
+        self.count_attempt(client)
+            .map_err(|retry_after| LoginError::TooMany { retry_after })?;
         if let Err(e) = self.fetch_store.register(token, self.now()).await {
             self.deps.outage.failed("registering a fetch token", &e);
         }
+        Ok(())
     }
 
     /// A token request under the provider's admission, which it settles.

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub store_errors: Family<StoreErrorLabels, Counter>,
     pub store_duration: Family<StoreOpLabel, Histogram, fn() -> Histogram>,
     pub store_up: Gauge,
+    /// Size of the embedded store's file (0 for other stores).
+    pub store_file_bytes: Gauge,
     pub store_lock_waits: Family<ProviderLabels, Counter>,
     pub rotations_unrecorded: Family<ProviderLabels, Counter>,
     pub store_redis: StoreRedisMetrics,
@@ -96,6 +98,7 @@ impl Metrics {
             store_errors: Family::default(),
             store_duration: Family::new_with_constructor(store_histogram),
             store_up: Gauge::default(),
+            store_file_bytes: Gauge::default(),
             store_lock_waits: Family::default(),
             rotations_unrecorded: Family::default(),
             store_redis: StoreRedisMetrics::default(),
@@ -235,6 +238,11 @@ impl Metrics {
             "store_up",
             "1 when the store's last operation or health check got an answer, 0 when it timed out or could not reach the store",
             self.store_up.clone(),
+        );
+        registry.register(
+            "store_file_bytes",
+            "Size of the embedded store's file in DATA_DIR, after the last sweep of expired entries (compacted when most of it is free)",
+            self.store_file_bytes.clone(),
         );
         registry.register(
             "store_lock_waits",

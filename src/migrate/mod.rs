@@ -4,6 +4,7 @@
 //! service; after a rotation of a migrated login the newest token is
 //! imported back, so the old service stays current while both run.
 
+mod gate;
 pub mod grant;
 pub mod service;
 
@@ -17,7 +18,10 @@ use crate::outage::StoreOutage;
 use crate::secret::Sensitive;
 use crate::store::{Store, StoreKey};
 use crate::sync::SingleFlight;
+pub use gate::FORGET_UNKNOWN_AFTER_SECS;
+use gate::{ExportGate, Held};
 use grant::{GrantVault, MigratedGrant};
+use service::log_failure;
 pub use service::{
     APP_ENGINE_RETRY_AFTER, APP_ENGINE_TIMEOUT, AppEngineError, AppEngineService, ExportedGrant,
     HttpAppEngineService, ImportedToken,
@@ -44,19 +48,28 @@ pub enum MigrationError {
     /// The store did not answer; nothing is known about the login.
     #[error("the store is unavailable")]
     Store,
+    /// The old service's login is for a provider this broker does not
+    /// offer (the retired Live Connect API, `onedrive`): it can never be
+    /// refreshed here, so the user needs a new AuthID.
+    #[error("this AuthID's login is for a service this server does not offer")]
+    Unsupported,
+    /// The broker-wide budget of exports is spent for now, or as many are
+    /// in progress as allowed: retry after this many seconds.
+    #[error("too many AuthIDs of the old service are being moved over; try again later")]
+    Busy(u64),
 }
 
 impl MigrationError {
     /// A stable label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::AppEngine(AppEngineError::Unknown | AppEngineError::NotConfigured) => {
-                "bad_authid"
-            }
+            Self::AppEngine(AppEngineError::Unknown | AppEngineError::NotConfigured)
+            | Self::Unsupported => "bad_authid",
             Self::AppEngine(AppEngineError::Unavailable) | Self::Store => "unavailable",
             Self::AppEngine(AppEngineError::ApiKey | AppEngineError::BadAnswer(_)) => {
                 "legacy_error"
             }
+            Self::Busy(_) => "throttled",
         }
     }
 
@@ -76,6 +89,10 @@ pub struct MigrateDeps {
     pub store: Arc<dyn Store>,
     pub outage: Arc<StoreOutage>,
     pub metrics: Arc<Metrics>,
+    /// Exports per minute, broker-wide (`LEGACY_EXPORTS_PER_MINUTE`).
+    pub exports_per_minute: u32,
+    /// Exports in progress at once (`LEGACY_EXPORT_CONCURRENCY`).
+    pub export_concurrency: usize,
 }
 
 /// A grant found for an old AuthID, and whether it was exported now.
@@ -86,6 +103,8 @@ struct Inner {
     /// One lookup (and export) per login at a time, however many requests
     /// arrive.
     flights: SingleFlight<StoreKey, Found>,
+    /// Every export passes it: failures remembered, rate and cap.
+    gate: ExportGate,
 }
 
 /// Resolves old AuthIDs and pushes rotations back.
@@ -124,6 +143,7 @@ impl Migrator {
     pub fn new(deps: MigrateDeps) -> Self {
         Self {
             inner: Arc::new(Inner {
+                gate: ExportGate::new(deps.exports_per_minute, deps.export_concurrency),
                 deps,
                 flights: SingleFlight::default(),
             }),
@@ -340,11 +360,23 @@ async fn export(
     now: i64,
 ) -> Result<MigratedGrant, MigrationError> {
     let metrics = &inner.deps.metrics;
+    let _permit = match inner.gate.admit(authid.expose(), now) {
+        Ok(permit) => permit,
+        Err(Held::Failed(e)) => {
+            metrics.app_engine_export("remembered");
+            return Err(e.into());
+        }
+        Err(Held::Busy(retry_after)) => {
+            metrics.app_engine_export("busy");
+            return Err(MigrationError::Busy(retry_after));
+        }
+    };
     let exported = match service.export(authid.expose()).await {
         Ok(grant) => grant,
         Err(e) => {
             metrics.app_engine_export(e.label());
             log_failure("export", key_fingerprint, e);
+            inner.gate.failed(authid.expose(), e, now);
             return Err(e.into());
         }
     };
@@ -396,25 +428,6 @@ async fn record_rotation(
         }
     }
     Some(grant.authid)
-}
-
-/// One log line per failure, at the level its audience needs: a wrong API
-/// key or a strange answer is the operator's to fix.
-fn log_failure(what: &'static str, who: &str, e: AppEngineError) {
-    match e {
-        AppEngineError::ApiKey | AppEngineError::BadAnswer(_) => tracing::error!(
-            key = %who,
-            call = what,
-            error = %e,
-            "the old service refused a call: check LEGACY_SERVICE_URL and LEGACY_SERVICE_API_KEY"
-        ),
-        AppEngineError::Unavailable => {
-            tracing::warn!(key = %who, call = what, error = %e, "the old service cannot be reached")
-        }
-        AppEngineError::Unknown | AppEngineError::NotConfigured => {
-            tracing::info!(key = %who, call = what, error = %e, "the old service does not know an AuthID")
-        }
-    }
 }
 
 #[cfg(test)]

@@ -237,6 +237,25 @@ fn parse_export(body: &[u8]) -> Result<ExportedGrant, AppEngineError> {
     })
 }
 
+/// One log line per failure, at the level its audience needs: a wrong API
+/// key or a strange answer is the operator's to fix.
+pub(super) fn log_failure(what: &'static str, who: &str, e: AppEngineError) {
+    match e {
+        AppEngineError::ApiKey | AppEngineError::BadAnswer(_) => tracing::error!(
+            key = %who,
+            call = what,
+            error = %e,
+            "the old service refused a call: check LEGACY_SERVICE_URL and LEGACY_SERVICE_API_KEY"
+        ),
+        AppEngineError::Unavailable => {
+            tracing::warn!(key = %who, call = what, error = %e, "the old service cannot be reached")
+        }
+        AppEngineError::Unknown | AppEngineError::NotConfigured => {
+            tracing::info!(key = %who, call = what, error = %e, "the old service does not know an AuthID")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,6 +73,8 @@ fn migrator(service: Option<Arc<FakeOld>>, store: Arc<dyn Store>) -> (Migrator, 
         store,
         outage: Arc::new(StoreOutage::new()),
         metrics: Arc::clone(&metrics),
+        exports_per_minute: 1000,
+        export_concurrency: 100,
     });
     (migrator, metrics)
 }

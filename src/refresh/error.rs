@@ -47,6 +47,10 @@ pub enum RefreshError {
     /// An AuthID of the old App Engine service that could not be migrated.
     #[error("{0}")]
     Migration(crate::migrate::MigrationError),
+    /// As many requests as allowed wait on providers, the old service or
+    /// the store already.
+    #[error("The server is busy; try again shortly")]
+    Overloaded,
     #[error("The refreshed AuthID could not be sealed")]
     Seal(Cause),
     #[error("The refresh failed unexpectedly")]
@@ -82,7 +86,10 @@ impl RefreshError {
             Self::UnknownClient(_) => "unknown_client",
             Self::Upstream(e) => e.label(),
             Self::Revoked => "revoked",
-            Self::Refused(_) | Self::Interrupted { .. } | Self::InProgress { .. } => "throttled",
+            Self::Refused(_)
+            | Self::Interrupted { .. }
+            | Self::InProgress { .. }
+            | Self::Overloaded => "throttled",
             Self::TooMany { .. } => "limited",
             Self::StoreUnavailable => "store_unavailable",
             Self::Migration(e) => e.label(),

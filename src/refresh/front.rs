@@ -12,6 +12,7 @@ use super::cache::CachedToken;
 use super::error::Failed;
 use super::flight::flight;
 use super::{Flown, Inner, OpenedAuthId, REVOCATION_RECHECK_SECS, RefreshError, Refresher};
+use crate::authid::{self, AuthIdText};
 use crate::provider::UpstreamError;
 
 /// A refresh answered, and the outcome label of the refresh metric.
@@ -56,7 +57,11 @@ impl Refresher {
     }
 
     /// Opens the AuthID unless its sender has sent too many that do not
-    /// open; one that does not open counts against the sender.
+    /// open; one that does not open counts against the sender. An AuthID
+    /// of the old service is counted before it is resolved (which may call
+    /// the old service) and given back once it resolved: concurrent
+    /// requests cannot all pass a check made before any of them failed,
+    /// and every kind of failure counts.
     async fn open_limited(
         &self,
         text: &str,
@@ -64,20 +69,29 @@ impl Refresher {
         now: i64,
     ) -> Result<OpenedAuthId, Failed> {
         let bad_authids = &self.inner.bad_authids;
+        let too_many = |s| RefreshError::TooMany {
+            what: "Too many invalid AuthIDs from this address",
+            retry_after: s,
+        };
+        let first = matches!(authid::parse(text), Ok(AuthIdText::AppEngine(_)));
         if let Some(ip) = client {
-            bad_authids
-                .check(&ip, now)
-                .map_err(|s| RefreshError::TooMany {
-                    what: "Too many invalid AuthIDs from this address",
-                    retry_after: s,
-                })?;
-        }
-        self.open_any(text).await.map_err(|e| {
-            if let (Some(ip), true) = (client, e.is_unopenable()) {
-                let _ = bad_authids.hit(&ip, now);
+            if first {
+                bad_authids.hit(ip, now).map_err(too_many)?;
+            } else {
+                bad_authids.check(ip, now).map_err(too_many)?;
             }
-            Failed::from(e)
-        })
+        }
+        let opened = self.open_any(text).await;
+        if let Some(ip) = client {
+            match &opened {
+                Ok(_) if first => bad_authids.refund(ip, now),
+                Err(e) if !first && e.is_unopenable() => {
+                    let _ = bad_authids.hit(ip, now);
+                }
+                _ => {}
+            }
+        }
+        opened.map_err(Failed::from)
     }
 
     /// Joins or starts this instance's one flight for the login.
@@ -105,7 +119,7 @@ impl Refresher {
             // Anyone can make up a `v2:` AuthID, and the provider is the
             // only one who can tell: its refusal counts like an AuthID that
             // does not open.
-            let _ = inner.bad_authids.hit(&ip, now);
+            let _ = inner.bad_authids.hit(ip, now);
         }
         flown
     }

@@ -43,7 +43,7 @@ use crate::migrate::Migrator;
 use crate::outage::StoreOutage;
 use crate::provider::{Catalogue, Protection, TokenClient};
 use crate::store::{Store, Versioned};
-use crate::sync::{SingleFlight, WindowLimiter};
+use crate::sync::{AddressLimiter, SingleFlight, WindowLimiter};
 pub use answer::RefreshAnswer;
 use cache::CacheKey;
 pub use cache::{CachedToken, TokenCache};
@@ -106,7 +106,7 @@ struct Inner {
     flights: SingleFlight<CacheKey, FlightResult>,
     login_requests: WindowLimiter<CacheKey>,
     login_refreshes: WindowLimiter<CacheKey>,
-    bad_authids: WindowLimiter<IpAddr>,
+    bad_authids: AddressLimiter,
     /// Single-use logins whose last refresh answer was lost, and when.
     interrupted: moka::sync::Cache<CacheKey, i64>,
     /// Rotations the store did not take when they happened, by the id of
@@ -147,7 +147,12 @@ impl Refresher {
                 3600,
                 deps.cache_capacity,
             ),
-            bad_authids: WindowLimiter::new(limits.bad_authids_per_minute, 60, deps.cache_capacity),
+            bad_authids: AddressLimiter::new(
+                limits.bad_authids_per_minute,
+                60,
+                deps.cache_capacity,
+                limits.ipv6_prefix_length,
+            ),
             interrupted: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(Duration::from_secs(3600))

@@ -89,8 +89,13 @@ pub(super) async fn open_migrated(
     {
         claims.set_client_id(&previous.client_id);
     }
-    // Not a made-up `v2:` AuthID: the grant came from the old service.
-    resolve(catalogue, metrics, claims, true, false)
+    // Not a made-up `v2:` AuthID: the grant came from the old service. A
+    // provider this broker does not offer (Live Connect, retired) can
+    // never serve it: the user needs a new AuthID (401, not 400).
+    resolve(catalogue, metrics, claims, true, false).map_err(|e| match e {
+        RefreshError::UnknownProvider(_) => RefreshError::Migration(MigrationError::Unsupported),
+        e => e,
+    })
 }
 
 /// The provider and registration of opened claims. Claims that name no

@@ -28,6 +28,7 @@ use futures::future::BoxFuture;
 use crate::config::{StoreBackend, StoreSettings};
 use crate::metrics::Metrics;
 
+use embedded::EmbeddedOptions;
 pub use embedded::EmbeddedStore;
 pub use instrumented::{InstrumentedStore, StoreHealth, StoreState};
 pub use memory::MemoryStore;
@@ -49,9 +50,14 @@ pub async fn open(
         StoreBackend::Memory => Arc::new(MemoryStore::default()),
         StoreBackend::Embedded { dir } => {
             let dir = dir.clone();
-            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(&dir))
-                .await
-                .map_err(|e| format!("opening the store stopped: {e}"))??;
+            let options = EmbeddedOptions {
+                file_bytes: metrics.store_file_bytes.clone(),
+                ..EmbeddedOptions::default()
+            };
+            let store =
+                tokio::task::spawn_blocking(move || EmbeddedStore::open_with(&dir, options))
+                    .await
+                    .map_err(|e| format!("opening the store stopped: {e}"))??;
             Arc::new(store)
         }
         StoreBackend::Redis { .. } | StoreBackend::RedisHa(_) => Arc::new(RedisStore::open(

@@ -1,9 +1,12 @@
 //! Generic concurrency helpers shared by refreshing, migration and login:
-//! one execution per key at a time, and fixed-window counters. They know
-//! nothing of logins or providers.
+//! one execution per key at a time, fixed-window counters (and those of
+//! client addresses, grouped as one client), and a bounded pool of work
+//! that waits on a dependency. They know nothing of logins or providers.
 
+mod address;
 mod single_flight;
 mod window;
 
+pub use address::{AddressLimiter, DEFAULT_IPV6_PREFIX, address_group};
 pub use single_flight::SingleFlight;
 pub use window::WindowLimiter;

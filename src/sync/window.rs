@@ -110,6 +110,18 @@ impl<K: Hash + Eq + Clone> WindowLimiter<K> {
         });
     }
 
+    /// Gives back one hit counted in the key's current window (counted
+    /// before work whose outcome decides whether it should count).
+    pub fn refund(&self, key: &K, now: i64) {
+        let (hash, shard) = self.shard(key);
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, w)) = shard.find_mut(hash, |(k, _)| k == key) {
+            if now - w.start < self.window_secs {
+                w.count = w.count.saturating_sub(1);
+            }
+        }
+    }
+
     /// Like [`hit`](Self::hit) but without counting.
     pub fn check(&self, key: &K, now: i64) -> Result<(), u64> {
         let (hash, shard) = self.shard(key);
@@ -150,6 +162,21 @@ mod tests {
         assert!(l.hit(&"b", 110).is_ok(), "other keys unaffected");
         assert!(l.hit(&"a", 160).is_ok(), "new window");
         assert!(l.check(&"c", 0).is_ok());
+    }
+
+    #[test]
+    fn a_refund_gives_back_one_hit_of_the_running_window() {
+        let l = WindowLimiter::new(2, 60, 100);
+        assert!(l.hit(&"a", 100).is_ok());
+        assert!(l.hit(&"a", 100).is_ok());
+        l.refund(&"a", 100);
+        assert!(l.hit(&"a", 100).is_ok(), "the refunded hit is free again");
+        assert!(l.hit(&"a", 100).is_err());
+        l.refund(&"b", 100);
+        assert!(
+            l.check(&"b", 100).is_ok(),
+            "refunding an unknown key adds nothing"
+        );
     }
 
     #[test]

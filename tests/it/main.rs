@@ -18,6 +18,7 @@ mod kubernetes_keys;
 mod lifecycle;
 mod login;
 mod migration;
+mod migration_limits;
 mod mock_selftest;
 mod pages;
 mod previous_clients;

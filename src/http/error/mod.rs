@@ -231,6 +231,9 @@ impl From<RefreshError> for ApiError {
             RefreshError::StoreUnavailable => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, text).with_retry_after(STORE_RETRY_AFTER)
             }
+            RefreshError::Overloaded => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, text).with_retry_after(1)
+            }
             RefreshError::TooMany { retry_after, .. } => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, text).with_retry_after(retry_after)
             }
@@ -270,6 +273,16 @@ impl From<MigrationError> for ApiError {
                 "The old OAuth service cannot be reached to move this AuthID over; try again later",
             )
             .with_retry_after(APP_ENGINE_RETRY_AFTER),
+            MigrationError::Unsupported => Self::new(
+                StatusCode::UNAUTHORIZED,
+                "This AuthID's login is for a service this server no longer offers (such as the retired Live Connect API of OneDrive)",
+            )
+            .telling_where_to_create_an_authid(),
+            MigrationError::Busy(retry_after) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Too many AuthIDs of the old OAuth service are being moved over right now; try again later",
+            )
+            .with_retry_after(retry_after),
             MigrationError::Store => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "This server's store is unavailable; try again shortly",

@@ -26,6 +26,8 @@ use crate::testing::GrantingClient;
 pub(super) struct Fixture {
     pub(super) app: crate::app::SharedApp,
     pub(super) fast: FastRefresh,
+    /// The stack's concurrency limit.
+    pub(super) permits: Arc<tokio::sync::Semaphore>,
     pub(super) client: Arc<GrantingClient>,
     pub(super) clock: ManualClock,
     pub(super) store: Arc<dyn Store>,
@@ -67,10 +69,11 @@ pub(super) fn fixture(limits: Limits) -> Fixture {
     // `hit` alone and the full stack alone.
     let state = Arc::new(HttpState::new(Arc::clone(&app)));
     let (full, ids, permits) = crate::http::full_stack(Arc::clone(&state));
-    let fast = FastRefresh::new(state, full, ids, permits);
+    let fast = FastRefresh::new(state, full, ids);
     Fixture {
         app,
         fast,
+        permits,
         client,
         clock,
         store,

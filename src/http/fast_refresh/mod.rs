@@ -23,9 +23,10 @@
 //!   the seconds left written in; the same headers as the full stack
 //!   (`Cache-Control: no-store`, `Pragma`, the security headers, the
 //!   request id: the client's own or the next of the shared sequence);
-//! - the concurrency limit: while no permit is free, requests fall through
-//!   and the stack sheds them as it would have. A hit holds no permit: it
-//!   returns before anything else can run on its thread;
+//! - the concurrency limit: a hit takes no permit and is answered even
+//!   while none is free (it returns before anything else can run on its
+//!   thread, so it never holds capacity others need), so requests waiting
+//!   on a slow dependency cannot turn cache hits into 503s (SPEC 7);
 //! - `X-Forwarded-For` from a peer that is not a trusted proxy is counted
 //!   and logged as the full path's client address extractor does (the
 //!   address itself matters only on a miss);
@@ -48,7 +49,6 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::Response;
 use futures::future::Either;
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::Semaphore;
 use tower::Service;
 
 use super::client_ip::notice_forwarded;
@@ -68,8 +68,6 @@ struct Shared {
     /// Every route with the whole middleware stack.
     full: Router,
     ids: RequestIds,
-    /// The stack's concurrency limit.
-    permits: Arc<Semaphore>,
     /// The headers of every hit answer, the request id to be filled in.
     headers: HeaderMap,
     /// `http_requests{route="/refresh",status="200"}`, found on first use
@@ -78,12 +76,7 @@ struct Shared {
 }
 
 impl FastRefresh {
-    pub(super) fn new(
-        app: AppState,
-        full: Router,
-        ids: RequestIds,
-        permits: Arc<Semaphore>,
-    ) -> Self {
+    pub(super) fn new(app: AppState, full: Router, ids: RequestIds) -> Self {
         // What the handler and the middleware stack set on a token answer.
         let mut headers = HeaderMap::with_capacity(6);
         token_headers(&mut headers);
@@ -95,7 +88,6 @@ impl FastRefresh {
             app,
             full,
             ids,
-            permits,
             headers,
             answered: OnceLock::new(),
         }))
@@ -134,10 +126,7 @@ impl Shared {
             return None;
         };
         // A form: the full path reads it (and may refuse its size).
-        if is_form(content_type)
-            || over_header_limits(bytes, count)
-            || self.permits.available_permits() == 0
-        {
+        if is_form(content_type) || over_header_limits(bytes, count) {
             return None;
         }
         let body = self.app.hit(authid)?;

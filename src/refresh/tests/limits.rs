@@ -27,13 +27,7 @@ async fn made_up_v2_authids_have_a_budget_of_their_own_and_count_against_the_add
     // Each refusal by the provider counted against the address.
     let limit = Limits::default().bad_authids_per_minute as usize;
     let left = (0..limit)
-        .take_while(|_| {
-            f.refresher
-                .inner
-                .bad_authids
-                .hit(&ip, f.clock.now())
-                .is_ok()
-        })
+        .take_while(|_| f.refresher.inner.bad_authids.hit(ip, f.clock.now()).is_ok())
         .count();
     assert_eq!(left, limit - reauthorize);
     // A sealed AuthID still has the provider's budget.

@@ -73,6 +73,8 @@ pub(super) fn fixture_on(store: Arc<dyn Store>) -> Fixture {
         store: Arc::clone(&store),
         outage: Arc::clone(&outage),
         metrics: Arc::clone(&metrics),
+        exports_per_minute: 1000,
+        export_concurrency: 100,
     });
     let refresher = Refresher::new(RefreshDeps {
         keyring: Arc::clone(&keyring),

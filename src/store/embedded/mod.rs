@@ -26,10 +26,11 @@ mod writer;
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use redb::backends::FileBackend;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTableMetadata};
 use tokio::sync::oneshot;
@@ -37,7 +38,7 @@ use tokio::sync::oneshot;
 use super::record::Record;
 use super::{StoreError, StoreKey, StoreResult};
 use format::{ENTRIES, key_bytes, live, now_ms};
-use writer::{Answer, Job, Op, write_loop};
+use writer::{Answer, Job, Op, Upkeep, write_loop};
 
 /// The store's file inside `DATA_DIR`.
 pub const FILE_NAME: &str = "store.redb";
@@ -45,14 +46,30 @@ pub const FILE_NAME: &str = "store.redb";
 /// Page cache; redb's default (1 GiB) is more than a broker should hold.
 const CACHE_BYTES: usize = 64 << 20;
 
+/// The database, shared by readers and the writer thread; only a
+/// compaction (which needs no transaction open) takes it exclusively.
+type Shared = Arc<RwLock<Database>>;
+
+/// The database for a transaction (a poisoned lock still guards a
+/// database redb keeps consistent itself).
+pub(super) fn shared(db: &RwLock<Database>) -> RwLockReadGuard<'_, Database> {
+    db.read().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// How the background sweep of expired entries runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EmbeddedOptions {
     /// Time between two sweeps.
     pub sweep_interval: Duration,
     /// Entries one sweep looks at (bounds the work of one write
     /// transaction); the next sweep goes on where this one stopped.
     pub sweep_limit: usize,
+    /// Set to the file's size after each sweep pass
+    /// (`oauth_broker_store_file_bytes`).
+    pub file_bytes: Gauge,
+    /// A file of at least this many bytes is compacted after a sweep pass
+    /// when most of it is free.
+    pub compact_above: u64,
 }
 
 impl Default for EmbeddedOptions {
@@ -60,12 +77,14 @@ impl Default for EmbeddedOptions {
         Self {
             sweep_interval: Duration::from_secs(10),
             sweep_limit: 2_000,
+            file_bytes: Gauge::default(),
+            compact_above: 8 << 20,
         }
     }
 }
 
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Shared,
     writer: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
@@ -118,13 +137,14 @@ impl EmbeddedStore {
         };
         create().map_err(|e| format!("DATA_DIR {shown}: cannot write the store: {e}"))?;
 
-        let db = Arc::new(db);
+        let db: Shared = Arc::new(RwLock::new(db));
         let (writer, jobs) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn({
                 let db = Arc::clone(&db);
-                move || write_loop(&db, &jobs, options)
+                let path = path.clone();
+                move || write_loop(&db, &jobs, &Upkeep::new(options, path))
             })
             .map_err(|e| format!("cannot start the store's writer: {e}"))?;
         Ok(Self {
@@ -152,6 +172,7 @@ impl EmbeddedStore {
     pub async fn entry_count(&self) -> StoreResult<u64> {
         let db = Arc::clone(&self.db);
         blocking(move || {
+            let db = shared(&db);
             let txn = db.begin_read().map_err(from_redb)?;
             let table = txn.open_table(ENTRIES).map_err(from_redb)?;
             table.len().map_err(from_redb)
@@ -184,6 +205,7 @@ impl EmbeddedStore {
         let db = Arc::clone(&self.db);
         let key = key_bytes(key);
         blocking(move || {
+            let db = shared(&db);
             let txn = db.begin_read().map_err(from_redb)?;
             let table = txn.open_table(ENTRIES).map_err(from_redb)?;
             let Some(guard) = table.get(key.as_slice()).map_err(from_redb)? else {

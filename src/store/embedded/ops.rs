@@ -116,6 +116,7 @@ impl Store for EmbeddedStore {
         Box::pin(async move {
             let db = Arc::clone(&self.db);
             blocking(move || {
+                let db = super::shared(&db);
                 let txn = db.begin_read().map_err(from_redb)?;
                 txn.open_table(ENTRIES).map_err(from_redb)?;
                 Ok(())

@@ -1,21 +1,28 @@
 //! The writer thread of the embedded store: it takes every queued
 //! operation (up to a batch), applies them in order inside one write
 //! transaction and commits once (group commit), then answers each caller;
-//! between batches it sweeps expired entries a bounded number at a time.
+//! between batches it sweeps expired entries a bounded number at a time,
+//! going on at once (after the jobs queued meanwhile) while it finds
+//! expired ones, so a flood of short-lived entries cannot outrun it. After
+//! each pass it reports the file's size and compacts the file when most of
+//! it is free.
 
 use std::ops::Bound;
-use std::sync::mpsc;
+use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock, mpsc};
 use std::time::Instant;
 
 use redb::{Database, Durability, ReadableTable, StorageError, Table};
 use tokio::sync::oneshot;
 
 use super::format::{ENTRIES, live, now_ms};
-use super::{EmbeddedOptions, from_redb};
+use super::{EmbeddedOptions, from_redb, shared};
 use crate::store::StoreResult;
 
 /// Most operations committed together.
 const MAX_BATCH: usize = 256;
+/// Most steps of one compaction (each moves what it can to the front).
+const COMPACTION_STEPS: usize = 16;
 
 pub(super) enum Op {
     Put(Vec<u8>, Vec<u8>),
@@ -47,7 +54,8 @@ pub(super) struct Job {
 /// The writer thread: takes every queued operation (up to a batch),
 /// applies them in order in one transaction, commits, then answers each.
 /// Sweeps expired entries between batches.
-pub(super) fn write_loop(db: &Database, jobs: &mpsc::Receiver<Job>, options: EmbeddedOptions) {
+pub(super) fn write_loop(db: &RwLock<Database>, jobs: &mpsc::Receiver<Job>, upkeep: &Upkeep) {
+    let options = &upkeep.options;
     let mut sweeper = Sweeper {
         cursor: None,
         limit: options.sweep_limit.max(1),
@@ -64,13 +72,22 @@ pub(super) fn write_loop(db: &Database, jobs: &mpsc::Receiver<Job>, options: Emb
                         Err(_) => break,
                     }
                 }
-                commit_batch(db, batch, &mut sweeper);
+                let swept = batch.iter().any(|job| matches!(job.op, Op::Sweep));
+                let answered = commit_batch(&shared(db), batch, &mut sweeper);
+                // Whoever asked for a sweep hears back once it is all done.
+                if swept {
+                    upkeep.after_pass(db);
+                }
+                for (job, answer) in answered {
+                    let _ = job.reply.send(answer);
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         if Instant::now() >= next_sweep {
-            let swept = (|| -> Result<usize, redb::Error> {
+            let swept = (|| -> Result<(usize, bool), redb::Error> {
+                let db = shared(db);
                 let mut txn = db.begin_write()?;
                 txn.set_durability(Durability::None)?;
                 let swept = {
@@ -80,17 +97,86 @@ pub(super) fn write_loop(db: &Database, jobs: &mpsc::Receiver<Job>, options: Emb
                 txn.commit()?;
                 Ok(swept)
             })();
+            next_sweep = Instant::now() + options.sweep_interval;
             match swept {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(removed = n, "swept expired store entries"),
+                // More may have expired just past this stretch: go on at
+                // once, after what is queued.
+                Ok((n, false)) if n > 0 => {
+                    tracing::debug!(removed = n, "swept expired store entries");
+                    next_sweep = Instant::now();
+                }
+                Ok(_) => upkeep.after_pass(db),
                 Err(e) => tracing::warn!(error = %e, "sweeping expired store entries failed"),
             }
-            next_sweep = Instant::now() + options.sweep_interval;
         }
     }
 }
 
-fn commit_batch(db: &Database, batch: Vec<Job>, sweeper: &mut Sweeper) {
+/// What the writer does after a sweep pass: the file's size for the
+/// metric, and a compaction when most of the file is free.
+pub(super) struct Upkeep {
+    options: EmbeddedOptions,
+    path: PathBuf,
+}
+
+impl Upkeep {
+    pub(super) fn new(options: EmbeddedOptions, path: PathBuf) -> Self {
+        Self { options, path }
+    }
+
+    fn file_len(&self) -> u64 {
+        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+    }
+
+    /// Pages freed by commits that were not flushed stay allocated until a
+    /// durable commit, so a file that could be worth compacting gets one
+    /// (empty) first; then, when most of it is free, compaction, a step at
+    /// a time while it moves anything (bounded).
+    fn after_pass(&self, db: &RwLock<Database>) {
+        let len = self.file_len();
+        if len >= self.options.compact_above {
+            let used = (|| -> Result<u64, redb::Error> {
+                let db = shared(db);
+                db.begin_write()?.commit()?;
+                let txn = db.begin_write()?;
+                let stats = txn.stats()?;
+                txn.abort()?;
+                Ok(stats.allocated_pages() * stats.page_size() as u64)
+            })();
+            match used {
+                Ok(used) if len.saturating_sub(used) > len / 2 => self.compact(db, len),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "measuring the store file failed"),
+            }
+        }
+        self.options.file_bytes.set(self.file_len() as i64);
+    }
+
+    fn compact(&self, db: &RwLock<Database>, before: u64) {
+        // Waits for reads in progress; none start until it is done.
+        let mut db = db.write().unwrap_or_else(PoisonError::into_inner);
+        for _ in 0..COMPACTION_STEPS {
+            match db.compact() {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "compacting the store file failed");
+                    return;
+                }
+            }
+        }
+        // The file shrinks at the commit after the last step.
+        let _ = db.begin_write().map(|txn| txn.commit());
+        tracing::info!(before, after = self.file_len(), "compacted the store file");
+    }
+}
+
+/// Applies a batch in one transaction; returns each job with its answer.
+fn commit_batch(
+    db: &Database,
+    batch: Vec<Job>,
+    sweeper: &mut Sweeper,
+) -> Vec<(Job, StoreResult<Answer>)> {
     let durable = batch.iter().any(|j| j.durable);
     let now = now_ms();
     let result = (|| -> Result<Vec<StoreResult<Answer>>, redb::Error> {
@@ -109,17 +195,14 @@ fn commit_batch(db: &Database, batch: Vec<Job>, sweeper: &mut Sweeper) {
         Ok(answers)
     })();
     match result {
-        Ok(answers) => {
-            for (job, answer) in batch.into_iter().zip(answers) {
-                let _ = job.reply.send(answer);
-            }
-        }
+        Ok(answers) => batch.into_iter().zip(answers).collect(),
         Err(e) => {
             let error = from_redb(e);
             tracing::warn!(error = %error, operations = batch.len(), "a store write failed");
-            for job in batch {
-                let _ = job.reply.send(Err(error.clone()));
-            }
+            batch
+                .into_iter()
+                .map(|job| (job, Err(error.clone())))
+                .collect()
         }
     }
 }
@@ -181,7 +264,7 @@ fn apply(
             }
             Err(e) => Err(e),
         },
-        Op::Sweep => Ok(Answer::Swept(sweeper.sweep(table, now)?)),
+        Op::Sweep => Ok(Answer::Swept(sweeper.pass(table, now)?)),
     })
 }
 
@@ -194,7 +277,13 @@ struct Sweeper {
 }
 
 impl Sweeper {
-    fn sweep(&mut self, table: &mut Table<&[u8], &[u8]>, now: u64) -> Result<usize, StorageError> {
+    /// One stretch: returns how many entries it removed, and whether it
+    /// reached the end of the table (the next one starts over).
+    fn sweep(
+        &mut self,
+        table: &mut Table<&[u8], &[u8]>,
+        now: u64,
+    ) -> Result<(usize, bool), StorageError> {
         let start = match &self.cursor {
             Some(key) => Bound::Excluded(key.as_slice()),
             None => Bound::Unbounded,
@@ -218,7 +307,21 @@ impl Sweeper {
             table.remove(key.as_slice())?;
         }
         // At the end of the table the next sweep starts over.
+        let ended = last.is_none();
         self.cursor = last;
-        Ok(expired.len())
+        Ok((expired.len(), ended))
+    }
+
+    /// Stretch after stretch while they find expired entries, up to the
+    /// end of the table: one pass. Returns how many it removed.
+    fn pass(&mut self, table: &mut Table<&[u8], &[u8]>, now: u64) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        loop {
+            let (n, ended) = self.sweep(table, now)?;
+            removed += n;
+            if n == 0 || ended {
+                return Ok(removed);
+            }
+        }
     }
 }

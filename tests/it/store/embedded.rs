@@ -341,11 +341,12 @@ async fn a_second_serve_on_one_data_dir_exits_with_the_reason() {
 }
 
 #[tokio::test]
-async fn sweeps_remove_expired_entries_a_bounded_number_at_a_time() {
+async fn a_sweep_pass_goes_on_while_it_finds_expired_entries() {
     let tmp = tempfile::tempdir().unwrap();
     let options = EmbeddedOptions {
         sweep_interval: Duration::from_secs(3600),
         sweep_limit: 4,
+        ..EmbeddedOptions::default()
     };
     let store = EmbeddedStore::open_with(&tmp.path().join("data"), options).unwrap();
     for n in 0..10 {
@@ -371,11 +372,16 @@ async fn sweeps_remove_expired_entries_a_bounded_number_at_a_time() {
         "expired but not yet swept"
     );
 
-    let mut removed = 0;
+    // Stretches of 4 entries, one after another while they find expired
+    // ones: keys are HMACs, so the expired ones are spread over the table,
+    // and one pass removes more than one stretch's worth.
+    let mut removed = store.sweep().await.unwrap();
+    assert!(removed > 4, "one pass removed only {removed}");
     for _ in 0..10 {
-        let swept = store.sweep().await.unwrap();
-        assert!(swept <= 4, "one sweep looks at 4 entries, removed {swept}");
-        removed += swept;
+        if removed == 10 {
+            break;
+        }
+        removed += store.sweep().await.unwrap();
     }
     assert_eq!(removed, 10);
     assert_eq!(store.entry_count().await, Ok(5));
@@ -388,11 +394,51 @@ async fn sweeps_remove_expired_entries_a_bounded_number_at_a_time() {
 }
 
 #[tokio::test]
+async fn the_file_size_is_reported_and_a_mostly_free_file_is_compacted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gauge =
+        prometheus_client::metrics::gauge::Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+    let options = EmbeddedOptions {
+        sweep_interval: Duration::from_secs(3600),
+        compact_above: 64 * 1024,
+        file_bytes: gauge.clone(),
+        ..EmbeddedOptions::default()
+    };
+    let dir = tmp.path().join("data");
+    let store = EmbeddedStore::open_with(&dir, options).unwrap();
+    for n in 0..300u32 {
+        store
+            .put(
+                &key(Space::Fetch, n),
+                vec![7u8; 16 * 1024],
+                Duration::from_millis(20),
+            )
+            .await
+            .unwrap();
+    }
+    let grown = std::fs::metadata(store.path()).unwrap().len();
+    assert!(grown > 2 << 20, "{grown} bytes");
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let mut removed = 0;
+    for _ in 0..20 {
+        removed += store.sweep().await.unwrap();
+        if removed == 300 {
+            break;
+        }
+    }
+    assert_eq!(removed, 300);
+    let after = std::fs::metadata(store.path()).unwrap().len();
+    assert!(after < grown / 2, "compacted from {grown} to {after} bytes");
+    assert_eq!(gauge.get(), after as i64, "the gauge shows the file's size");
+}
+
+#[tokio::test]
 async fn the_background_sweep_removes_expired_entries() {
     let tmp = tempfile::tempdir().unwrap();
     let options = EmbeddedOptions {
         sweep_interval: Duration::from_millis(20),
         sweep_limit: 1_000,
+        ..EmbeddedOptions::default()
     };
     let store = EmbeddedStore::open_with(&tmp.path().join("data"), options).unwrap();
     for n in 0..50 {
@@ -417,5 +463,35 @@ async fn the_background_sweep_removes_expired_entries() {
     assert_eq!(
         store.get(&key(Space::Backoff, 1000)).await,
         Ok(Some(b"kept".to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn anonymous_login_pages_with_fetch_tokens_do_not_grow_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(&tmp.path().join("data")).unwrap());
+    let mock = MockProvider::start().await;
+    let broker = crate::support::broker::Setup::new(&mock, &["googledrive"])
+        .store(Arc::clone(&store) as Arc<dyn Store>)
+        .limits(oauth_broker::config::Limits {
+            login_attempts_per_minute: 5,
+            ..oauth_broker::config::Limits::default()
+        })
+        .build();
+    let mut statuses = Vec::new();
+    for n in 0..200 {
+        let request = axum::http::Request::builder()
+            .uri(format!("/?type=googledrive&token=made-up-token-{n:06}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let reply = broker.request_from("198.51.100.20", request).await;
+        statuses.push(reply.status.as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 195);
+    assert_eq!(
+        store.entry_count().await,
+        Ok(5),
+        "only what the address's login budget allowed was written"
     );
 }

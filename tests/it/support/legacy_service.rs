@@ -43,6 +43,8 @@ pub enum LegacyFault {
     Redirect,
     /// A `200` with a body larger than any token.
     Huge,
+    /// This status (and an empty body) after waiting this long.
+    Slow(Duration, u16),
 }
 
 struct Entry {
@@ -257,6 +259,12 @@ async fn fault(inner: &Mutex<Inner>) -> Option<Response> {
             [("Location", "https://elsewhere.example/export")],
         )
             .into_response(),
+        LegacyFault::Slow(wait, status) => {
+            tokio::time::sleep(wait).await;
+            StatusCode::from_u16(status)
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response()
+        }
         LegacyFault::Huge => (
             StatusCode::OK,
             format!(r#"{{"pad":"{}"}}"#, "x".repeat(200 * 1024)),
