@@ -92,8 +92,9 @@ impl Inner {
             .guard(&self.deps.metrics, &login.provider.id, &login.gate)
     }
 
-    /// Revocation marks the login under its lock.
-    async fn check_revoked(
+    /// Revocation marks the login under its lock; a token from the store
+    /// is served only after this check too.
+    pub(super) async fn check_revoked(
         &self,
         records: &LoginRecords<'_>,
         login: &OpenedAuthId,

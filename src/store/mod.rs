@@ -267,6 +267,37 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
 }
 
+/// The largest value the broker writes or reads back. The largest it makes
+/// (a fetch rendezvous holding an AuthID of at most 16 KiB) is well under
+/// it; anything larger was put there by something else, and is read as
+/// absent before anything decodes it, on every backend.
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+
+/// Whether a value of `len` bytes read back is within [`MAX_VALUE_LEN`];
+/// one that is not is treated as absent.
+pub fn within_bound(space: Space, len: usize) -> bool {
+    if len <= MAX_VALUE_LEN {
+        return true;
+    }
+    tracing::warn!(
+        space = space.name(),
+        bytes = len,
+        "a store entry is larger than any the broker writes; ignored"
+    );
+    false
+}
+
+/// Refuses to write a value the broker would not read back.
+pub fn check_bound(value: &[u8]) -> StoreResult<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(StoreError::Failed(format!(
+            "a value of {} bytes is over the store's bound",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A TTL as whole milliseconds, at least one.
 pub fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)

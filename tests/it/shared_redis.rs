@@ -7,15 +7,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use oauth_broker::config::defaults::STORE_TIMEOUT_MS;
 use oauth_broker::metrics::Metrics;
+use oauth_broker::provider::protect::SHARED_RECHECK_SECS;
 use oauth_broker::store::Store;
 use oauth_broker::store::instrumented::InstrumentedStore;
 use oauth_broker::store::redis::RedisStore;
 use secrecy::SecretString;
 
 use crate::shared_store::{self, Backend};
-use crate::support::mock_provider::Rotation;
+use crate::support::mock_provider::{Fault, MockProvider, Rotation};
 use crate::support::redis::{RedisServer, Reply};
 
 const PREFIX: &str = "oauth-broker-test:";
@@ -127,4 +129,71 @@ async fn revoking_the_pasted_box_authid_after_rotations_ends_the_login_on_every_
 #[tokio::test]
 async fn while_redis_is_stopped_revoking_a_rotating_login_changes_nothing() {
     shared_store::revoking_a_rotating_login_while_the_store_is_down_changes_nothing(&redis()).await;
+}
+
+/// The backoff window in Redis is authenticated, and what this instance
+/// read from it is believed only for a few seconds: a window deleted
+/// there stops holding anyone, and one written by someone who does not
+/// hold the client secret (a bare 2^62, as the text Redis users type or
+/// as the 8 bytes the broker once wrote) holds no one.
+#[tokio::test]
+async fn a_deleted_or_forged_backoff_window_in_redis_holds_no_instance() {
+    let redis = redis();
+    let mock = MockProvider::start().await;
+    let deployment = shared_store::Deployment::new(&redis, &mock, &["googledrive"]);
+    let (one, two) = (deployment.instance(), deployment.instance());
+    mock.push_fault(Fault::Throttle {
+        status: 429,
+        retry_after: Some("600".into()),
+    });
+    let throttled = one
+        .refresh(&one.seal("googledrive", &mock.issue_refresh_token()))
+        .await;
+    assert_eq!(throttled.status, StatusCode::SERVICE_UNAVAILABLE);
+    let keys = redis
+        .server
+        .lock()
+        .unwrap()
+        .keys(&format!("{PREFIX}backoff:*"));
+    let [key] = keys.as_slice() else {
+        panic!("one backoff window: {keys:?}")
+    };
+    let held = two
+        .refresh(&two.seal("googledrive", &mock.issue_refresh_token()))
+        .await;
+    assert_eq!(
+        held.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        held.body
+    );
+    assert_eq!(mock.token_calls(), 1);
+
+    let deleted = redis.server.lock().unwrap().command(&["DEL", key]);
+    assert_eq!(deleted, Reply::Integer(1));
+    deployment.clock.advance(SHARED_RECHECK_SECS);
+    let freed = two
+        .refresh(&two.seal("googledrive", &mock.issue_refresh_token()))
+        .await;
+    assert_eq!(freed.status, StatusCode::OK, "{}", freed.body);
+    assert_eq!(mock.token_calls(), 2);
+
+    let huge = 1i64 << 62;
+    let bytes = String::from_utf8(huge.to_be_bytes().to_vec()).expect("ASCII bytes");
+    for forged in [huge.to_string(), bytes] {
+        let set = redis
+            .server
+            .lock()
+            .unwrap()
+            .command(&["SET", key, &forged, "EX", "3600"]);
+        assert_eq!(set, Reply::Status("OK".into()));
+        deployment.clock.advance(SHARED_RECHECK_SECS);
+        let calls = mock.token_calls();
+        let served = two
+            .refresh(&two.seal("googledrive", &mock.issue_refresh_token()))
+            .await;
+        assert_eq!(served.status, StatusCode::OK, "{}", served.body);
+        assert_eq!(mock.token_calls(), calls + 1, "the provider was asked");
+        assert_eq!(served.header("retry-after"), None);
+    }
 }
