@@ -42,6 +42,11 @@ impl Inner {
         let guard = self.guard(login);
         self.may_call(&guard, login, now).await?;
         let newest = self.newest_to_send(records, login).await?;
+        // A rotation is recorded at the next generation: one that cannot
+        // be counted is refused before the token is spent.
+        if newest.generation.checked_add(1).is_none() {
+            return Err(RefreshError::CorruptGeneration);
+        }
         let unknown_v2 = self
             .draw_unknown_v2(&guard, records, login, &newest)
             .await?;
