@@ -23,6 +23,11 @@ pub struct ListenArgs {
     /// Address to bind (port 0 picks a free one).
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Address of a listener serving only /metrics (and /health); the
+    /// public listener then answers 404 for /metrics. Unset: /metrics is
+    /// served on LISTEN.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// External base URL; the OAuth redirect URI is PUBLIC_URL/logged-in.
     /// Defaults to http://LISTEN (the address bound).
     #[arg(long, env = "PUBLIC_URL")]
@@ -39,6 +44,11 @@ impl ListenArgs {
             .clone()
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| url_for_listen(bound))
+    }
+
+    /// `METRICS_LISTEN`, when set and not blank.
+    pub fn metrics_listen(&self) -> Option<String> {
+        self.metrics_listen.clone().filter(|a| !a.trim().is_empty())
     }
 }
 
@@ -133,6 +143,17 @@ pub struct LimitArgs {
     /// Default: three quarters of the process's open-file limit.
     #[arg(long, env = "MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Client connections one address (an IPv6 /64) may hold open at once;
+    /// connections from TRUSTED_PROXIES are not counted.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", default_value_t = crate::config::MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
+    /// Seconds a response may make no progress (the client reads nothing)
+    /// before its connection is closed.
+    #[arg(long, env = "WRITE_TIMEOUT", default_value_t = crate::config::WRITE_TIMEOUT_SECS)]
+    pub write_timeout: u64,
+    /// Seconds one request may take before it is answered 504.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = crate::config::REQUEST_TIMEOUT_SECS)]
+    pub request_timeout: u64,
 }
 
 impl LimitArgs {
@@ -181,6 +202,7 @@ impl LimitArgs {
         if let Some(max) = self.max_connections {
             positive("MAX_CONNECTIONS", max as u64, problems);
         }
+        self.check_connection_limits(problems);
         Limits {
             backoff_max: Duration::from_secs(self.backoff_max),
             upstream_concurrency: self.upstream_concurrency,
@@ -194,6 +216,24 @@ impl LimitArgs {
             max_connections: self.max_connections.unwrap_or_else(|| {
                 crate::config::max_connections_for(crate::config::open_file_limit())
             }),
+            max_connections_per_address: self.max_connections_per_address,
+            write_timeout: Duration::from_secs(self.write_timeout),
+            request_timeout: Duration::from_secs(self.request_timeout),
+        }
+    }
+
+    fn check_connection_limits(&self, problems: &mut Vec<String>) {
+        for (name, value) in [
+            (
+                "MAX_CONNECTIONS_PER_ADDRESS",
+                self.max_connections_per_address as u64,
+            ),
+            ("WRITE_TIMEOUT", self.write_timeout),
+            ("REQUEST_TIMEOUT", self.request_timeout),
+        ] {
+            if value == 0 {
+                problems.push(format!("{name} must be above 0"));
+            }
         }
     }
 }

@@ -105,6 +105,7 @@ impl ServeArgs {
         match (public_url, store) {
             (Some(public_url), Some(store)) if problems.is_empty() => Ok(Settings {
                 listen: self.server.listen.clone(),
+                metrics_listen: self.server.metrics_listen(),
                 public_url,
                 app_name: fallback(&self.app_name, "APPNAME", defaults::APP_NAME),
                 display_name: fallback(&self.display_name, "DISPLAYNAME", defaults::DISPLAY_NAME),

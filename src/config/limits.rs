@@ -30,10 +30,24 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Client connections open at once.
     pub max_connections: usize,
+    /// Client connections one address (an IPv6 /64) may hold open at once;
+    /// trusted proxies are not counted.
+    pub max_connections_per_address: usize,
+    /// Longest a response may make no progress (the client reads nothing)
+    /// before its connection is closed.
+    pub write_timeout: Duration,
+    /// Longest one request may take; it is then answered 504.
+    pub request_timeout: Duration,
 }
 
 /// The default of `HEADER_READ_TIMEOUT`, in seconds.
 pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// The default of `WRITE_TIMEOUT`, in seconds.
+pub const WRITE_TIMEOUT_SECS: u64 = 10;
+/// The default of `REQUEST_TIMEOUT`, in seconds: above the upstream timeout.
+pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+/// The default of `MAX_CONNECTIONS_PER_ADDRESS`.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// Connections allowed when the open-file limit cannot be read or is
 /// unlimited, and the most the default ever allows.
 const MAX_CONNECTIONS_CEILING: usize = 65_536;
@@ -84,6 +98,9 @@ impl Default for Limits {
             trusted_proxies: Vec::new(),
             header_read_timeout: Duration::from_secs(HEADER_READ_TIMEOUT_SECS),
             max_connections: max_connections_for(open_file_limit()),
+            max_connections_per_address: MAX_CONNECTIONS_PER_ADDRESS,
+            write_timeout: Duration::from_secs(WRITE_TIMEOUT_SECS),
+            request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS),
         }
     }
 }

@@ -16,7 +16,8 @@ use url::Url;
 
 pub use app_engine::{AppEngineServiceSettings, parse_app_engine_service};
 pub use limits::{
-    HEADER_READ_TIMEOUT_SECS, Limits, max_connections_for, open_file_limit, parse_proxies,
+    HEADER_READ_TIMEOUT_SECS, Limits, MAX_CONNECTIONS_PER_ADDRESS, REQUEST_TIMEOUT_SECS,
+    WRITE_TIMEOUT_SECS, max_connections_for, open_file_limit, parse_proxies,
 };
 pub use store::{MAX_STORE_TIMEOUT_MS, StoreBackend, StoreDefault, StoreSettings, parse_store};
 pub use urls::{is_loopback, parse_opener_origins, parse_public_url, url_for_listen};
@@ -46,6 +47,9 @@ pub mod defaults {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: String,
+    /// Where `/metrics` is served on a listener of its own; the public
+    /// listener then answers 404 for it. `None`: on the public listener.
+    pub metrics_listen: Option<String>,
     /// External base URL without a trailing slash.
     pub public_url: Url,
     pub app_name: String,
@@ -71,6 +75,7 @@ impl Settings {
     pub fn for_url(public_url: &str) -> Result<Self, String> {
         Ok(Self {
             listen: "127.0.0.1:0".into(),
+            metrics_listen: None,
             public_url: parse_public_url(public_url)?,
             app_name: defaults::APP_NAME.into(),
             display_name: defaults::DISPLAY_NAME.into(),
