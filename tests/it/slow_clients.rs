@@ -10,7 +10,8 @@ use oauth_broker::config::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::support::broker::{CLIENT_ID, CLIENT_SECRET, Setup, config_for};
+use crate::support::broker::{CLIENT_ID, CLIENT_SECRET, Setup, assert_error_shape, config_for};
+use crate::support::mock_provider::Fault;
 use crate::support::mock_provider::MockProvider;
 use crate::support::process;
 
@@ -171,4 +172,31 @@ async fn metrics_listen_serves_metrics_on_its_own_listener_and_not_on_the_public
         .await
         .unwrap();
     assert_eq!(refresh.status(), 404, "only /metrics and /health there");
+}
+
+/// A request that outlives `REQUEST_TIMEOUT` (here 1 s, shorter than the
+/// upstream timeout, against a provider that never answers) is answered
+/// 504 JSON with `X-Reason`, like every other error.
+#[tokio::test]
+async fn a_request_past_the_request_timeout_is_a_504_json_with_a_reason() {
+    let mock = MockProvider::start().await;
+    mock.set_sticky_fault(Some(Fault::Hang));
+    let broker = Setup::new(&mock, &["googledrive"])
+        .limits(Limits {
+            request_timeout: Duration::from_secs(1),
+            ..Limits::default()
+        })
+        .build();
+    let authid = broker.seal("googledrive", &mock.issue_refresh_token());
+    let reply = broker.refresh(&authid).await;
+    assert_eq!(reply.status.as_u16(), 504, "{}", reply.body);
+    assert_error_shape(&reply);
+    assert_eq!(
+        reply.header("x-reason"),
+        Some("The request took too long; try again later")
+    );
+    assert_eq!(
+        reply.json()["error"],
+        "The request took too long; try again later"
+    );
 }
