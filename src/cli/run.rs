@@ -119,11 +119,9 @@ fn spawn_reload_on_sighup(app: Arc<App>) {
     });
 }
 
-/// How often the key directory is checked for changes.
-const KEY_DIR_POLL: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Reloads keys when the key directory changes (a mounted secret updated,
-/// `keys activate` run on the host), so SIGHUP is not required.
+/// `keys activate` run on the host), so SIGHUP is not required; looked at
+/// every `KEYS_RELOAD_INTERVAL`.
 fn spawn_key_dir_watch(app: Arc<App>) {
     let Some(crate::authid::keysource::KeySource::Dir(dir)) = app.key_source().cloned() else {
         return;
@@ -131,7 +129,7 @@ fn spawn_key_dir_watch(app: Arc<App>) {
     let dir = crate::authid::keydir::KeyDir::new(dir);
     tokio::spawn(async move {
         let mut seen = dir.fingerprint();
-        let mut tick = tokio::time::interval(KEY_DIR_POLL);
+        let mut tick = tokio::time::interval(app.settings().keys_reload_interval);
         tick.tick().await;
         loop {
             tick.tick().await;

@@ -40,6 +40,7 @@ pub mod defaults {
     pub const MAX_CONCURRENT_REQUESTS: usize = 1024;
     pub const STORE_PREFIX: &str = "oauth-broker:";
     pub const STORE_TIMEOUT_MS: u64 = 250;
+    pub const KEYS_RELOAD_INTERVAL_SECS: u64 = 30;
     pub const DATA_DIR: &str = "./data";
 }
 
@@ -50,6 +51,8 @@ pub struct Settings {
     /// Where `/metrics` is served on a listener of its own; the public
     /// listener then answers 404 for it. `None`: on the public listener.
     pub metrics_listen: Option<String>,
+    /// How often `KEYS_DIR` is looked at for changed keys.
+    pub keys_reload_interval: Duration,
     /// External base URL without a trailing slash.
     pub public_url: Url,
     pub app_name: String,
@@ -76,6 +79,7 @@ impl Settings {
         Ok(Self {
             listen: "127.0.0.1:0".into(),
             metrics_listen: None,
+            keys_reload_interval: Duration::from_secs(defaults::KEYS_RELOAD_INTERVAL_SECS),
             public_url: parse_public_url(public_url)?,
             app_name: defaults::APP_NAME.into(),
             display_name: defaults::DISPLAY_NAME.into(),

@@ -200,3 +200,29 @@ async fn a_request_past_the_request_timeout_is_a_504_json_with_a_reason() {
         "The request took too long; try again later"
     );
 }
+
+/// The key directory is looked at every `KEYS_RELOAD_INTERVAL` (here
+/// 1 s): a key activated there becomes primary without a signal (the
+/// default of 30 s would outlast the wait for the log line).
+#[tokio::test]
+async fn a_key_activated_in_keys_dir_is_picked_up_within_the_reload_interval() {
+    let mock = MockProvider::start().await;
+    mock.set_client(CLIENT_ID, CLIENT_SECRET);
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = oauth_broker::authid::keydir::KeyDir::new(tmp.path().join("keys"));
+    let now = oauth_broker::clock::Clock::now(&oauth_broker::clock::SystemClock);
+    keys.generate(now, true).unwrap();
+    let env = [
+        ("CONFIGFILE", config_for(&mock, &["googledrive"])),
+        (
+            "SECRETS",
+            format!(r#"{{"TEST_SECRET": "{CLIENT_SECRET}"}}"#),
+        ),
+        ("SERVICES", "googledrive".into()),
+        ("KEYS_RELOAD_INTERVAL", "1".into()),
+    ];
+    let server = process::start(&["serve"], &env, tmp.path());
+    let new = keys.generate(now + 1, true).unwrap();
+    let line = server.wait_for_log("keys loaded");
+    assert!(line.contains(&new), "the new key is primary: {line}");
+}
