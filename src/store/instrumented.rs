@@ -237,7 +237,13 @@ impl Store for InstrumentedStore {
 
     fn get<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
         let read = self.call(Op::Get, self.inner.get(key));
-        Box::pin(async move { Ok(read.await?.filter(|v| within_bound(key.space, v.len()))) })
+        Box::pin(async move {
+            let value = read.await?;
+            if let Some(v) = &value {
+                within_bound(key.space, v.len())?;
+            }
+            Ok(value)
+        })
     }
 
     fn put<'a>(
@@ -263,7 +269,13 @@ impl Store for InstrumentedStore {
 
     fn take<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
         let read = self.call(Op::Take, self.inner.take(key));
-        Box::pin(async move { Ok(read.await?.filter(|v| within_bound(key.space, v.len()))) })
+        Box::pin(async move {
+            let value = read.await?;
+            if let Some(v) = &value {
+                within_bound(key.space, v.len())?;
+            }
+            Ok(value)
+        })
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<()>> {
@@ -284,9 +296,11 @@ impl Store for InstrumentedStore {
     ) -> BoxFuture<'a, StoreResult<Option<Versioned>>> {
         let read = self.call(Op::GetVersioned, self.inner.get_versioned(key));
         Box::pin(async move {
-            Ok(read
-                .await?
-                .filter(|v| within_bound(key.space, v.value.len())))
+            let value = read.await?;
+            if let Some(v) = &value {
+                within_bound(key.space, v.value.len())?;
+            }
+            Ok(value)
         })
     }
 

@@ -291,22 +291,24 @@ pub trait Store: Send + Sync + 'static {
 
 /// The largest value the broker writes or reads back. The largest it makes
 /// (a fetch rendezvous holding an AuthID of at most 16 KiB) is well under
-/// it; anything larger was put there by something else, and is read as
-/// absent before anything decodes it, on every backend.
+/// it; anything larger was put there by something else, and is refused
+/// before anything decodes it, on every backend (as the Redis store does
+/// on its own, before the bytes are decoded).
 pub const MAX_VALUE_LEN: usize = 64 * 1024;
 
-/// Whether a value of `len` bytes read back is within [`MAX_VALUE_LEN`];
-/// one that is not is treated as absent.
-pub fn within_bound(space: Space, len: usize) -> bool {
+/// A value read back, refused when it is over [`MAX_VALUE_LEN`].
+pub fn within_bound(space: Space, len: usize) -> StoreResult<()> {
     if len <= MAX_VALUE_LEN {
-        return true;
+        return Ok(());
     }
     tracing::warn!(
         space = space.name(),
         bytes = len,
-        "a store entry is larger than any the broker writes; ignored"
+        "a store entry is larger than any the broker writes; refused"
     );
-    false
+    Err(StoreError::Failed(
+        "an entry in the store is larger than any the broker writes".into(),
+    ))
 }
 
 /// Refuses to write a value the broker would not read back.

@@ -259,8 +259,8 @@ async fn a_foreign_value_under_a_key_is_a_failure_not_a_panic() {
 }
 
 /// A value larger than any the broker writes, put in Redis by something
-/// else, is read back as absent through the bounded store every backend
-/// passes, and the broker never writes one.
+/// else, is refused when read (never decoded), through the bounded store
+/// every backend passes, and the broker never writes one.
 #[tokio::test]
 async fn a_value_over_the_bound_reads_as_absent_and_is_never_written() {
     use oauth_broker::store::{InstrumentedStore, MAX_VALUE_LEN};
@@ -290,6 +290,8 @@ async fn a_value_over_the_bound_reads_as_absent_and_is_never_written() {
         redis.command(&["SET", &name, &huge]),
         Reply::Status("OK".into())
     );
-    assert_eq!(bounded(store.get(&over)).await, Ok(None));
-    assert_eq!(bounded(store.take(&over)).await, Ok(None));
+    assert!(matches!(
+        bounded(store.get(&over)).await,
+        Err(StoreError::Failed(_))
+    ));
 }
