@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
-use super::{Store, StoreError, StoreKey, StoreResult, Versioned, check_bound, within_bound};
+use super::{Store, StoreError, StoreKey, StoreResult, Versioned, bounded, check_bound};
 use crate::metrics::{Metrics, StoreErrorLabels, StoreOpLabel, StoreOpLabels};
 
 /// The store's state for `/ready` and operators.
@@ -237,13 +237,7 @@ impl Store for InstrumentedStore {
 
     fn get<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
         let read = self.call(Op::Get, self.inner.get(key));
-        Box::pin(async move {
-            let value = read.await?;
-            if let Some(v) = &value {
-                within_bound(key.space, v.len())?;
-            }
-            Ok(value)
-        })
+        Box::pin(async move { bounded(key.space, read.await?, Vec::len) })
     }
 
     fn put<'a>(
@@ -269,13 +263,7 @@ impl Store for InstrumentedStore {
 
     fn take<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
         let read = self.call(Op::Take, self.inner.take(key));
-        Box::pin(async move {
-            let value = read.await?;
-            if let Some(v) = &value {
-                within_bound(key.space, v.len())?;
-            }
-            Ok(value)
-        })
+        Box::pin(async move { bounded(key.space, read.await?, Vec::len) })
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<()>> {
@@ -295,13 +283,7 @@ impl Store for InstrumentedStore {
         key: &'a StoreKey,
     ) -> BoxFuture<'a, StoreResult<Option<Versioned>>> {
         let read = self.call(Op::GetVersioned, self.inner.get_versioned(key));
-        Box::pin(async move {
-            let value = read.await?;
-            if let Some(v) = &value {
-                within_bound(key.space, v.value.len())?;
-            }
-            Ok(value)
-        })
+        Box::pin(async move { bounded(key.space, read.await?, |v| v.value.len()) })
     }
 
     fn put_versioned<'a>(

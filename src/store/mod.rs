@@ -311,6 +311,18 @@ pub fn within_bound(space: Space, len: usize) -> StoreResult<()> {
     ))
 }
 
+/// What a read gives back, once [`within_bound`] passed it.
+pub fn bounded<T>(
+    space: Space,
+    value: Option<T>,
+    len: impl Fn(&T) -> usize,
+) -> StoreResult<Option<T>> {
+    if let Some(v) = &value {
+        within_bound(space, len(v))?;
+    }
+    Ok(value)
+}
+
 /// Refuses to write a value the broker would not read back.
 pub fn check_bound(value: &[u8]) -> StoreResult<()> {
     if value.len() > MAX_VALUE_LEN {

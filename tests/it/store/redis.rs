@@ -262,7 +262,7 @@ async fn a_foreign_value_under_a_key_is_a_failure_not_a_panic() {
 /// else, is refused when read (never decoded), through the bounded store
 /// every backend passes, and the broker never writes one.
 #[tokio::test]
-async fn a_value_over_the_bound_reads_as_absent_and_is_never_written() {
+async fn a_value_over_the_bound_is_refused_when_read_and_never_written() {
     use oauth_broker::store::{InstrumentedStore, MAX_VALUE_LEN};
     let redis = RedisServer::start();
     let store = InstrumentedStore::new(
