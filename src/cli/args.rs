@@ -24,6 +24,11 @@ pub struct ListenArgs {
     /// Address to bind (port 0 picks a free one).
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Address of a listener serving only /metrics (and /health); the
+    /// public listener then answers 404 for /metrics. Unset: /metrics is
+    /// served on LISTEN.
+    #[arg(long, env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// External base URL; the OAuth redirect URI is PUBLIC_URL/logged-in.
     /// Defaults to http://LISTEN (the address bound).
     #[arg(long, env = "PUBLIC_URL")]
@@ -40,6 +45,11 @@ impl ListenArgs {
             .clone()
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| url_for_listen(bound))
+    }
+
+    /// `METRICS_LISTEN`, when set and not blank.
+    pub fn metrics_listen(&self) -> Option<String> {
+        self.metrics_listen.clone().filter(|a| !a.trim().is_empty())
     }
 }
 
@@ -167,6 +177,17 @@ pub struct LimitArgs {
     /// Exports from the old App Engine service in progress at once.
     #[arg(long, env = "LEGACY_EXPORT_CONCURRENCY", default_value_t = defaults::LEGACY_EXPORT_CONCURRENCY)]
     pub legacy_export_concurrency: usize,
+    /// Client connections one address (an IPv6 /64) may hold open at once;
+    /// connections from TRUSTED_PROXIES are not counted.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS", default_value_t = crate::config::MAX_CONNECTIONS_PER_ADDRESS)]
+    pub max_connections_per_address: usize,
+    /// Seconds a response may make no progress (the client reads nothing)
+    /// before its connection is closed.
+    #[arg(long, env = "WRITE_TIMEOUT", default_value_t = crate::config::WRITE_TIMEOUT_SECS)]
+    pub write_timeout: u64,
+    /// Seconds one request may take before it is answered 504.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value_t = crate::config::REQUEST_TIMEOUT_SECS)]
+    pub request_timeout: u64,
 }
 
 impl LimitArgs {
@@ -217,6 +238,7 @@ impl LimitArgs {
         if self.ipv6_prefix_length > 128 {
             problems.push("IPV6_PREFIX_LENGTH must be at most 128".into());
         }
+        self.check_connection_limits(problems);
         Limits {
             backoff_max: Duration::from_secs(self.backoff_max),
             upstream_concurrency: self.upstream_concurrency,
@@ -233,6 +255,24 @@ impl LimitArgs {
             ipv6_prefix_length: self.ipv6_prefix_length,
             legacy_exports_per_minute: self.legacy_exports_per_minute,
             legacy_export_concurrency: self.legacy_export_concurrency,
+            max_connections_per_address: self.max_connections_per_address,
+            write_timeout: Duration::from_secs(self.write_timeout),
+            request_timeout: Duration::from_secs(self.request_timeout),
+        }
+    }
+
+    fn check_connection_limits(&self, problems: &mut Vec<String>) {
+        for (name, value) in [
+            (
+                "MAX_CONNECTIONS_PER_ADDRESS",
+                self.max_connections_per_address as u64,
+            ),
+            ("WRITE_TIMEOUT", self.write_timeout),
+            ("REQUEST_TIMEOUT", self.request_timeout),
+        ] {
+            if value == 0 {
+                problems.push(format!("{name} must be above 0"));
+            }
         }
     }
 }

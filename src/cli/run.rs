@@ -48,9 +48,10 @@ pub async fn serve_on(listener: tokio::net::TcpListener, app: Arc<App>) -> anyho
     );
     spawn_reload_on_sighup(Arc::clone(&app));
     spawn_key_dir_watch(Arc::clone(&app));
+    let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);
+    spawn_metrics_listener(&app, connections.clone(), stopping_rx.clone()).await?;
     let metrics = Arc::clone(app.metrics());
     let router = crate::http::router(app);
-    let (stopping, mut stopping_rx) = tokio::sync::watch::channel(false);
     let server = crate::http::server::serve(listener, router, connections, metrics, async move {
         shutdown_signal().await;
         let _ = stopping.send(true);
@@ -66,6 +67,34 @@ pub async fn serve_on(listener: tokio::net::TcpListener, app: Arc<App>) -> anyho
         () = grace => tracing::warn!("shutdown grace period over; closing the remaining connections"),
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Serves `/metrics` on `METRICS_LISTEN`, when set, until the server stops.
+/// A listener that cannot be bound stops the start, like `LISTEN`.
+async fn spawn_metrics_listener(
+    app: &Arc<App>,
+    connections: ConnectionLimits,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let Some(address) = app.settings().metrics_listen.clone() else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|e| anyhow::anyhow!("METRICS_LISTEN {address}: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, "serving /metrics");
+    let metrics = Arc::clone(app.metrics());
+    let router = crate::http::metrics_router(Arc::clone(app));
+    tokio::spawn(crate::http::server::serve(
+        listener,
+        router,
+        connections,
+        metrics,
+        async move {
+            let _ = stopping.wait_for(|stopping| *stopping).await;
+        },
+    ));
     Ok(())
 }
 
@@ -90,11 +119,9 @@ fn spawn_reload_on_sighup(app: Arc<App>) {
     });
 }
 
-/// How often the key directory is checked for changes.
-const KEY_DIR_POLL: std::time::Duration = std::time::Duration::from_secs(30);
-
 /// Reloads keys when the key directory changes (a mounted secret updated,
-/// `keys activate` run on the host), so SIGHUP is not required.
+/// `keys activate` run on the host), so SIGHUP is not required; looked at
+/// every `KEYS_RELOAD_INTERVAL`.
 fn spawn_key_dir_watch(app: Arc<App>) {
     let Some(crate::authid::keysource::KeySource::Dir(dir)) = app.key_source().cloned() else {
         return;
@@ -102,7 +129,7 @@ fn spawn_key_dir_watch(app: Arc<App>) {
     let dir = crate::authid::keydir::KeyDir::new(dir);
     tokio::spawn(async move {
         let mut seen = dir.fingerprint();
-        let mut tick = tokio::time::interval(KEY_DIR_POLL);
+        let mut tick = tokio::time::interval(app.settings().keys_reload_interval);
         tick.tick().await;
         loop {
             tick.tick().await;

@@ -23,6 +23,9 @@ pub struct ServeArgs {
     pub server: ListenArgs,
     #[command(flatten)]
     pub keys: KeyArgs,
+    /// Seconds between looks at KEYS_DIR for changed keys.
+    #[arg(long, env = "KEYS_RELOAD_INTERVAL", default_value_t = defaults::KEYS_RELOAD_INTERVAL_SECS)]
+    pub keys_reload_interval: u64,
     #[command(flatten)]
     pub providers: ProviderArgs,
     /// Application name shown on pages (APPNAME is accepted too).
@@ -75,6 +78,9 @@ impl ServeArgs {
             problems
                 .push("UPSTREAM_TIMEOUT must be 1 to 24 seconds (clients give up after 25)".into());
         }
+        if self.keys_reload_interval == 0 {
+            problems.push("KEYS_RELOAD_INTERVAL must be above 0".into());
+        }
         if let Some(dir) = &self.templates_dir {
             if !dir.is_dir() {
                 problems.push(format!(
@@ -105,6 +111,8 @@ impl ServeArgs {
         match (public_url, store) {
             (Some(public_url), Some(store)) if problems.is_empty() => Ok(Settings {
                 listen: self.server.listen.clone(),
+                metrics_listen: self.server.metrics_listen(),
+                keys_reload_interval: Duration::from_secs(self.keys_reload_interval),
                 public_url,
                 app_name: fallback(&self.app_name, "APPNAME", defaults::APP_NAME),
                 display_name: fallback(&self.display_name, "DISPLAYNAME", defaults::DISPLAY_NAME),

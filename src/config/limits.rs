@@ -37,10 +37,24 @@ pub struct Limits {
     pub legacy_exports_per_minute: u32,
     /// Exports from the old App Engine service in progress at once.
     pub legacy_export_concurrency: usize,
+    /// Client connections one address (an IPv6 /64) may hold open at once;
+    /// trusted proxies are not counted.
+    pub max_connections_per_address: usize,
+    /// Longest a response may make no progress (the client reads nothing)
+    /// before its connection is closed.
+    pub write_timeout: Duration,
+    /// Longest one request may take; it is then answered 504.
+    pub request_timeout: Duration,
 }
 
 /// The default of `HEADER_READ_TIMEOUT`, in seconds.
 pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+/// The default of `WRITE_TIMEOUT`, in seconds.
+pub const WRITE_TIMEOUT_SECS: u64 = 10;
+/// The default of `REQUEST_TIMEOUT`, in seconds: above the upstream timeout.
+pub const REQUEST_TIMEOUT_SECS: u64 = 30;
+/// The default of `MAX_CONNECTIONS_PER_ADDRESS`.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 /// Connections allowed when the open-file limit cannot be read or is
 /// unlimited, and the most the default ever allows.
 const MAX_CONNECTIONS_CEILING: usize = 65_536;
@@ -94,6 +108,9 @@ impl Default for Limits {
             ipv6_prefix_length: defaults::IPV6_PREFIX_LENGTH,
             legacy_exports_per_minute: defaults::LEGACY_EXPORTS_PER_MINUTE,
             legacy_export_concurrency: defaults::LEGACY_EXPORT_CONCURRENCY,
+            max_connections_per_address: MAX_CONNECTIONS_PER_ADDRESS,
+            write_timeout: Duration::from_secs(WRITE_TIMEOUT_SECS),
+            request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS),
         }
     }
 }

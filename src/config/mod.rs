@@ -17,7 +17,8 @@ use url::Url;
 
 pub use app_engine::{AppEngineServiceSettings, parse_app_engine_service};
 pub use limits::{
-    HEADER_READ_TIMEOUT_SECS, Limits, max_connections_for, open_file_limit, parse_proxies,
+    HEADER_READ_TIMEOUT_SECS, Limits, MAX_CONNECTIONS_PER_ADDRESS, REQUEST_TIMEOUT_SECS,
+    WRITE_TIMEOUT_SECS, max_connections_for, open_file_limit, parse_proxies,
 };
 pub use store::{MAX_STORE_TIMEOUT_MS, StoreBackend, StoreDefault, StoreSettings, parse_store};
 pub use store_url::{HaKind, HaRedis, ReplicaAcks, apply_ha_options};
@@ -44,6 +45,7 @@ pub mod defaults {
     pub const LEGACY_EXPORT_CONCURRENCY: usize = 8;
     pub const STORE_PREFIX: &str = "oauth-broker:";
     pub const STORE_TIMEOUT_MS: u64 = 250;
+    pub const KEYS_RELOAD_INTERVAL_SECS: u64 = 30;
     pub const DATA_DIR: &str = "./data";
 }
 
@@ -51,6 +53,11 @@ pub mod defaults {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: String,
+    /// Where `/metrics` is served on a listener of its own; the public
+    /// listener then answers 404 for it. `None`: on the public listener.
+    pub metrics_listen: Option<String>,
+    /// How often `KEYS_DIR` is looked at for changed keys.
+    pub keys_reload_interval: Duration,
     /// External base URL without a trailing slash.
     pub public_url: Url,
     pub app_name: String,
@@ -76,6 +83,8 @@ impl Settings {
     pub fn for_url(public_url: &str) -> Result<Self, String> {
         Ok(Self {
             listen: "127.0.0.1:0".into(),
+            metrics_listen: None,
+            keys_reload_interval: Duration::from_secs(defaults::KEYS_RELOAD_INTERVAL_SECS),
             public_url: parse_public_url(public_url)?,
             app_name: defaults::APP_NAME.into(),
             display_name: defaults::DISPLAY_NAME.into(),

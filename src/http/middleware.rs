@@ -32,8 +32,6 @@ use crate::metrics::Metrics;
 
 /// Largest request body accepted (forms carrying an AuthID are far smaller).
 const BODY_LIMIT: usize = 64 * 1024;
-/// Upper bound on one request, above the upstream timeout.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub(super) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -132,6 +130,8 @@ pub struct Edge {
     pub metrics: Arc<Metrics>,
     /// `PUBLIC_URL` without a trailing slash: where a new AuthID is created.
     pub public_base: String,
+    /// `REQUEST_TIMEOUT`: a request still running after it is answered 504.
+    pub request_timeout: Duration,
 }
 
 /// Per matched route: refuses oversized headers, finishes error answers
@@ -175,13 +175,10 @@ async fn per_route(
     response
 }
 
-/// A request that outlived [`REQUEST_TIMEOUT`]: answered like every other
+/// A request that outlived `REQUEST_TIMEOUT`: answered like every other
 /// error, JSON with `X-Reason`.
-async fn timed_out(_: tower::BoxError) -> ApiError {
-    tracing::warn!(
-        seconds = REQUEST_TIMEOUT.as_secs(),
-        "a request took too long and was answered 504"
-    );
+async fn timed_out(seconds: u64) -> ApiError {
+    tracing::warn!(seconds, "a request took too long and was answered 504");
     ApiError::new(
         StatusCode::GATEWAY_TIMEOUT,
         "The request took too long; try again later",
@@ -236,6 +233,8 @@ pub fn apply(
     permits: Option<Arc<Semaphore>>,
 ) -> Router {
     let [referrer, sniff] = SECURITY_HEADERS;
+    let request_timeout = edge.request_timeout;
+    let seconds = request_timeout.as_secs();
     let stack = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), ids))
         .layer(
@@ -247,8 +246,10 @@ pub fn apply(
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(CatchPanicLayer::custom(error::panic_response))
-        .layer(HandleErrorLayer::new(timed_out))
-        .layer(tower::timeout::TimeoutLayer::new(REQUEST_TIMEOUT))
+        .layer(HandleErrorLayer::new(move |_: tower::BoxError| {
+            timed_out(seconds)
+        }))
+        .layer(tower::timeout::TimeoutLayer::new(request_timeout))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(SetResponseHeaderLayer::if_not_present(
             referrer.0,

@@ -16,6 +16,7 @@ mod refresh;
 mod revoke;
 pub mod server;
 mod site;
+mod slow_clients;
 mod state;
 mod templates;
 
@@ -40,12 +41,39 @@ pub fn router(app: SharedApp) -> FastRefresh {
     FastRefresh::new(state, full, ids)
 }
 
+/// What the listener of `METRICS_LISTEN` serves: `/metrics` and
+/// `/health`, with the same middleware stack and a concurrency limit of its
+/// own, so scrapes never wait behind client requests (nor they behind
+/// scrapes).
+pub fn metrics_router(app: SharedApp) -> FastRefresh {
+    let state = Arc::new(HttpState::new(app));
+    let edge = middleware::Edge {
+        metrics: Arc::clone(state.metrics()),
+        public_base: state.settings().public_base().to_string(),
+        request_timeout: state.settings().limits.request_timeout,
+    };
+    let ids = middleware::RequestIds::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(METRICS_PERMITS));
+    let routes = Router::new()
+        .route("/metrics", get(ops::metrics))
+        .route("/health", get(ops::health))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(Arc::clone(&state));
+    let full = middleware::apply(routes, edge, ids.clone(), Some(permits));
+    FastRefresh::new(state, full, ids)
+}
+
+/// Scrapes handled at once on the metrics listener.
+const METRICS_PERMITS: usize = 8;
+
 /// Every route with the middleware stack, and what the fast path shares
 /// with the stack: the request ids and the concurrency limit's permits.
 fn full_stack(app: AppState) -> (Router, middleware::RequestIds, Arc<tokio::sync::Semaphore>) {
     let edge = middleware::Edge {
         metrics: Arc::clone(app.metrics()),
         public_base: app.settings().public_base().to_string(),
+        request_timeout: app.settings().limits.request_timeout,
     };
     let ids = middleware::RequestIds::new();
     let permits = Arc::new(tokio::sync::Semaphore::new(
@@ -74,7 +102,6 @@ fn full_stack(app: AppState) -> (Router, middleware::RequestIds, Arc<tokio::sync
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(Arc::clone(&app));
     let mut routes = Router::new()
-        .route("/metrics", get(ops::metrics))
         .route("/isalive", get(ops::isalive).post(ops::isalive))
         .route("/refresh", get(refresh::refresh).post(refresh::refresh))
         .route("/", get(site::index))
@@ -84,9 +111,12 @@ fn full_stack(app: AppState) -> (Router, middleware::RequestIds, Arc<tokio::sync
         .route("/static/{name}", get(site::asset))
         .route("/favicon.ico", get(site::favicon))
         .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
-        .with_state(app)
-        .merge(waiting);
+        .method_not_allowed_fallback(error::method_not_allowed);
+    // With a listener of its own, /metrics is not on the public one.
+    if app.settings().metrics_listen.is_none() {
+        routes = routes.route("/metrics", get(ops::metrics));
+    }
+    let mut routes = routes.with_state(app).merge(waiting);
     if let Some(demo) = demo {
         routes = routes.merge(demo);
     }

@@ -33,7 +33,7 @@ impl Inner {
             .await
             .filter(|rt| rt != &sent.refresh_token)?;
         let adopted = Newest {
-            generation: sent.generation + 1,
+            generation: sent.generation.saturating_add(1), // checked before the call (call.rs)
             refresh_token: theirs,
         };
         if login.rotates() {

@@ -42,6 +42,11 @@ impl Inner {
         let guard = self.guard(login);
         self.may_call(&guard, login, now).await?;
         let newest = self.newest_to_send(records, login).await?;
+        // A rotation is recorded at the next generation: one that cannot
+        // be counted is refused before the token is spent.
+        if newest.generation.checked_add(1).is_none() {
+            return Err(RefreshError::CorruptGeneration);
+        }
         let unknown_v2 = self
             .draw_unknown_v2(&guard, records, login, &newest)
             .await?;
@@ -92,8 +97,9 @@ impl Inner {
             .guard(&self.deps.metrics, &login.provider.id, &login.gate)
     }
 
-    /// Revocation marks the login under its lock.
-    async fn check_revoked(
+    /// Revocation marks the login under its lock; a token from the store
+    /// is served only after this check too.
+    pub(super) async fn check_revoked(
         &self,
         records: &LoginRecords<'_>,
         login: &OpenedAuthId,

@@ -23,6 +23,11 @@ pub enum RefreshError {
     /// The login was revoked; no AuthID of it is served any more.
     #[error("This AuthID was revoked")]
     Revoked,
+    /// The login's rotation count (in the AuthID or the store) is at its
+    /// end: a corrupt record, refused before the provider is called, since
+    /// a rotation could not be recorded after it.
+    #[error("This AuthID's rotation record is damaged")]
+    CorruptGeneration,
     /// The broker holds back: provider backoff, quota or bulkhead.
     #[error("{}", refusal_text(*.0))]
     Refused(Refusal),
@@ -81,7 +86,7 @@ impl RefreshError {
     /// The outcome label of the refresh metric.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::AuthId(_) => "bad_authid",
+            Self::AuthId(_) | Self::CorruptGeneration => "bad_authid",
             Self::UnknownProvider(_) | Self::AccessTokenOnly(_) => "bad_provider",
             Self::UnknownClient(_) => "unknown_client",
             Self::Upstream(e) => e.label(),

@@ -88,15 +88,18 @@ impl Inner {
         }
     }
 
-    /// Answers with a token from the store. The AuthID presented may hold
-    /// an older refresh token than the store: the answer then carries the
-    /// newest in a re-sealed AuthID.
+    /// Answers with a token from the store, unless the login was revoked
+    /// (a revocation on another instance may have marked the login after
+    /// its token was shared, or failed to drop it). The AuthID presented
+    /// may hold an older refresh token than the store: the answer then
+    /// carries the newest in a re-sealed AuthID.
     pub(super) async fn serve_shared(
         &self,
         records: &LoginRecords<'_>,
         login: &OpenedAuthId,
         token: SharedToken,
     ) -> FlightResult {
+        self.check_revoked(records, login).await?;
         let newer = if login.rotates() {
             // Without it the access token is still good; the AuthID is
             // brought up to date at a later refresh.

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use super::cache::MIN_REMAINING_SECS;
 use crate::authid::Claims;
 use crate::secret::Sensitive;
-use crate::store::{Space, Store, StoreKey, StoreResult, Versioned};
+use crate::store::{Space, Store, StoreError, StoreKey, StoreResult, Versioned};
 use crate::vault::{Vault, encrypt_failed};
 
 /// The newest refresh token of a login, and its generation (the number of
@@ -149,15 +149,24 @@ impl<'a> LoginRecords<'a> {
             .await
     }
 
-    /// Takes the login's refresh lock for `lease`, if no one holds it.
+    /// Takes the login's refresh lock for `lease`, if no one holds it. The
+    /// lock's value is a random token, so only its taker releases it
+    /// (compare-and-delete). A `SET NX` that timed out may still have been
+    /// applied: the lock is then looked at again, and taken if it holds
+    /// this token, rather than left behind for its whole lease.
     pub async fn try_lock(&self, lease: Duration) -> StoreResult<Option<LockToken>> {
         let mut token = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut token);
-        let taken = self
-            .store
-            .put_new(&self.vault.key(Space::Lock), token.to_vec(), lease)
-            .await?;
-        Ok(taken.then_some(LockToken(token)))
+        let key = self.lock_key();
+        match self.store.put_new(&key, token.to_vec(), lease).await {
+            Ok(taken) => Ok(taken.then_some(LockToken(token))),
+            Err(error @ StoreError::Timeout) => match self.store.get(&key).await {
+                Ok(Some(held)) if held == token => Ok(Some(LockToken(token))),
+                Ok(Some(_)) => Ok(None),
+                Ok(None) | Err(_) => Err(error),
+            },
+            Err(error) => Err(error),
+        }
     }
 
     /// Releases the lock if it is still ours (it may have expired and

@@ -108,7 +108,7 @@ impl Inner {
             return (newest.generation > login.generation()).then_some(newest);
         };
         let update = Newest {
-            generation: newest.generation + 1,
+            generation: newest.generation.saturating_add(1), // checked before the call (call.rs)
             refresh_token,
         };
         if login.rotates() {

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use serde::Serialize;
 
-use super::{Store, StoreError, StoreKey, StoreResult, Versioned};
+use super::{Store, StoreError, StoreKey, StoreResult, Versioned, bounded, check_bound};
 use crate::metrics::{Metrics, StoreErrorLabels, StoreOpLabel, StoreOpLabels};
 
 /// The store's state for `/ready` and operators.
@@ -236,7 +236,8 @@ impl Store for InstrumentedStore {
     }
 
     fn get<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
-        Box::pin(self.call(Op::Get, self.inner.get(key)))
+        let read = self.call(Op::Get, self.inner.get(key));
+        Box::pin(async move { bounded(key.space, read.await?, Vec::len) })
     }
 
     fn put<'a>(
@@ -245,6 +246,9 @@ impl Store for InstrumentedStore {
         value: Vec<u8>,
         ttl: Duration,
     ) -> BoxFuture<'a, StoreResult<()>> {
+        if let Err(e) = check_bound(&value) {
+            return Box::pin(std::future::ready(Err(e)));
+        }
         Box::pin(self.call(Op::Put, self.inner.put(key, value, ttl)))
     }
 
@@ -258,7 +262,8 @@ impl Store for InstrumentedStore {
     }
 
     fn take<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
-        Box::pin(self.call(Op::Take, self.inner.take(key)))
+        let read = self.call(Op::Take, self.inner.take(key));
+        Box::pin(async move { bounded(key.space, read.await?, Vec::len) })
     }
 
     fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<()>> {
@@ -277,7 +282,8 @@ impl Store for InstrumentedStore {
         &'a self,
         key: &'a StoreKey,
     ) -> BoxFuture<'a, StoreResult<Option<Versioned>>> {
-        Box::pin(self.call(Op::GetVersioned, self.inner.get_versioned(key)))
+        let read = self.call(Op::GetVersioned, self.inner.get_versioned(key));
+        Box::pin(async move { bounded(key.space, read.await?, |v| v.value.len()) })
     }
 
     fn put_versioned<'a>(

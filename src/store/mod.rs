@@ -300,6 +300,51 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+/// The largest value the broker writes or reads back. The largest it makes
+/// (a fetch rendezvous holding an AuthID of at most 16 KiB) is well under
+/// it; anything larger was put there by something else, and is refused
+/// before anything decodes it, on every backend (as the Redis store does
+/// on its own, before the bytes are decoded).
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
+
+/// A value read back, refused when it is over [`MAX_VALUE_LEN`].
+pub fn within_bound(space: Space, len: usize) -> StoreResult<()> {
+    if len <= MAX_VALUE_LEN {
+        return Ok(());
+    }
+    tracing::warn!(
+        space = space.name(),
+        bytes = len,
+        "a store entry is larger than any the broker writes; refused"
+    );
+    Err(StoreError::Failed(
+        "an entry in the store is larger than any the broker writes".into(),
+    ))
+}
+
+/// What a read gives back, once [`within_bound`] passed it.
+pub fn bounded<T>(
+    space: Space,
+    value: Option<T>,
+    len: impl Fn(&T) -> usize,
+) -> StoreResult<Option<T>> {
+    if let Some(v) = &value {
+        within_bound(space, len(v))?;
+    }
+    Ok(value)
+}
+
+/// Refuses to write a value the broker would not read back.
+pub fn check_bound(value: &[u8]) -> StoreResult<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(StoreError::Failed(format!(
+            "a value of {} bytes is over the store's bound",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
 /// A TTL as whole milliseconds, at least one.
 pub fn ttl_millis(ttl: Duration) -> u64 {
     u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)

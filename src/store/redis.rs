@@ -53,7 +53,7 @@ const STALLS_BEFORE_RENEW: u32 = 3;
 /// Largest value read back: far above anything the broker writes (a
 /// sealed token or AuthID is a few kilobytes), so a damaged or foreign
 /// entry is refused before it is decoded.
-pub const MAX_VALUE_LEN: usize = 64 * 1024;
+pub const MAX_VALUE_LEN: usize = super::MAX_VALUE_LEN;
 
 pub struct RedisStore {
     link: Arc<Link>,

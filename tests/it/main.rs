@@ -28,5 +28,6 @@ mod refresh;
 mod restarts;
 mod shared_redis;
 mod shared_store;
+mod slow_clients;
 mod store;
 mod support;

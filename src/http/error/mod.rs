@@ -219,7 +219,7 @@ impl From<RefreshError> for ApiError {
                 Self::bad_request(text)
             }
             RefreshError::Upstream(e) => e.into(),
-            RefreshError::Revoked => {
+            RefreshError::Revoked | RefreshError::CorruptGeneration => {
                 Self::new(StatusCode::UNAUTHORIZED, text).telling_where_to_create_an_authid()
             }
             RefreshError::Refused(refusal) => Self::new(StatusCode::SERVICE_UNAVAILABLE, text)

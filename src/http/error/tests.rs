@@ -110,3 +110,15 @@ fn a_fetch_store_failure_is_answered_like_a_refresh_store_failure() {
     assert_eq!(fetch.message, refresh.message);
     assert_eq!(fetch.retry_after, refresh.retry_after);
 }
+
+#[test]
+fn a_rotation_count_at_its_end_is_a_401_with_its_reason() {
+    let e = ApiError::from(RefreshError::CorruptGeneration);
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    let text = e.text(Some("https://broker.example"));
+    assert!(
+        text.starts_with("This AuthID's rotation record is damaged"),
+        "{text}"
+    );
+    assert!(text.contains("https://broker.example"), "{text}");
+}

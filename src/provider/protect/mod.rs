@@ -12,6 +12,13 @@
 //! written to the store; before a call to the provider, a registration
 //! that is not blocked here is looked up there. Quota and bulkhead stay per
 //! instance (they bound this process's share of the work).
+//!
+//! A window read from the store is authenticated (`window.rs`), capped at
+//! `BACKOFF_MAX` from now, and believed here for at most
+//! [`SHARED_RECHECK_SECS`] before it is read again, so a window deleted
+//! from the store stops holding every instance within seconds.
+
+mod window;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -28,6 +35,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::{Catalogue, Provider, RateLimit, Registration};
 use crate::outage::StoreOutage;
 use crate::store::{Space, Store, StoreKey};
+use window::WindowKey;
+
+/// How long a window read from the store is believed before it is read
+/// again (application seconds).
+pub const SHARED_RECHECK_SECS: i64 = 5;
 
 /// Backoff without `Retry-After`: 1 s doubling to this, with jitter.
 const MAX_EXPONENTIAL_BACKOFF_SECS: u64 = 60;
@@ -79,6 +91,8 @@ pub struct ProtectionSettings {
 struct Gate {
     /// The registration's backoff entry in the store.
     key: StoreKey,
+    /// Authenticates the entry's value.
+    window_key: WindowKey,
     quota: DefaultDirectRateLimiter,
     /// Drawn on first by `v2:` AuthIDs never seen before.
     unknown_v2: DefaultDirectRateLimiter,
@@ -89,8 +103,29 @@ struct Gate {
 
 #[derive(Default)]
 struct Backoff {
+    /// The end of the window this instance was given by the provider.
     blocked_until: i64,
     consecutive: u32,
+    /// The end of the window last read from the store, and when it was
+    /// read: believed only until [`SHARED_RECHECK_SECS`] later.
+    shared_until: i64,
+    shared_read_at: Option<i64>,
+}
+
+impl Backoff {
+    fn shared_fresh(&self, now: i64) -> bool {
+        self.shared_read_at
+            .is_some_and(|at| now >= at && now < at.saturating_add(SHARED_RECHECK_SECS))
+    }
+
+    /// Seconds left of the window this instance knows, at `now`.
+    fn left(&self, now: i64) -> Option<u64> {
+        let mut until = self.blocked_until;
+        if self.shared_fresh(now) {
+            until = until.max(self.shared_until);
+        }
+        (until > now).then(|| until.saturating_sub(now).unsigned_abs())
+    }
 }
 
 /// Gates are per registration (token endpoint and client id): providers
@@ -162,9 +197,11 @@ impl Protection {
             for r in registrations {
                 let registration = format!("{} {}", r.token_url, r.client_id);
                 let key = backoff_key(&registration);
+                let window_key = WindowKey::new(r.client_secret.expose(), &registration);
                 let gate = by_registration.entry(registration).or_insert_with(|| {
                     Arc::new(Gate {
                         key,
+                        window_key,
                         quota: RateLimiter::direct(quota(p.rate_limit)),
                         unknown_v2: RateLimiter::direct(unknown_v2_quota(p.rate_limit)),
                         permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
@@ -187,24 +224,29 @@ impl Protection {
     pub fn blocked(&self, gate_name: &str, now: i64) -> Option<u64> {
         let gate = self.gates.get(gate_name)?;
         let backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        (backoff.blocked_until > now).then(|| (backoff.blocked_until - now) as u64)
+        backoff.left(now)
     }
 
     /// Seconds the provider stays blocked, if this instance or any other
-    /// on the store knows it is. A window found in the store is kept here
-    /// too. Without the store, this instance's knowledge is the answer.
+    /// on the store knows it is. A window found in the store is believed
+    /// here for a few seconds. Without the store, this instance's
+    /// knowledge is the answer.
     pub async fn blocked_anywhere(&self, gate_name: &str, now: i64) -> Option<u64> {
-        if let Some(left) = self.blocked(gate_name, now) {
-            return Some(left);
-        }
         let gate = self.gates.get(gate_name)?;
+        {
+            let backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
+            if backoff.blocked_until > now || backoff.shared_fresh(now) {
+                return backoff.left(now);
+            }
+        }
         if self.outage.skipping() {
             return None;
         }
+        let latest = now.saturating_add(self.max_backoff_secs());
         let until = match self.store.get(&gate.key).await {
             Ok(value) => value
-                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                .map(i64::from_be_bytes)?,
+                .and_then(|v| gate.window_key.open(&gate.key, &v, latest))
+                .unwrap_or(0),
             Err(e) => {
                 self.outage
                     .failed("reading a provider's backoff window", &e);
@@ -212,8 +254,13 @@ impl Protection {
             }
         };
         let mut backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        backoff.blocked_until = backoff.blocked_until.max(until);
-        (backoff.blocked_until > now).then(|| (backoff.blocked_until - now) as u64)
+        backoff.shared_until = until;
+        backoff.shared_read_at = Some(now);
+        backoff.left(now)
+    }
+
+    fn max_backoff_secs(&self) -> i64 {
+        i64::try_from(self.settings.max_backoff.as_secs().max(1)).unwrap_or(i64::MAX)
     }
 
     /// Admits one call: not blocked, within quota, and a free slot (waited
@@ -277,7 +324,7 @@ impl Protection {
             .store
             .put(
                 &gate.key,
-                until.to_be_bytes().to_vec(),
+                gate.window_key.seal(&gate.key, until),
                 Duration::from_secs(seconds),
             )
             .await;
@@ -300,9 +347,13 @@ impl Protection {
                 rand::thread_rng().gen_range(base.div_ceil(2)..=base)
             }
         }
-        .min(self.settings.max_backoff.as_secs().max(1));
-        backoff.blocked_until = backoff.blocked_until.max(now + seconds as i64);
-        ((backoff.blocked_until - now) as u64, backoff.blocked_until)
+        .min(self.max_backoff_secs().unsigned_abs());
+        let until = now.saturating_add(i64::try_from(seconds).unwrap_or(i64::MAX));
+        backoff.blocked_until = backoff.blocked_until.max(until);
+        (
+            backoff.blocked_until.saturating_sub(now).unsigned_abs(),
+            backoff.blocked_until,
+        )
     }
 
     /// A call went through: the provider is healthy again.

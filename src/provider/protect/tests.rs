@@ -92,6 +92,43 @@ async fn a_window_seen_by_one_instance_holds_the_others() {
 }
 
 #[tokio::test]
+async fn a_window_read_from_the_store_is_capped_and_not_kept_past_a_recheck() {
+    let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::default());
+    let p = on_store(4, Arc::clone(&store));
+    let gate = Arc::clone(&p.gates["a"]);
+    let huge = gate.window_key.seal(&gate.key, 1 << 62);
+    store
+        .put(&gate.key, huge, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(p.blocked_anywhere("a", 1000).await, Some(3600), "capped");
+    assert_eq!(p.blocked("a", 1001), Some(3599));
+    store.delete(&gate.key).await.unwrap();
+    assert_eq!(
+        p.blocked("a", 1000 + SHARED_RECHECK_SECS),
+        None,
+        "not believed past the recheck"
+    );
+    assert_eq!(
+        p.blocked_anywhere("a", 1000 + SHARED_RECHECK_SECS).await,
+        None
+    );
+    store
+        .put(
+            &gate.key,
+            5000i64.to_be_bytes().to_vec(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        p.blocked_anywhere("a", 2000).await,
+        None,
+        "a bare integer is not a window"
+    );
+}
+
+#[tokio::test]
 async fn a_previous_client_has_its_own_gate_unless_it_shares_the_registration() {
     let catalogue = Catalogue::load(
         &CatalogueSource {

@@ -97,3 +97,28 @@ async fn a_cached_answer_ends_within_a_minute_of_a_revocation_elsewhere() {
     );
     assert_eq!(f.client.calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_shared_token_of_a_revoked_login_is_not_served() {
+    let f = fixture();
+    let authid = f.authid("googledrive", "rt-1");
+    // Another instance shared a token, then the login was marked revoked
+    // without the token being dropped (the drop failed, or the share
+    // landed after it).
+    let (records, _) = f.records_of(&authid);
+    let now = f.clock.now();
+    let token = SharedToken {
+        access_token: Sensitive::new("at-elsewhere"),
+        expires_at: now + 3600,
+    };
+    records.put_token(&token, now).await.unwrap();
+    records
+        .mark_revoked(Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.refresher.refresh_for(&authid).await.unwrap_err(),
+        RefreshError::Revoked
+    );
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), 0);
+}

@@ -213,3 +213,31 @@ fn refresh_form_follows_provider_quirks() {
         ]
     );
 }
+
+/// A rotation count at its end (in the AuthID, or in the store's record)
+/// is a corrupt record: refused with a reason before the provider is
+/// called, never a panic or a count wrapped to zero.
+#[tokio::test]
+async fn a_rotation_count_at_its_end_is_refused_before_the_call() {
+    let f = fixture();
+    let mut claims = Claims::new("box.com", Sensitive::new("rt-1"), f.clock.now());
+    crate::authid::set_generation(&mut claims, u64::MAX);
+    let authid = f.keyring.seal(&claims).unwrap();
+    assert_eq!(
+        f.refresher.refresh_for(&authid).await.unwrap_err(),
+        RefreshError::CorruptGeneration
+    );
+
+    let other = f.authid("box.com", "rt-2");
+    let (records, _) = f.records_of(&other);
+    let record = records
+        .seal_rotation(u64::MAX, &Sensitive::new("rt-3"))
+        .unwrap();
+    records
+        .put_rotation(record, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let err = f.refresher.refresh_for(&other).await.unwrap_err();
+    assert_eq!(err, RefreshError::CorruptGeneration);
+    assert_eq!(f.client.calls.load(Ordering::SeqCst), 0, "nothing spent");
+}

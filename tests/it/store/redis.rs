@@ -257,3 +257,41 @@ async fn a_foreign_value_under_a_key_is_a_failure_not_a_panic() {
         Err(StoreError::Failed(_))
     ));
 }
+
+/// A value larger than any the broker writes, put in Redis by something
+/// else, is refused when read (never decoded), through the bounded store
+/// every backend passes, and the broker never writes one.
+#[tokio::test]
+async fn a_value_over_the_bound_is_refused_when_read_and_never_written() {
+    use oauth_broker::store::{InstrumentedStore, MAX_VALUE_LEN};
+    let redis = RedisServer::start();
+    let store = InstrumentedStore::new(
+        std::sync::Arc::new(raw_store(&redis.url(), "p:")),
+        Duration::from_secs(5),
+        &metrics(),
+    );
+    let (fits, over) = (key(Space::Token, 1), key(Space::Fetch, 2));
+    bounded(store.put(&fits, vec![7; MAX_VALUE_LEN], HOUR))
+        .await
+        .unwrap();
+    assert_eq!(
+        bounded(store.get(&fits)).await.unwrap().map(|v| v.len()),
+        Some(MAX_VALUE_LEN)
+    );
+    assert!(matches!(
+        bounded(store.put(&over, vec![7; MAX_VALUE_LEN + 1], HOUR)).await,
+        Err(StoreError::Failed(_))
+    ));
+    assert!(redis.keys("*fetch*").is_empty(), "nothing was written");
+    // Written behind the broker's back, with the broker's own layout.
+    let name = format!("p:{}", over.name());
+    let huge = format!("p{}", "x".repeat(4 * MAX_VALUE_LEN));
+    assert_eq!(
+        redis.command(&["SET", &name, &huge]),
+        Reply::Status("OK".into())
+    );
+    assert!(matches!(
+        bounded(store.get(&over)).await,
+        Err(StoreError::Failed(_))
+    ));
+}

@@ -187,6 +187,15 @@ impl RedisServer {
         connection.call(args).expect("redis-server reply")
     }
 
+    /// A handle that pauses every client of the server (`CLIENT PAUSE ..
+    /// ALL`: commands are queued, then applied), usable from inside a store.
+    pub fn pauser(&self) -> Pauser {
+        Pauser {
+            port: self.port,
+            password: self.password.clone(),
+        }
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -307,6 +316,22 @@ fn free_port() -> u16 {
 }
 
 /// One blocking protocol connection, authenticated.
+pub struct Pauser {
+    port: u16,
+    password: String,
+}
+
+impl Pauser {
+    pub fn pause(&self, millis: u64) {
+        let mut connection =
+            Connection::open(self.port, &self.password).expect("connect to redis-server");
+        let reply = connection
+            .call(&["CLIENT", "PAUSE", &millis.to_string(), "ALL"])
+            .expect("redis-server reply");
+        assert_eq!(reply, Reply::Status("OK".into()), "CLIENT PAUSE");
+    }
+}
+
 struct Connection {
     reader: BufReader<TcpStream>,
 }
