@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,6 +85,10 @@ struct Gate {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     backoff: Mutex<Backoff>,
+    /// The store's window was read since start. Where this process is the
+    /// store's only user, every later window is one it set itself (and
+    /// holds here), so the store is not asked again.
+    read_once: AtomicBool,
 }
 
 #[derive(Default)]
@@ -101,6 +105,8 @@ pub struct Protection {
     settings: ProtectionSettings,
     store: Arc<dyn Store>,
     outage: Arc<StoreOutage>,
+    /// No other process uses the store (the embedded one).
+    store_is_ours: bool,
 }
 
 /// The store entry of a registration's backoff window. The registration
@@ -170,6 +176,7 @@ impl Protection {
                         permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
                         waiting: AtomicUsize::new(0),
                         backoff: Mutex::new(Backoff::default()),
+                        read_once: AtomicBool::new(false),
                     })
                 });
                 gates.insert(gate_name(p, &r), Arc::clone(gate));
@@ -178,6 +185,7 @@ impl Protection {
         Self {
             gates,
             settings,
+            store_is_ours: store.kind() == "embedded",
             store,
             outage,
         }
@@ -192,19 +200,22 @@ impl Protection {
 
     /// Seconds the provider stays blocked, if this instance or any other
     /// on the store knows it is. A window found in the store is kept here
-    /// too. Without the store, this instance's knowledge is the answer.
+    /// too. Without the store, this instance's knowledge is the answer; on
+    /// a store only this process uses, the store is read once (for a
+    /// window set before a restart).
     pub async fn blocked_anywhere(&self, gate_name: &str, now: i64) -> Option<u64> {
         if let Some(left) = self.blocked(gate_name, now) {
             return Some(left);
         }
         let gate = self.gates.get(gate_name)?;
-        if self.outage.skipping() {
+        if self.outage.skipping() || (self.store_is_ours && gate.read_once.load(Ordering::Relaxed))
+        {
             return None;
         }
         let until = match self.store.get(&gate.key).await {
             Ok(value) => value
                 .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                .map(i64::from_be_bytes)?,
+                .map_or(0, i64::from_be_bytes),
             Err(e) => {
                 self.outage
                     .failed("reading a provider's backoff window", &e);
@@ -213,6 +224,8 @@ impl Protection {
         };
         let mut backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
         backoff.blocked_until = backoff.blocked_until.max(until);
+        // Set under the lock, after the window is kept here.
+        gate.read_once.store(true, Ordering::Relaxed);
         (backoff.blocked_until > now).then(|| (backoff.blocked_until - now) as u64)
     }
 

@@ -1,6 +1,7 @@
 //! Refresher behaviour against a scripted token client, by topic; the
 //! fixture every topic shares.
 
+mod embedded;
 mod ending;
 mod limits;
 mod refreshing;
@@ -35,6 +36,11 @@ pub(super) struct Fixture {
 }
 
 pub(super) fn fixture() -> Fixture {
+    fixture_on(Arc::new(crate::store::MemoryStore::default()))
+}
+
+/// The fixture on a given store.
+pub(super) fn fixture_on(store: Arc<dyn Store>) -> Fixture {
     let catalogue = Catalogue::load(
         &crate::provider::catalogue::CatalogueSource {
             configfile: Some(
@@ -50,7 +56,6 @@ pub(super) fn fixture() -> Fixture {
     let keyring = Arc::new(KeyringHandle::new(Keyring::ephemeral().unwrap()));
     let client = Arc::new(ScriptedClient::default());
     let clock = ManualClock::new(1_800_000_000);
-    let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::default());
     let outage = Arc::new(StoreOutage::new());
     let protection = Arc::new(Protection::new(
         &catalogue,
