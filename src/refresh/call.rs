@@ -252,6 +252,7 @@ impl Inner {
             }
         }
         self.conclude(
+            records,
             login,
             shared.access_token,
             shared.expires_at,

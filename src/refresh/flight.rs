@@ -113,7 +113,14 @@ impl Inner {
         } else {
             None
         };
-        let token = self.conclude(login, token.access_token, token.expires_at, newer, false)?;
+        let token = self.conclude(
+            records,
+            login,
+            token.access_token,
+            token.expires_at,
+            newer,
+            false,
+        )?;
         Ok(Flown {
             token,
             outcome: "shared",
