@@ -59,7 +59,7 @@ miss_wrk() {
 
 miss_stores() {
     local seconds=${MISS_STORE_SECONDS:-8} one=${MISS1_SECONDS:-5} store pid url
-    local cores n1 n16 before after
+    local cores n1 n16 before after u0 s0 u1 s1 hz
     cores=$(nproc)
     n1=$((one * 4000))
     n16=$((seconds * 9000))
@@ -82,10 +82,16 @@ miss_stores() {
         curl -fsS "$url/ready" >/dev/null
         miss_wrk "one_$store" "$url/refresh" -t 1 -c 1 -d "${one}s" -s scripts/load/authids.lua -- "$WORK/miss1.txt" 1
         echo "$store speed_before $(ecdh_speed)" >>"$WORK/misses.txt"
-        before=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+        before=$(awk '{ print $14, $15 }' "/proc/$pid/stat")
         miss_wrk "sixteen_$store" "$url/refresh" -t 2 -c 16 -d "${seconds}s" -s scripts/load/authids.lua -- "$WORK/miss16s.txt" 2
-        after=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
-        echo "$store cpu_s $(awk -v t="$((after - before))" -v hz="$(getconf CLK_TCK)" 'BEGIN { print t / hz }')" >>"$WORK/misses.txt"
+        after=$(awk '{ print $14, $15 }' "/proc/$pid/stat")
+        # User and system ticks apart: the system share is the socket,
+        # epoll, futex (thread hand-offs) and file work of the kernel.
+        read -r u0 s0 <<<"$before"
+        read -r u1 s1 <<<"$after"
+        hz=$(getconf CLK_TCK)
+        echo "$store user_s $(awk -v t="$((u1 - u0))" -v hz="$hz" 'BEGIN { print t / hz }')" >>"$WORK/misses.txt"
+        echo "$store sys_s $(awk -v t="$((s1 - s0))" -v hz="$hz" 'BEGIN { print t / hz }')" >>"$WORK/misses.txt"
         echo "$store speed_after $(ecdh_speed)" >>"$WORK/misses.txt"
         stop_pid "$pid"
     done
