@@ -11,6 +11,10 @@
 #   - the miss path under concurrency (16 connections) vs. the P-256 ECDH
 #     floor on all cores (`openssl speed -multi`), and the broker's CPU time
 #     per miss;
+#   - misses on each store (embedded default, memory, Redis;
+#     scripts/load/misses.sh): CPU per miss (user and system) in ECDH
+#     derivations of one core by CPU time, misses/s beside the ECDH rate
+#     of all cores, and the latency added over the token endpoint;
 #   - resident memory idle and with 100,000 cached tokens;
 #   - time from process start to `/ready` answering 200;
 #   - criterion medians of AuthID open/seal, login state seal/open and the

@@ -24,6 +24,8 @@
 #   WARM, SMALL, LARGE   misses in the warm-up and the two windows (200, 300, 1300)
 #   CONNECTIONS          keep-alive connections (16)
 #   STORES               which of "embedded memory redis" to run (all three)
+#   SKIP_STRACE=1        leave out the system-call counts (strace)
+#   SKIP_CALLGRIND=1     only the system-call counts
 #   KEEP_WORK=1          keep the scratch directory (callgrind files, logs)
 #
 # Only 127.0.0.1 servers started here receive traffic; every loop is bounded.
@@ -65,6 +67,8 @@ window() {
     ls -t "$WORK"/cg."$name".* | head -n1
 }
 
+redis_flush() { REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli -h 127.0.0.1 -p "$REDIS_PORT" flushall >/dev/null; }
+
 total_of() { awk '/^(summary|totals):/ { print $2; exit }' "$1"; }
 
 start_redis() {
@@ -80,13 +84,18 @@ start_redis() {
         sleep 0.05
     done
     REDIS_URL="redis://:${password}@127.0.0.1:${port}/0"
+    # The same logins are refreshed again later: start each run empty.
+    REDIS_PASSWORD=$password
+    REDIS_PORT=$port
 }
 
+[[ " $stores " == *" redis "* ]] && start_redis
 for store in $stores; do
+    [[ -n "${SKIP_CALLGRIND:-}" ]] && break
     case $store in
         embedded) mkdir -p "$WORK/data"; set -- DATA_DIR="$WORK/data" ;;
         memory) set -- STORE=memory ;;
-        redis) start_redis; set -- STORE="$REDIS_URL" ;;
+        redis) set -- STORE="$REDIS_URL" ;;
         *) echo "error: unknown store $store" >&2; exit 1 ;;
     esac
     echo "== broker ($store) under callgrind" >&2
@@ -107,4 +116,50 @@ for store in $stores; do
     if [[ -n "${KEEP_WORK:-}" ]]; then cp "$b" "$WORK/profile.$store.out"; fi
 done
 
-python3 scripts/load/miss_breakdown.py "$WORK/counts.txt" "$small" "$large"
+[[ -z "${SKIP_CALLGRIND:-}" ]] && python3 scripts/load/miss_breakdown.py "$WORK/counts.txt" "$small" "$large"
+
+# The kernel's share, which callgrind does not see: system calls per miss
+# by name, counted by `strace -f -c` attached to a broker running natively
+# (strace slows the calls down; their number does not change).
+if command -v strace >/dev/null && [[ -z "${SKIP_STRACE:-}" ]]; then
+    echo
+    echo "System calls per miss (\`strace -f -c\`, $large misses over $connections connections):"
+    echo
+    echo "| store | $(printf '%s | ' calls futex epoll_wait 'recvfrom/read' 'sendto/write/writev' 'pread64/pwrite64' other)"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for store in $stores; do
+        case $store in
+            embedded) rm -rf "$WORK/data-s"; mkdir -p "$WORK/data-s"; set -- DATA_DIR="$WORK/data-s" ;;
+            memory) set -- STORE=memory ;;
+            redis) redis_flush; set -- STORE="$REDIS_URL" ;;
+        esac
+        env -i PATH="$PATH" LISTEN=127.0.0.1:0 KEYS_DIR="$KEYS_DIR" CONFIGFILE="$CONFIG" \
+            LOG_FORMAT=json LOGIN_REQUESTS_PER_HOUR=1000000000 "$@" \
+            "$BIN/oauth-broker" serve >"$WORK/strace-$store.log" 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        url="http://$(wait_listening "$WORK/strace-$store.log" "$pid")/refresh"
+        python3 scripts/load/miss_count.py "$url" "$WORK/miss.txt" 0 "$warm"
+        strace -f -c -o "$WORK/strace.$store.txt" -p "$pid" 2>/dev/null &
+        spid=$!
+        sleep 1
+        python3 scripts/load/miss_count.py "$url" "$WORK/miss.txt" "$warm" "$large"
+        kill -INT "$spid" 2>/dev/null || true
+        wait "$spid" 2>/dev/null || true
+        stop_pid "$pid"
+        python3 - "$WORK/strace.$store.txt" "$store" "$large" <<'PY'
+import sys
+path, store, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+calls = {}
+for line in open(path):
+    parts = line.split()
+    if len(parts) >= 5 and parts[-1].isidentifier() and parts[3].isdigit():
+        calls[parts[-1]] = int(parts[3])
+groups = [["futex"], ["epoll_wait"], ["recvfrom", "read", "recvmsg"], ["sendto", "write", "writev", "sendmsg"], ["pread64", "pwrite64", "fsync", "fdatasync"]]
+vals = [sum(calls.get(c, 0) for c in g) for g in groups]
+total = sum(calls.values())
+other = total - sum(vals)
+print(f"| {store} | {total / n:.1f} | " + " | ".join(f"{v / n:.1f}" for v in vals) + f" | {other / n:.1f} |")
+PY
+    done
+fi
