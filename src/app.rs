@@ -68,6 +68,13 @@ pub struct App {
 
 pub type SharedApp = Arc<App>;
 
+/// What `/ready` shows of the store.
+pub struct StoreStatus {
+    pub kind: &'static str,
+    pub up: bool,
+    pub details: Option<serde_json::Value>,
+}
+
 /// The counters of in-process cache hits, one per provider of the
 /// catalogue, found on first use (a series appears in `/metrics` only once
 /// counted) and then counted on their atomics directly: a hit looks up no
@@ -101,8 +108,8 @@ impl HitCounters {
 /// The old App Engine service's worker API, when `LEGACY_SERVICE_URL` is
 /// set. Its calls are bounded by the upstream timeout too: a migration
 /// still has to refresh at the provider within the client's patience.
-fn legacy_service(settings: &Settings) -> Option<Arc<dyn AppEngineService>> {
-    let legacy = settings.legacy_service.as_ref()?;
+fn app_engine_service(settings: &Settings) -> Option<Arc<dyn AppEngineService>> {
+    let legacy = settings.app_engine_service.as_ref()?;
     let timeout = APP_ENGINE_TIMEOUT.min(settings.upstream_timeout);
     match HttpAppEngineService::with_timeout(legacy, timeout) {
         Ok(service) => Some(Arc::new(service)),
@@ -140,7 +147,7 @@ impl App {
             Arc::clone(&outage),
         ));
         let migrator = Migrator::new(MigrateDeps {
-            service: legacy_service(&settings),
+            service: app_engine_service(&settings),
             store: Arc::clone(&store),
             outage: Arc::clone(&outage),
             metrics: Arc::clone(&metrics),
@@ -285,13 +292,18 @@ impl App {
         result
     }
 
-    /// The store's kind and whether it answers a ping within `timeout`.
-    pub async fn store_status(&self, timeout: Duration) -> (&'static str, bool) {
+    /// The store's kind, whether it answers a ping within `timeout`, and
+    /// what it reports of itself (a Redis's replicas and eviction policy).
+    pub async fn store_status(&self, timeout: Duration) -> StoreStatus {
         let up = matches!(
             tokio::time::timeout(timeout, self.store.ping()).await,
             Ok(Ok(()))
         );
-        (self.store.kind(), up)
+        StoreStatus {
+            kind: self.store.kind(),
+            up,
+            details: self.store.details(),
+        }
     }
 
     /// Metrics as text, gauges brought up to date first; `ready` is the

@@ -1,5 +1,5 @@
 //! Fakes shared by the unit tests: a token client that answers from a
-//! script, and a store that never answers. One of each, so every test
+//! script, one that grants every refresh, and a store that never answers. One of each, so every test
 //! drives the same behaviour.
 
 use std::collections::VecDeque;
@@ -75,6 +75,44 @@ impl TokenClient for ScriptedClient {
 
     fn get_json<'a>(&'a self, _url: &'a Url) -> BoxFuture<'a, Result<RawAnswer, TransportError>> {
         // No scripted documents.
+        Box::pin(async { Err(TransportError::Connect) })
+    }
+}
+
+/// A token endpoint that grants every refresh with a numbered access token
+/// (quotes and a backslash in it, so escaping is exercised); at a `/rotating` token URL it
+/// also rotates the refresh token.
+#[derive(Default)]
+pub struct GrantingClient {
+    pub calls: AtomicUsize,
+}
+
+impl TokenClient for GrantingClient {
+    fn post_form<'a>(
+        &'a self,
+        url: &'a Url,
+        _form: &'a [FormField],
+        _bearer: Option<&'a Sensitive>,
+    ) -> BoxFuture<'a, Result<RawAnswer, TransportError>> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let rotated = if url.path() == "/rotating" {
+            format!(r#","refresh_token":"rt-{n}""#)
+        } else {
+            String::new()
+        };
+        Box::pin(async move {
+            Ok(RawAnswer {
+                status: 200,
+                retry_after: None,
+                // Quotes and a backslash: the body's escaping is
+                // compared too.
+                body: format!(r#"{{"access_token":"at-{n}\"q\\","expires_in":3600{rotated}}}"#)
+                    .into(),
+            })
+        })
+    }
+
+    fn get_json<'a>(&'a self, _url: &'a Url) -> BoxFuture<'a, Result<RawAnswer, TransportError>> {
         Box::pin(async { Err(TransportError::Connect) })
     }
 }

@@ -96,7 +96,19 @@ impl Vault {
         mac.update(space.name().as_bytes());
         mac.update(b"\0");
         mac.update(&self.context);
-        StoreKey::new(space, mac.finalize().into_bytes().into())
+        StoreKey::new(space, mac.finalize().into_bytes().into()).in_group(self.group())
+    }
+
+    /// What this login's entries share (a Redis Cluster keeps them in one
+    /// slot): an HMAC of the context alone, shortened.
+    fn group(&self) -> [u8; 8] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.mac_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(b"oauth-broker store group\0");
+        mac.update(&self.context);
+        let mut group = [0u8; 8];
+        group.copy_from_slice(&mac.finalize().into_bytes()[..8]);
+        group
     }
 
     fn aad(key: &StoreKey, generation: u64) -> Vec<u8> {

@@ -11,7 +11,8 @@ use clap::Args;
 
 use crate::authid::keysource::KeySource;
 use crate::config::{
-    Limits, StoreDefault, StoreSettings, defaults, parse_proxies, parse_store, url_for_listen,
+    Limits, StoreDefault, StoreSettings, apply_ha_options, defaults, parse_proxies, parse_store,
+    url_for_listen,
 };
 use crate::provider::Catalogue;
 use crate::provider::catalogue::CatalogueSource;
@@ -65,7 +66,10 @@ impl KeyArgs {
 pub struct StoreArgs {
     /// The store: unset = embedded in DATA_DIR (serve; one instance), memory
     /// (demo's default), or redis://[user:password@]host:port/db or
-    /// rediss://... (a Redis or Valkey shared by several instances).
+    /// rediss://... (a Redis or Valkey shared by several instances),
+    /// redis+sentinel://[user:password@]host:port[,host:port...]/master[/db]
+    /// or redis+cluster://[user:password@]host:port[,host:port...] (and
+    /// their rediss+ forms) for a highly available Redis.
     #[arg(long, env = "STORE", hide_env_values = true)]
     pub store: Option<Sensitive>,
     /// Directory of the embedded store.
@@ -77,6 +81,14 @@ pub struct StoreArgs {
     /// Milliseconds one store operation may take before it counts as failed.
     #[arg(long, env = "STORE_TIMEOUT_MS", default_value_t = defaults::STORE_TIMEOUT_MS)]
     pub store_timeout_ms: u64,
+    /// The sentinels' own password, when they have one (redis+sentinel://).
+    #[arg(long, env = "STORE_SENTINEL_PASSWORD", hide_env_values = true)]
+    pub store_sentinel_password: Option<Sensitive>,
+    /// Replicas that must acknowledge a rotation before the new token is
+    /// handed out: auto (1 when the master reports a connected replica,
+    /// else 0) or 0 to 16.
+    #[arg(long, env = "STORE_REPLICA_ACKS")]
+    pub store_replica_acks: Option<String>,
 }
 
 impl StoreArgs {
@@ -92,6 +104,18 @@ impl StoreArgs {
             &self.store_prefix,
             self.store_timeout_ms,
         )
+        .and_then(|mut settings| {
+            let found = apply_ha_options(
+                &mut settings,
+                self.store_sentinel_password.as_ref().map(Sensitive::expose),
+                self.store_replica_acks.as_deref(),
+            );
+            if found.is_empty() {
+                Ok(settings)
+            } else {
+                Err(found)
+            }
+        })
         .map_err(|p| problems.extend(p))
         .ok()
     }

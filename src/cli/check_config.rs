@@ -12,6 +12,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Ok(settings) = &settings {
         writeln!(out, "redirect URI: {}", settings.redirect_uri())?;
         writeln!(out, "store: {}", settings.store.describe())?;
+        if let Some(line) = crate::store::redis::check_line(&settings.store) {
+            writeln!(out, "{line}")?;
+        }
     }
     if let Ok(catalogue) = &catalogue {
         writeln!(

@@ -87,7 +87,7 @@ impl ServeArgs {
             .map_err(|e| problems.push(e))
             .unwrap_or_default();
         let store = self.store.settings(StoreDefault::Embedded, &mut problems);
-        let legacy_service = parse_app_engine_service(
+        let app_engine_service = parse_app_engine_service(
             self.legacy_service_url.as_deref(),
             self.legacy_service_api_key.as_ref().map(Sensitive::expose),
         )
@@ -114,7 +114,7 @@ impl ServeArgs {
                 limits,
                 opener_origins,
                 store,
-                legacy_service,
+                app_engine_service,
             }),
             _ => Err(problems),
         }

@@ -7,6 +7,7 @@
 mod app_engine;
 mod limits;
 mod store;
+mod store_url;
 mod urls;
 
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ pub use limits::{
     HEADER_READ_TIMEOUT_SECS, Limits, max_connections_for, open_file_limit, parse_proxies,
 };
 pub use store::{MAX_STORE_TIMEOUT_MS, StoreBackend, StoreDefault, StoreSettings, parse_store};
+pub use store_url::{HaKind, HaRedis, ReplicaAcks, apply_ha_options};
 pub use urls::{is_loopback, parse_opener_origins, parse_public_url, url_for_listen};
 
 /// The default of each setting, for the command line and for
@@ -63,7 +65,7 @@ pub struct Settings {
     pub store: StoreSettings,
     /// The old App Engine service whose AuthIDs are migrated; `None` when
     /// `LEGACY_SERVICE_URL` is not set.
-    pub legacy_service: Option<AppEngineServiceSettings>,
+    pub app_engine_service: Option<AppEngineServiceSettings>,
 }
 
 impl Settings {
@@ -80,7 +82,7 @@ impl Settings {
             limits: Limits::default(),
             opener_origins: parse_opener_origins(defaults::OPENER_ORIGINS)?,
             store: StoreSettings::memory(),
-            legacy_service: None,
+            app_engine_service: None,
         })
     }
 

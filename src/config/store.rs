@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::defaults;
+use super::store_url::{self, HaRedis, ReplicaAcks};
 
 /// The store and how it is used.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct StoreSettings {
     pub prefix: String,
     /// Longest one store operation may take (`STORE_TIMEOUT_MS`).
     pub timeout: Duration,
+    /// Replicas that acknowledge a rotation (`STORE_REPLICA_ACKS`).
+    pub replica_acks: ReplicaAcks,
 }
 
 /// Which store (`STORE`).
@@ -36,6 +39,9 @@ pub enum StoreBackend {
         /// The URL without its password, for logs.
         shown: String,
     },
+    /// A Redis behind sentinels, or a Redis Cluster (`redis+sentinel://`,
+    /// `redis+cluster://`, and their `rediss+` forms).
+    RedisHa(HaRedis),
 }
 
 impl fmt::Debug for StoreBackend {
@@ -44,6 +50,7 @@ impl fmt::Debug for StoreBackend {
             Self::Memory => f.write_str("Memory"),
             Self::Embedded { dir } => f.debug_struct("Embedded").field("dir", dir).finish(),
             Self::Redis { shown, .. } => f.debug_struct("Redis").field("url", shown).finish(),
+            Self::RedisHa(ha) => ha.fmt(f),
         }
     }
 }
@@ -64,6 +71,7 @@ impl StoreSettings {
             backend: StoreBackend::Memory,
             prefix: defaults::STORE_PREFIX.into(),
             timeout: Duration::from_millis(defaults::STORE_TIMEOUT_MS),
+            replica_acks: ReplicaAcks::Auto,
         }
     }
 
@@ -76,6 +84,9 @@ impl StoreSettings {
             }
             StoreBackend::Redis { shown, .. } => {
                 format!("Redis {shown}, key prefix {:?}", self.prefix)
+            }
+            StoreBackend::RedisHa(ha) => {
+                format!("Redis {}, key prefix {:?}", ha.shown, self.prefix)
             }
         }
     }
@@ -112,6 +123,13 @@ pub fn parse_store(
         },
         Some(t) if t.eq_ignore_ascii_case("memory") => StoreBackend::Memory,
         Some(t) if t.eq_ignore_ascii_case("embedded") => embedded(&mut problems),
+        Some(t) if store_url::is_ha(t) => match store_url::parse_ha(t) {
+            Ok(ha) => StoreBackend::RedisHa(ha),
+            Err(e) => {
+                problems.push(e);
+                StoreBackend::Memory
+            }
+        },
         Some(t) => match parse_redis_url(t) {
             Ok((url, shown)) => StoreBackend::Redis { url, shown },
             Err(e) => {
@@ -136,13 +154,14 @@ pub fn parse_store(
             backend,
             prefix: prefix.to_string(),
             timeout: Duration::from_millis(timeout_ms),
+            replica_acks: ReplicaAcks::Auto,
         })
     } else {
         Err(problems)
     }
 }
 
-const STORE_FORMS: &str = "memory, embedded, redis://[user:password@]host:port/db or rediss://[user:password@]host:port/db";
+const STORE_FORMS: &str = "memory, embedded, redis://[user:password@]host:port/db or rediss://[user:password@]host:port/db, redis+sentinel://[user:password@]host:port[,host:port...]/<master name>[/db] or redis+cluster://[user:password@]host:port[,host:port...] (or their rediss+ forms)";
 
 /// A `redis://` or `rediss://` URL: the URL (kept secret) and a form
 /// without the password to show. Errors never repeat the text, which may

@@ -33,18 +33,22 @@ const STORE_PING_TIMEOUT: std::time::Duration = std::time::Duration::from_millis
 /// do not rotate keep working without it.
 pub async fn ready(State(app): State<AppState>) -> Response {
     let (ok, keys, providers) = readiness(&app);
-    let (store_kind, store_up) = app.store_status(STORE_PING_TIMEOUT).await;
+    let status_of_store = app.store_status(STORE_PING_TIMEOUT).await;
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let mut store = json!({ "kind": status_of_store.kind, "up": status_of_store.up });
+    if let (Some(fields), Some(details)) = (store.as_object_mut(), status_of_store.details) {
+        fields.insert("details".into(), details);
+    }
     let body = json!({
         "status": if ok { "ready" } else { "not ready" },
         "ready": ok,
         "keys": keys,
         "providers": providers,
-        "store": { "kind": store_kind, "up": store_up },
+        "store": store,
     });
     (status, Json(body)).into_response()
 }

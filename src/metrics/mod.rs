@@ -6,6 +6,7 @@
 
 mod counters;
 mod labels;
+mod store_redis;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,7 @@ pub use labels::{
     ClientLabels, KeyLabels, OutcomeLabels, ProviderLabels, ResultLabels, RouteLabels,
     StoreErrorLabels, StoreOpLabel, StoreOpLabels,
 };
+pub use store_redis::{StoreRedisMetrics, StoreSpaceLabels};
 
 type HistogramFamily = Family<ProviderLabels, Histogram, fn() -> Histogram>;
 
@@ -54,6 +56,7 @@ pub struct Metrics {
     pub store_up: Gauge,
     pub store_lock_waits: Family<ProviderLabels, Counter>,
     pub rotations_unrecorded: Family<ProviderLabels, Counter>,
+    pub store_redis: StoreRedisMetrics,
 }
 
 impl Default for Metrics {
@@ -89,6 +92,7 @@ impl Metrics {
             store_up: Gauge::default(),
             store_lock_waits: Family::default(),
             rotations_unrecorded: Family::default(),
+            store_redis: StoreRedisMetrics::default(),
         };
         // Clones share their series: registering them registers the fields.
         {
@@ -96,6 +100,7 @@ impl Metrics {
             metrics.register_traffic(&mut registry);
             metrics.register_authids(&mut registry);
             metrics.register_state(&mut registry);
+            metrics.store_redis.register(&mut registry);
         }
         metrics
     }
@@ -234,7 +239,7 @@ impl Metrics {
         self.authids_by_client.inc(provider, client);
     }
 
-    pub fn legacy_export(&self, outcome: &str) {
+    pub fn app_engine_export(&self, outcome: &str) {
         self.legacy_exports
             .get_or_create(&ResultLabels {
                 outcome: outcome.to_string(),
@@ -242,7 +247,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn legacy_import(&self, outcome: &str) {
+    pub fn app_engine_import(&self, outcome: &str) {
         self.legacy_imports
             .get_or_create(&ResultLabels {
                 outcome: outcome.to_string(),

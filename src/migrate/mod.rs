@@ -198,7 +198,7 @@ impl Migrator {
                     e.label()
                 }
             };
-            inner.deps.metrics.legacy_import(outcome);
+            inner.deps.metrics.app_engine_import(outcome);
         }))
     }
 
@@ -215,15 +215,15 @@ impl Migrator {
         let login = claims.login_fingerprint();
         match service.export(grant.authid.expose()).await {
             Ok(exported) if exported.service == claims.provider => {
-                deps.metrics.legacy_export("refetched");
+                deps.metrics.app_engine_export("refetched");
                 Some(exported.refresh_token)
             }
             Ok(_) => {
-                deps.metrics.legacy_export("bad_answer");
+                deps.metrics.app_engine_export("bad_answer");
                 None
             }
             Err(e) => {
-                deps.metrics.legacy_export(e.label());
+                deps.metrics.app_engine_export(e.label());
                 log_failure("export", &login, e);
                 None
             }
@@ -308,7 +308,7 @@ async fn lookup(
     }
     let Some(service) = &deps.service else {
         deps.metrics
-            .legacy_export(AppEngineError::NotConfigured.label());
+            .app_engine_export(AppEngineError::NotConfigured.label());
         return Err(AppEngineError::NotConfigured.into());
     };
     let grant = export(inner, service.as_ref(), authid, key_fingerprint, now).await?;
@@ -343,12 +343,12 @@ async fn export(
     let exported = match service.export(authid.expose()).await {
         Ok(grant) => grant,
         Err(e) => {
-            metrics.legacy_export(e.label());
+            metrics.app_engine_export(e.label());
             log_failure("export", key_fingerprint, e);
             return Err(e.into());
         }
     };
-    metrics.legacy_export("migrated");
+    metrics.app_engine_export("migrated");
     tracing::info!(key = %key_fingerprint, provider = %exported.service, "migrated an AuthID of the old service");
     Ok(MigratedGrant {
         svc: exported.service,

@@ -85,7 +85,7 @@ pub(super) async fn open_migrated(
     // provider's legacy previous client when the registration changed.
     if let Some(previous) = catalogue
         .get(&claims.provider)
-        .and_then(|p| p.legacy_client())
+        .and_then(|p| p.app_engine_client())
     {
         claims.set_client_id(&previous.client_id);
     }

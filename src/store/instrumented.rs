@@ -292,6 +292,10 @@ impl Store for InstrumentedStore {
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(self.call(Op::Ping, self.inner.ping()))
     }
+
+    fn details(&self) -> Option<serde_json::Value> {
+        self.inner.details()
+    }
 }
 
 #[cfg(test)]
@@ -357,10 +361,7 @@ mod tests {
         }
     }
 
-    const KEY: StoreKey = StoreKey {
-        space: Space::Token,
-        id: [3; 32],
-    };
+    const KEY: StoreKey = StoreKey::new(Space::Token, [3; 32]);
 
     #[tokio::test]
     async fn a_silent_store_times_out_and_is_down() {

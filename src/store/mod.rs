@@ -54,9 +54,10 @@ pub async fn open(
                 .map_err(|e| format!("opening the store stopped: {e}"))??;
             Arc::new(store)
         }
-        StoreBackend::Redis { url, .. } => {
-            Arc::new(RedisStore::new(url, &settings.prefix, settings.timeout)?)
-        }
+        StoreBackend::Redis { .. } | StoreBackend::RedisHa(_) => Arc::new(RedisStore::open(
+            settings,
+            Some(metrics.store_redis.clone()),
+        )?),
     };
     let store = Arc::new(InstrumentedStore::new(inner, settings.timeout, &metrics));
     match store.ping().await {
@@ -130,16 +131,31 @@ impl Space {
 }
 
 /// An entry's key: a space and a 32-byte id (an HMAC or hash made by the
-/// caller, never a secret itself).
+/// caller, never a secret itself), and optionally the group of entries it
+/// belongs to (one login's), which a Redis Cluster keeps in one slot.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StoreKey {
     pub space: Space,
     pub id: [u8; 32],
+    /// Made by the caller from the same secret as the id, so it is a
+    /// function of the login the id belongs to.
+    pub group: Option<[u8; 8]>,
 }
 
 impl StoreKey {
-    pub fn new(space: Space, id: [u8; 32]) -> Self {
-        Self { space, id }
+    pub const fn new(space: Space, id: [u8; 32]) -> Self {
+        Self {
+            space,
+            id,
+            group: None,
+        }
+    }
+
+    /// The key as one of `group`'s entries.
+    #[must_use]
+    pub const fn in_group(mut self, group: [u8; 8]) -> Self {
+        self.group = Some(group);
+        self
     }
 
     /// `space:hex(id)`, the key's name in backends that name keys.
@@ -265,6 +281,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers.
     fn ping(&self) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// What `/ready` shows of the backend beyond its kind (Redis: its
+    /// topology, eviction policy and replicas), as of the last check.
+    fn details(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// A TTL as whole milliseconds, at least one.

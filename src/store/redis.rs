@@ -1,69 +1,48 @@
-//! The Redis store (`STORE=redis://...` or `rediss://...`): state shared by
-//! every instance on one Redis 7 or Valkey, through the `redis` crate's
-//! Tokio connection manager (one multiplexed connection, re-made when it
-//! breaks).
+//! The Redis store (`STORE=redis://...`, `rediss://...`, and the highly
+//! available `redis+sentinel://...` and `redis+cluster://...`): state shared
+//! by every instance on Redis 7 or Valkey, through the `redis` crate (its
+//! Tokio connection manager on one node, its sentinel client to find the
+//! master, its cluster connection on a cluster; see `link`).
 //!
 //! Key names are `STORE_PREFIX` + `space:hex(id)`. Values are laid out as
-//! `record` says, so one GET serves plain and versioned entries; Redis
-//! expires entries itself (`PX`). The two compare-then-write operations are
-//! Lua scripts (run by hash, `EVALSHA`), so no other client's command comes
-//! between their check and their change.
+//! `record` says, so one GET serves plain and versioned entries, and are
+//! size-checked before they are decoded; Redis expires entries itself
+//! (`PX`). The two compare-then-write operations are Lua scripts (run by
+//! hash, `EVALSHA`) on one key each, so no other client's command comes
+//! between their check and their change, and on a cluster each runs in
+//! its key's slot.
 //!
-//! The store never connects at construction: the first operation (or the
-//! health check) does, so an instance starts while Redis is down. Error
-//! texts never hold the URL's password.
+//! A write of a rotation or a migrated grant waits (`WAIT`, in one
+//! pipeline with the write) for `STORE_REPLICA_ACKS` replicas; when they
+//! do not answer in time the write is reported failed after it was made,
+//! so the caller serves its client and keeps the value, as for any failed
+//! write (see `facts`). The health check also reads the eviction policy
+//! and the replicas (`INFO`), and behind sentinels asks them which node is
+//! the master.
+//!
+//! Error texts never hold a password.
 
+mod facts;
+mod inspect;
+mod link;
+mod operations;
+mod scripts;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use futures::future::BoxFuture;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
+use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::record::{Record, encode_plain, encode_versioned};
-use super::{Store, StoreError, StoreKey, StoreResult, Versioned, ttl_millis};
+use facts::FactsWatch;
+pub use facts::{Facts, NO_EVICTION, durable};
+pub use inspect::check_line;
+use link::{Asked, Conn, Link};
 
-/// `KEYS[1]`, `ARGV[1]` = the new record, `ARGV[2]` = TTL in ms. Stores the
-/// record unless the key holds the same or a higher generation (a plain
-/// entry counts as generation 0). Generations are 8 big-endian bytes after
-/// the tag, so comparing them byte by byte compares the numbers.
-const PUT_VERSIONED: &str = r"
-local function newer(a, b)
-  for i = 1, 8 do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x > y end
-  end
-  return false
-end
-local current = redis.call('GET', KEYS[1])
-if current then
-  local held = '\0\0\0\0\0\0\0\0'
-  if string.sub(current, 1, 1) == 'v' then held = string.sub(current, 2, 9) end
-  if not newer(string.sub(ARGV[1], 2, 9), held) then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-";
-
-/// `KEYS[1]`, `ARGV[1]` = the expected value. Deletes the key only if its
-/// value (after the tag, and the generation of a versioned entry) is the
-/// expected one.
-const DELETE_IF: &str = r"
-local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
-local value
-if string.sub(current, 1, 1) == 'v' then
-  value = string.sub(current, 10)
-else
-  value = string.sub(current, 2)
-end
-if value ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-return 1
-";
+use super::{StoreError, StoreKey, StoreResult, ttl_millis};
+use crate::config::{ReplicaAcks, StoreBackend, StoreSettings};
+use crate::metrics::StoreRedisMetrics;
 
 /// Operations abandoned in a row (their caller gave up waiting) after
 /// which the connection is presumed stuck and replaced: a connection to a
@@ -71,19 +50,22 @@ return 1
 /// kernel to give up, many minutes later.
 const STALLS_BEFORE_RENEW: u32 = 3;
 
-/// Least time between two replacements of the connection.
-const RENEW_INTERVAL: Duration = Duration::from_secs(1);
+/// Largest value read back: far above anything the broker writes (a
+/// sealed token or AuthID is a few kilobytes), so a damaged or foreign
+/// entry is refused before it is decoded.
+pub const MAX_VALUE_LEN: usize = 64 * 1024;
 
 pub struct RedisStore {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    manager: ArcSwap<ConnectionManager>,
-    renewed_at: Mutex<Instant>,
+    link: Arc<Link>,
+    /// Key names carry their group as a hash tag (on a cluster).
+    tagged: bool,
+    timeout: Duration,
     stalls: AtomicU32,
     prefix: String,
-    /// The URL's password, as written and decoded: removed from every
-    /// error text, in case a library puts it there.
+    /// Passwords as written and decoded: removed from every error text,
+    /// in case a library puts one there.
     passwords: Vec<SecretString>,
+    facts: FactsWatch,
     put_versioned: Script,
     delete_if: Script,
 }
@@ -95,81 +77,108 @@ impl RedisStore {
         let passwords = url::Url::parse(url.expose_secret())
             .ok()
             .and_then(|u| u.password().map(str::to_string))
+            .map(|p| vec![p])
+            .unwrap_or_default();
+        let link = Link::direct(url.expose_secret(), timeout)?;
+        Ok(Self::with_link(
+            link,
+            prefix,
+            timeout,
+            &passwords,
+            FactsWatch::new(ReplicaAcks::Auto, None),
+        ))
+    }
+
+    /// The store `settings` name (any Redis form), reporting to `metrics`.
+    /// Not yet connected; must be called inside a Tokio runtime.
+    pub fn open(
+        settings: &StoreSettings,
+        metrics: Option<StoreRedisMetrics>,
+    ) -> Result<Self, String> {
+        let facts = FactsWatch::new(settings.replica_acks, metrics);
+        let (link, passwords) = match &settings.backend {
+            StoreBackend::Redis { url, .. } => {
+                let store = Self::new(url, &settings.prefix, settings.timeout)?;
+                return Ok(Self { facts, ..store });
+            }
+            StoreBackend::RedisHa(ha) => {
+                let passwords: Vec<String> = [&ha.password, &ha.sentinel_password]
+                    .into_iter()
+                    .flatten()
+                    .map(|p| p.expose_secret().to_string())
+                    .collect();
+                (Link::ha(ha, settings.timeout)?, passwords)
+            }
+            _ => return Err("not a Redis store".into()),
+        };
+        Ok(Self::with_link(
+            link,
+            &settings.prefix,
+            settings.timeout,
+            &passwords,
+            facts,
+        ))
+    }
+
+    fn with_link(
+        link: Link,
+        prefix: &str,
+        timeout: Duration,
+        passwords: &[String],
+        facts: FactsWatch,
+    ) -> Self {
+        let passwords = passwords
+            .iter()
             .filter(|p| !p.is_empty())
-            .map(|written| {
-                let decoded = percent_encoding::percent_decode_str(&written)
+            .flat_map(|written| {
+                let decoded = percent_encoding::percent_decode_str(written)
                     .decode_utf8_lossy()
                     .into_owned();
-                [written, decoded].map(SecretString::from).to_vec()
+                [written.clone(), decoded]
             })
-            .unwrap_or_default();
-        let client = redis::Client::open(url.expose_secret())
-            .map_err(|e| format!("STORE is not a usable Redis URL: {}", e.category()))?;
-        // One connection attempt per call: while Redis is down every
-        // operation fails at once (refused) or within the timeout, and the
-        // next operation or health check tries again.
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(0)
-            .set_connection_timeout(Some(timeout.max(Duration::from_secs(1))))
-            .set_response_timeout(None);
-        let manager = Self::manager(&client, &config)?;
-        Ok(Self {
-            client,
-            config,
-            manager: ArcSwap::from_pointee(manager),
-            renewed_at: Mutex::new(Instant::now()),
+            .map(SecretString::from)
+            .collect();
+        Self {
+            tagged: link.topology() == "cluster",
+            link: Arc::new(link),
+            timeout,
             stalls: AtomicU32::new(0),
             prefix: prefix.to_string(),
             passwords,
-            put_versioned: Script::new(PUT_VERSIONED),
-            delete_if: Script::new(DELETE_IF),
-        })
-    }
-
-    fn manager(
-        client: &redis::Client,
-        config: &ConnectionManagerConfig,
-    ) -> Result<ConnectionManager, String> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err("the Redis store needs a Tokio runtime".into());
+            facts,
+            put_versioned: Script::new(scripts::PUT_VERSIONED),
+            delete_if: Script::new(scripts::DELETE_IF),
         }
-        ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(|e| format!("cannot set up the Redis connection: {}", e.category()))
     }
 
-    /// The key's name in Redis.
+    /// The key's name in Redis: on a cluster, the entries of one login
+    /// carry the login's group as a hash tag, so they share a slot.
     pub fn key_name(&self, key: &StoreKey) -> String {
-        format!("{}{}", self.prefix, key.name())
+        match key.group.filter(|_| self.tagged) {
+            Some(group) => format!("{}{{{}}}{}", self.prefix, hex::encode(group), key.name()),
+            None => format!("{}{}", self.prefix, key.name()),
+        }
     }
 
-    /// Replaces the connection manager (at most once per
-    /// `RENEW_INTERVAL`): after a refused authentication, which the
-    /// manager does not retry by itself, and after stalls.
-    fn renew(&self) {
-        let mut renewed_at = self.renewed_at.lock().unwrap_or_else(|e| e.into_inner());
-        if renewed_at.elapsed() < RENEW_INTERVAL {
-            return;
-        }
-        if let Ok(manager) = Self::manager(&self.client, &self.config) {
-            self.manager.store(Arc::new(manager));
-            *renewed_at = Instant::now();
-            self.stalls.store(0, Ordering::Relaxed);
-            tracing::debug!("Redis connection replaced");
-        }
+    /// What `INFO` said last (eviction policy, replicas).
+    pub fn facts(&self) -> Facts {
+        self.facts.current()
     }
 
     /// Runs one command on the current connection, noticing answers,
     /// abandonments and errors.
-    async fn run<T, F>(&self, command: impl FnOnce(ConnectionManager) -> F) -> StoreResult<T>
+    async fn run<T, F>(&self, command: impl FnOnce(Conn) -> F) -> StoreResult<T>
     where
         F: Future<Output = Result<T, RedisError>>,
     {
-        let connection = ConnectionManager::clone(&self.manager.load());
         let mut watch = StallWatch {
             store: self,
             finished: false,
         };
-        let result = command(connection).await;
+        let result = match self.link.connection().await {
+            Ok(connection) => command(connection).await,
+            Err(e) => Err(e),
+        };
         watch.finished = true;
         match result {
             Ok(value) => {
@@ -177,12 +186,131 @@ impl RedisStore {
                 Ok(value)
             }
             Err(e) => {
-                if e.kind() == ErrorKind::AuthenticationFailed {
-                    self.renew();
+                let error = self.classify(&e);
+                // A refused authentication is not retried by the manager;
+                // READONLY means the node was demoted (a managed service's
+                // endpoint now names another node, or the sentinels do).
+                if matches!(
+                    e.kind(),
+                    ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::ReadOnly)
+                ) {
+                    self.link.renew(self.timeout);
+                } else if matches!(error, StoreError::Unavailable(_) | StoreError::Timeout) {
+                    self.follow_failover();
                 }
-                Err(self.classify(&e))
+                Err(error)
             }
         }
+    }
+
+    /// Behind sentinels, asks them (in the background, at most a few
+    /// times a second) whether another node is the master now.
+    fn follow_failover(&self) {
+        if self.link.topology() != "sentinel" {
+            return;
+        }
+        let link = Arc::clone(&self.link);
+        let count = self.facts.master_changes();
+        tokio::spawn(async move {
+            if let Ok(Asked::Switched) = link.ask_sentinels(false).await {
+                count();
+                tracing::warn!("the sentinels name another Redis master; the store moved to it");
+            }
+        });
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, command: redis::Cmd) -> StoreResult<T> {
+        self.run(|mut c| async move { command.query_async(&mut c).await })
+            .await
+    }
+
+    async fn read(&self, key: &StoreKey, command: &str) -> StoreResult<Option<Vec<u8>>> {
+        let mut cmd = redis::cmd(command);
+        cmd.arg(self.key_name(key));
+        let bytes: Option<Vec<u8>> = self.query(cmd).await?;
+        match bytes {
+            Some(b) if b.len() > MAX_VALUE_LEN + 16 => Err(StoreError::Failed(
+                "an entry in the store is larger than any the broker writes".into(),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    /// A versioned write; a durable one waits for the replicas in the same
+    /// pipeline, so the wait covers this write on this connection.
+    async fn write_versioned(
+        &self,
+        key: &StoreKey,
+        record: Vec<u8>,
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let name = self.key_name(key);
+        let acks = self.facts.acks_for(key.space);
+        if acks == 0 {
+            let stored: i64 = self
+                .run(|mut c| async move {
+                    self.put_versioned
+                        .key(name)
+                        .arg(record)
+                        .arg(ttl_millis(ttl))
+                        .invoke_async(&mut c)
+                        .await
+                })
+                .await?;
+            return Ok(stored == 1);
+        }
+        // Redis notices a wait's end at its next tick (up to 100 ms at
+        // the default hz 10): the wait takes two fifths of the store's
+        // bound, so its answer comes within the bound.
+        let wait_ms = (self.timeout.as_millis() * 2 / 5).max(1);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL")
+            .arg(scripts::PUT_VERSIONED)
+            .arg(1)
+            .arg(name)
+            .arg(record)
+            .arg(ttl_millis(ttl))
+            .cmd("WAIT")
+            .arg(acks)
+            .arg(u64::try_from(wait_ms).unwrap_or(u64::MAX));
+        let (stored, acked): (i64, i64) = self
+            .run(|mut c| async move { pipe.query_async(&mut c).await })
+            .await?;
+        if stored == 1 && acked < i64::from(acks) {
+            self.facts.unacknowledged(key.space);
+            return Err(StoreError::Failed(format!(
+                "Redis: the write was made on the master, but {acked} of {acks} replica(s) acknowledged it in time"
+            )));
+        }
+        Ok(stored == 1)
+    }
+
+    /// Reads `INFO` (at most every few seconds), behind sentinels after
+    /// asking them for the master.
+    async fn check_server(&self) -> StoreResult<()> {
+        match self.link.ask_sentinels(true).await {
+            Ok(Asked::Switched) => {
+                self.facts.master_changes()();
+                tracing::warn!("the sentinels name another Redis master; the store moved to it");
+            }
+            Ok(Asked::Found) => {
+                tracing::info!("the sentinels name the Redis master; the store uses it")
+            }
+            Ok(Asked::Same) => {}
+            Err(e) => return Err(self.classify(&e)),
+        }
+        if self.facts.due() {
+            let mut pipe = redis::pipe();
+            pipe.cmd("INFO")
+                .arg("replication")
+                .cmd("INFO")
+                .arg("memory");
+            let values: Vec<Value> = self
+                .run(|mut c| async move { pipe.query_async(&mut c).await })
+                .await?;
+            self.facts.update(Facts::from_values(&values));
+        }
+        Ok(())
     }
 
     fn classify(&self, e: &RedisError) -> StoreError {
@@ -232,167 +360,11 @@ impl Drop for StallWatch<'_> {
     fn drop(&mut self) {
         if !self.finished
             && self.store.stalls.fetch_add(1, Ordering::Relaxed) + 1 >= STALLS_BEFORE_RENEW
+            && self.store.link.renew(self.store.timeout)
         {
-            self.store.renew();
+            self.store.stalls.store(0, Ordering::Relaxed);
+            tracing::debug!("Redis connection replaced");
         }
-    }
-}
-
-fn decode_value(bytes: Option<Vec<u8>>) -> StoreResult<Option<Vec<u8>>> {
-    bytes
-        .map(|b| Record::decode(&b).map(|r| r.value().to_vec()))
-        .transpose()
-}
-
-impl Store for RedisStore {
-    fn kind(&self) -> &'static str {
-        "redis"
-    }
-
-    fn get<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
-        Box::pin(async move {
-            let name = self.key_name(key);
-            let bytes: Option<Vec<u8>> = self
-                .run(|mut c| async move { redis::cmd("GET").arg(name).query_async(&mut c).await })
-                .await?;
-            decode_value(bytes)
-        })
-    }
-
-    fn put<'a>(
-        &'a self,
-        key: &'a StoreKey,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(async move {
-            let name = self.key_name(key);
-            let record = encode_plain(&value);
-            self.run(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(name)
-                    .arg(record)
-                    .arg("PX")
-                    .arg(ttl_millis(ttl))
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await
-        })
-    }
-
-    fn put_new<'a>(
-        &'a self,
-        key: &'a StoreKey,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(async move {
-            let name = self.key_name(key);
-            let record = encode_plain(&value);
-            let answer: Option<String> = self
-                .run(|mut c| async move {
-                    redis::cmd("SET")
-                        .arg(name)
-                        .arg(record)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl_millis(ttl))
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            Ok(answer.is_some())
-        })
-    }
-
-    fn take<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
-        Box::pin(async move {
-            let name = self.key_name(key);
-            let bytes: Option<Vec<u8>> = self
-                .run(
-                    |mut c| async move { redis::cmd("GETDEL").arg(name).query_async(&mut c).await },
-                )
-                .await?;
-            decode_value(bytes)
-        })
-    }
-
-    fn delete<'a>(&'a self, key: &'a StoreKey) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(async move {
-            let name = self.key_name(key);
-            self.run(
-                |mut c| async move { redis::cmd("DEL").arg(name).query_async::<()>(&mut c).await },
-            )
-            .await
-        })
-    }
-
-    fn delete_if<'a>(
-        &'a self,
-        key: &'a StoreKey,
-        expected: &'a [u8],
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(async move {
-            let name = self.key_name(key);
-            let deleted: i64 = self
-                .run(|mut c| async move {
-                    self.delete_if
-                        .key(name)
-                        .arg(expected)
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await?;
-            Ok(deleted == 1)
-        })
-    }
-
-    fn get_versioned<'a>(
-        &'a self,
-        key: &'a StoreKey,
-    ) -> BoxFuture<'a, StoreResult<Option<Versioned>>> {
-        Box::pin(async move {
-            let name = self.key_name(key);
-            let bytes: Option<Vec<u8>> = self
-                .run(|mut c| async move { redis::cmd("GET").arg(name).query_async(&mut c).await })
-                .await?;
-            match bytes {
-                Some(b) => Ok(Record::decode(&b)?.versioned()),
-                None => Ok(None),
-            }
-        })
-    }
-
-    fn put_versioned<'a>(
-        &'a self,
-        key: &'a StoreKey,
-        value: Versioned,
-        ttl: Duration,
-    ) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(async move {
-            let name = self.key_name(key);
-            let record = encode_versioned(value.generation, &value.value);
-            let stored: i64 = self
-                .run(|mut c| async move {
-                    self.put_versioned
-                        .key(name)
-                        .arg(record)
-                        .arg(ttl_millis(ttl))
-                        .invoke_async(&mut c)
-                        .await
-                })
-                .await?;
-            Ok(stored == 1)
-        })
-    }
-
-    fn ping(&self) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(async move {
-            self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
-                .await
-                .map(|_| ())
-        })
     }
 }
 
@@ -422,5 +394,15 @@ mod tests {
     fn needs_a_runtime_instead_of_panicking() {
         let url = SecretString::from("redis://127.0.0.1:1/0");
         assert!(RedisStore::new(&url, "", Duration::from_millis(100)).is_err());
+    }
+
+    #[test]
+    fn oversized_values_are_refused() {
+        use operations::check_len;
+        assert!(check_len(&vec![0; MAX_VALUE_LEN]).is_ok());
+        assert!(matches!(
+            check_len(&vec![0; MAX_VALUE_LEN + 1]),
+            Err(StoreError::Failed(_))
+        ));
     }
 }

@@ -3,16 +3,13 @@
 //! to read answers.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use url::Url;
 
 use super::super::middleware::REQUEST_ID;
 use super::FastRefresh;
@@ -21,52 +18,15 @@ use crate::authid::{Claims, Keyring};
 use crate::clock::ManualClock;
 use crate::config::{Limits, Settings};
 use crate::http::HttpState;
-use crate::provider::client::FormField;
-use crate::provider::{Catalogue, RawAnswer, TokenClient, TransportError};
+use crate::provider::Catalogue;
 use crate::secret::Sensitive;
 use crate::store::Store;
-
-/// A provider that grants every refresh; at a `/rotating` token URL it
-/// also rotates the refresh token.
-#[derive(Default)]
-pub(super) struct Grants {
-    pub(super) calls: AtomicUsize,
-}
-
-impl TokenClient for Grants {
-    fn post_form<'a>(
-        &'a self,
-        url: &'a Url,
-        _form: &'a [FormField],
-        _bearer: Option<&'a Sensitive>,
-    ) -> BoxFuture<'a, Result<RawAnswer, TransportError>> {
-        let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let rotated = if url.path() == "/rotating" {
-            format!(r#","refresh_token":"rt-{n}""#)
-        } else {
-            String::new()
-        };
-        Box::pin(async move {
-            Ok(RawAnswer {
-                status: 200,
-                retry_after: None,
-                // Quotes and a backslash: the body's escaping is
-                // compared too.
-                body: format!(r#"{{"access_token":"at-{n}\"q\\","expires_in":3600{rotated}}}"#)
-                    .into(),
-            })
-        })
-    }
-
-    fn get_json<'a>(&'a self, _url: &'a Url) -> BoxFuture<'a, Result<RawAnswer, TransportError>> {
-        Box::pin(async { Err(TransportError::Connect) })
-    }
-}
+use crate::testing::GrantingClient;
 
 pub(super) struct Fixture {
     pub(super) app: crate::app::SharedApp,
     pub(super) fast: FastRefresh,
-    pub(super) client: Arc<Grants>,
+    pub(super) client: Arc<GrantingClient>,
     pub(super) clock: ManualClock,
     pub(super) store: Arc<dyn Store>,
 }
@@ -89,7 +49,7 @@ pub(super) fn fixture(limits: Limits) -> Fixture {
     .unwrap();
     let mut settings = Settings::for_url("http://127.0.0.1:9").unwrap();
     settings.limits = limits;
-    let client = Arc::new(Grants::default());
+    let client = Arc::new(GrantingClient::default());
     let clock = ManualClock::new(1_800_000_000);
     let store: Arc<dyn Store> = Arc::new(crate::store::MemoryStore::default());
     let app = Arc::new(App::new(AppParts {

@@ -197,7 +197,7 @@ impl Provider {
 
     /// The previous client that owns tokens migrated from the old App
     /// Engine service, if the registration changed.
-    pub fn legacy_client(&self) -> Option<&PreviousClient> {
+    pub fn app_engine_client(&self) -> Option<&PreviousClient> {
         self.previous_clients.iter().find(|c| c.legacy)
     }
 

@@ -258,7 +258,7 @@ fn previous_clients_are_registrations_an_authid_can_name() {
         "https://r.example/revoke"
     );
     assert!(ms.registration(Some("unknown")).is_none());
-    assert_eq!(ms.legacy_client().unwrap().client_id, "old-id");
+    assert_eq!(ms.app_engine_client().unwrap().client_id, "old-id");
     let form = ms.refresh_form_with(&old, &Sensitive::new("rt"), "https://b/logged-in");
     let sent: Vec<(&str, &str)> = form.iter().map(|(k, v)| (k.as_ref(), v.expose())).collect();
     assert!(

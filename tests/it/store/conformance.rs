@@ -1,7 +1,8 @@
 //! What every store operation means, checked on every backend: the same
-//! cases run against memory, the embedded store and a real Redis (each
-//! case on a fresh store), including expiry and the atomic operations
-//! under many concurrent callers.
+//! cases run against memory, the embedded store, a real Redis, a Redis
+//! found through a sentinel and a three-master Redis Cluster (each case
+//! on a fresh store), including expiry and the atomic operations under
+//! many concurrent callers.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,14 +11,18 @@ use std::time::Duration;
 use oauth_broker::store::{EmbeddedStore, MemoryStore, RedisStore, Space, Store, Versioned};
 use secrecy::SecretString;
 
+use oauth_broker::config::{StoreDefault, parse_store};
+
 use super::{HOUR, key};
 use crate::support::redis::RedisServer;
+use crate::support::redis_ha::{Cluster, SentinelSet};
 
 /// A store and what must live as long as it.
 pub struct Backend {
     pub store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,
     _redis: Option<RedisServer>,
+    _ha: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl Backend {
@@ -26,6 +31,7 @@ impl Backend {
             store: Arc::new(MemoryStore::default()),
             _dir: None,
             _redis: None,
+            _ha: None,
         }
     }
 
@@ -36,6 +42,7 @@ impl Backend {
             store: Arc::new(store),
             _dir: Some(dir),
             _redis: None,
+            _ha: None,
         }
     }
 
@@ -47,6 +54,37 @@ impl Backend {
             store: Arc::new(store),
             _dir: None,
             _redis: Some(redis),
+            _ha: None,
+        }
+    }
+
+    /// A master found through one sentinel.
+    fn sentinel() -> Self {
+        let set = SentinelSet::start(false, 1);
+        Self::ha(&set.url(), Box::new(set))
+    }
+
+    /// A cluster of three masters, reached through one seed.
+    fn cluster() -> Self {
+        let cluster = Cluster::start(3);
+        Self::ha(&cluster.url(), Box::new(cluster))
+    }
+
+    fn ha(url: &str, deployment: Box<dyn std::any::Any + Send>) -> Self {
+        let settings = parse_store(
+            Some(url),
+            StoreDefault::Embedded,
+            std::path::Path::new("."),
+            "conformance:",
+            500,
+        )
+        .expect("a valid STORE");
+        let store = RedisStore::open(&settings, None).unwrap();
+        Self {
+            store: Arc::new(store),
+            _dir: None,
+            _redis: None,
+            _ha: Some(deployment),
         }
     }
 }
@@ -411,6 +449,24 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
                     let backend = super::Backend::redis();
+                    super::$case(backend.store.clone()).await;
+                }
+            )*
+        }
+        mod sentinel {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::Backend::sentinel();
+                    super::$case(backend.store.clone()).await;
+                }
+            )*
+        }
+        mod cluster {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::Backend::cluster();
                     super::$case(backend.store.clone()).await;
                 }
             )*

@@ -4,9 +4,14 @@
 //! `kill -9` for the embedded store; passwords, key prefixes, outages and
 //! reconnection for Redis).
 
+mod capacity;
+mod cluster;
 mod conformance;
 mod embedded;
+mod eviction;
+mod ha_shared;
 mod redis;
+mod sentinel;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +38,7 @@ pub fn redis_settings(url: &str, prefix: &str) -> StoreSettings {
         },
         prefix: prefix.into(),
         timeout: Duration::from_millis(250),
+        ..StoreSettings::memory()
     }
 }
 

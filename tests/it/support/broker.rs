@@ -205,7 +205,7 @@ impl<'a> Setup<'a> {
             settings.opener_origins = origins;
         }
         if let Some((url, api_key)) = &self.legacy_service {
-            settings.legacy_service =
+            settings.app_engine_service =
                 oauth_broker::config::parse_app_engine_service(Some(url), Some(api_key))
                     .expect("legacy service settings");
         }

@@ -8,4 +8,5 @@ pub mod logs;
 pub mod mock_provider;
 pub mod process;
 pub mod redis;
+pub mod redis_ha;
 pub mod store;
