@@ -125,7 +125,7 @@ if command -v strace >/dev/null && [[ -z "${SKIP_STRACE:-}" ]]; then
     echo
     echo "System calls per miss (\`strace -f -c\`, $large misses over $connections connections):"
     echo
-    echo "| store | $(printf '%s | ' calls futex epoll_wait 'recvfrom/read' 'sendto/write/writev' 'pread64/pwrite64' other)"
+    echo "| store | calls | futex | epoll_wait | recvfrom/read | sendto/write/writev | pread64/pwrite64 | other |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for store in $stores; do
         case $store in
@@ -139,11 +139,11 @@ if command -v strace >/dev/null && [[ -z "${SKIP_STRACE:-}" ]]; then
         pid=$!
         PIDS+=("$pid")
         url="http://$(wait_listening "$WORK/strace-$store.log" "$pid")/refresh"
-        python3 scripts/load/miss_count.py "$url" "$WORK/miss.txt" 0 "$warm"
+        python3 scripts/load/miss_count.py "$url" "$WORK/miss.txt" 0 "$warm" "$connections"
         strace -f -c -o "$WORK/strace.$store.txt" -p "$pid" 2>/dev/null &
         spid=$!
         sleep 1
-        python3 scripts/load/miss_count.py "$url" "$WORK/miss.txt" "$warm" "$large"
+        python3 scripts/load/miss_count.py "$url" "$WORK/miss.txt" "$warm" "$large" "$connections"
         kill -INT "$spid" 2>/dev/null || true
         wait "$spid" 2>/dev/null || true
         stop_pid "$pid"
