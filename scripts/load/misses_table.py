@@ -59,7 +59,7 @@ for store in ["embedded", "memory", "redis"]:
     added99 = (single["p99_us"] - direct["p99_us"]) / 1000
     print(f"| {names[store]} | {cpu_us:.0f} µs | {ecdh_us:.1f} µs | **{floors:.2f}** | "
           f"{user_us / ecdh_us:.2f} / {sys_us / ecdh_us:.2f} | {goal_text} | "
-          f"{sixteen['rps']:,.0f} | {sixteen['rps'] / multi:.2f} | +{added50:.2f} ms | +{added99:.2f} ms |")
+          f"{sixteen['rps']:,.0f} | {sixteen['rps'] / multi:.2f} | {added50:+.2f} ms | {added99:+.2f} ms |")
 if "hit_memory" in runs and "hit" in notes:
     hit = runs["hit_memory"]
     check("hit_memory", hit)
