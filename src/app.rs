@@ -318,12 +318,22 @@ impl App {
             &loaded,
             &self.keyring.stats().snapshot(),
         );
+        for (kid, counts) in self.keyring.stats().all() {
+            self.metrics.record_key_lifecycle(
+                &kid,
+                counts.first_opened,
+                counts.carried_over,
+                counts.refused,
+            );
+        }
         self.metrics.render()
     }
 
     /// Reloads keys from their source. A failed reload keeps the current
-    /// keyring and returns why. When a key disappears, cached answers are
-    /// dropped so AuthIDs of a retired key stop working at once.
+    /// keyring and returns why. When a key disappears, or one is newly
+    /// marked compromised, cached AuthID texts are dropped so AuthIDs of a
+    /// retired key are opened again (from their carry-over, or refused) at
+    /// once.
     pub fn reload_keys(&self) -> Result<(), Vec<String>> {
         let Some(source) = &self.key_source else {
             return Ok(());
@@ -337,11 +347,15 @@ impl App {
         let kids = |k: &Keyring| -> BTreeSet<String> {
             k.keys().iter().map(|k| k.kid().to_string()).collect()
         };
-        let before = kids(&self.keyring.current());
+        let current = self.keyring.current();
+        let before = kids(&current);
         let after = kids(&keyring);
+        // A key newly marked compromised: cached answers of its AuthIDs
+        // (carried over) are dropped now, so they get the 401 at once.
+        let compromised = !keyring.compromised().is_subset(current.compromised());
         let primary = keyring.primary().kid().to_string();
         self.keyring.replace(keyring);
-        if !before.is_subset(&after) {
+        if !before.is_subset(&after) || compromised {
             self.refresher.forget_cached_texts();
         }
         tracing::info!(primary = %primary, keys = after.len(), "keys loaded");

@@ -67,6 +67,13 @@ impl Vault {
         Self::new(secret, context)
     }
 
+    /// The vault of a carry-over: only the AuthID text it was recorded for
+    /// finds or reads it (the text holds the secret: the AuthID's key and
+    /// ciphertext, useless to anyone without the text itself).
+    pub fn for_authid_text(text: &str) -> Self {
+        Self::new(text.as_bytes(), b"carry-over".to_vec())
+    }
+
     /// The vault of a fetch rendezvous: only a client holding the fetch
     /// token finds or reads its entry.
     pub fn for_fetch_token(token: &str) -> Self {

@@ -22,6 +22,10 @@ pub enum AuthIdError {
     UnknownKey,
     #[error("The AuthID was sealed with a key that has been retired")]
     RetiredKey,
+    #[error(
+        "The AuthID was sealed with a key that may have been exposed, so it no longer works; log in again to get a new AuthID"
+    )]
+    CompromisedKey,
     #[error("The AuthID could not be decrypted by this server")]
     Decrypt,
     #[error("The AuthID's content is invalid: {0}")]
@@ -34,7 +38,11 @@ impl AuthIdError {
     pub fn is_unauthorized(self) -> bool {
         matches!(
             self,
-            Self::Algorithm | Self::UnknownKey | Self::RetiredKey | Self::Decrypt
+            Self::Algorithm
+                | Self::UnknownKey
+                | Self::RetiredKey
+                | Self::CompromisedKey
+                | Self::Decrypt
         )
     }
 
@@ -49,6 +57,7 @@ impl AuthIdError {
             Self::Algorithm => "algorithm",
             Self::UnknownKey => "unknown_key",
             Self::RetiredKey => "retired_key",
+            Self::CompromisedKey => "compromised_key",
             Self::Decrypt => "decrypt",
             Self::Claims(_) => "claims",
         }

@@ -3,14 +3,14 @@
 //! atomically on reload, so in-flight requests finish with the keys they
 //! started with.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use zeroize::Zeroizing;
 
 use super::jwe;
+use super::keystats::KeyStats;
 use super::{AuthIdError, Claims, ServerKey, V3_PREFIX};
 
 /// A set of keys with one primary. Immutable once built.
@@ -19,6 +19,8 @@ pub struct Keyring {
     keys: HashMap<String, Arc<ServerKey>>,
     primary: Arc<ServerKey>,
     retired: HashSet<String>,
+    /// Retired keys that may have been exposed: their carry-overs end.
+    compromised: HashSet<String>,
 }
 
 /// An opened v3 AuthID.
@@ -55,7 +57,28 @@ impl Keyring {
             keys: map,
             primary,
             retired,
+            compromised: HashSet::new(),
         })
+    }
+
+    /// Marks retired keys as compromised (`keys retire KID --compromised`).
+    pub fn with_compromised(mut self, compromised: HashSet<String>) -> Self {
+        self.compromised = compromised;
+        self
+    }
+
+    /// True for a kid retired here (its file in `retired/`, or marked
+    /// compromised).
+    pub fn is_retired(&self, kid: &str) -> bool {
+        self.retired.contains(kid) || self.compromised.contains(kid)
+    }
+
+    pub fn is_compromised(&self, kid: &str) -> bool {
+        self.compromised.contains(kid)
+    }
+
+    pub fn compromised(&self) -> &HashSet<String> {
+        &self.compromised
     }
 
     /// A keyring of one fresh key held only in memory (demo mode, tests).
@@ -101,6 +124,9 @@ impl Keyring {
         let header = jwe::inspect(compact)?;
         let key = match self.keys.get(&header.kid) {
             Some(key) => key,
+            None if self.compromised.contains(&header.kid) => {
+                return Err(AuthIdError::CompromisedKey);
+            }
             None if self.retired.contains(&header.kid) => return Err(AuthIdError::RetiredKey),
             None => return Err(AuthIdError::UnknownKey),
         };
@@ -119,34 +145,10 @@ impl Keyring {
     }
 }
 
-/// How many AuthIDs each key opened since the process started; survives
-/// keyring reloads so an operator can see when a key is safe to retire.
-#[derive(Debug, Default)]
-pub struct KeyStats {
-    opened: Mutex<HashMap<String, Arc<AtomicU64>>>,
-}
-
-impl KeyStats {
-    fn counter(&self, kid: &str) -> Arc<AtomicU64> {
-        let mut map = self.opened.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(kid.to_string()).or_default().clone()
-    }
-
-    pub fn record_open(&self, kid: &str) {
-        self.counter(kid).fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn opened(&self, kid: &str) -> u64 {
-        self.counter(kid).load(Ordering::Relaxed)
-    }
-
-    /// Every key id seen so far with its count, sorted.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        let map = self.opened.lock().unwrap_or_else(|e| e.into_inner());
-        map.iter()
-            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
-            .collect()
-    }
+/// The kid named in the header of a v3 AuthID's compact JWE, without
+/// opening it.
+pub fn sealing_kid(compact: &str) -> Result<String, AuthIdError> {
+    Ok(jwe::inspect(compact)?.kid)
 }
 
 /// The live keyring of a running server.

@@ -14,6 +14,7 @@ mod key;
 pub mod keydir;
 mod keyring;
 pub mod keysource;
+mod keystats;
 mod v2;
 
 pub use appengine::{AppEngineAuthId, DerivedLogin};
@@ -23,7 +24,8 @@ pub use claims::{
 pub use error::AuthIdError;
 pub use jwe::KeyAlg;
 pub use key::ServerKey;
-pub use keyring::{KeyStats, Keyring, KeyringHandle, Opened};
+pub use keyring::{Keyring, KeyringHandle, Opened, sealing_kid};
+pub use keystats::{KeyCounts, KeyEvent, KeyStats};
 pub use v2::V2AuthId;
 
 /// The prefix of every AuthID this broker issues.

@@ -5,6 +5,7 @@ use std::io::Read;
 use clap::Subcommand;
 
 use super::KeyArgs;
+use super::args::ProviderArgs;
 use crate::authid::{self, AuthIdText, Claims};
 use crate::clock::{Clock, SystemClock};
 use crate::secret::Sensitive;
@@ -23,12 +24,15 @@ pub enum AuthidCommand {
         /// Provider id, e.g. googledrive.
         #[arg(long = "service")]
         provider: String,
-        /// The client id the refresh token was issued to, when it is one of
-        /// the provider's previousClients (recorded as the claim cid).
+        /// The client id the refresh token was issued to (recorded as the
+        /// claim cid). Without it, the client that owns AuthIDs naming none
+        /// in the provider configuration (CONFIGFILE, SECRETS).
         #[arg(long)]
         client_id: Option<String>,
         #[command(flatten)]
         keys: KeyArgs,
+        #[command(flatten)]
+        providers: ProviderArgs,
     },
 }
 
@@ -81,6 +85,7 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
             provider,
             client_id,
             keys,
+            providers,
         } => {
             if !crate::provider::is_provider_id(&provider) {
                 anyhow::bail!("--service must be a provider id such as googledrive");
@@ -92,6 +97,10 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
             {
                 anyhow::bail!("--client-id must be a client id of the provider");
             }
+            let client_id = match client_id {
+                Some(client_id) => client_id,
+                None => unlabelled_owner(&providers, &provider)?,
+            };
             let token = read_stdin()?;
             if token.is_empty() {
                 anyhow::bail!("no refresh token on stdin");
@@ -101,13 +110,31 @@ pub fn run(cmd: AuthidCommand) -> anyhow::Result<()> {
                 .load()
                 .map_err(|e| anyhow::anyhow!(e.join("\n")))?;
             let mut claims = Claims::new(provider, token, SystemClock.now());
-            if let Some(client_id) = &client_id {
-                claims.set_client_id(client_id);
-            }
+            claims.set_client_id(&client_id);
             println!("{}", ring.seal(&claims).map_err(anyhow::Error::msg)?);
             Ok(())
         }
     }
+}
+
+/// The client an AuthID naming none would be refreshed with, from the
+/// provider configuration: every sealed AuthID names its client.
+fn unlabelled_owner(providers: &ProviderArgs, provider: &str) -> anyhow::Result<String> {
+    let catalogue = providers.load().map_err(|e| {
+        anyhow::anyhow!(
+            "{}\npass --client-id to seal without the provider configuration",
+            e.join("\n")
+        )
+    })?;
+    let entry = catalogue.get(provider).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{provider} is not configured here; pass --client-id (the client the refresh token was issued to)"
+        )
+    })?;
+    let registration = entry
+        .registration(None)
+        .ok_or_else(|| anyhow::anyhow!("{provider} has no client; pass --client-id"))?;
+    Ok(registration.client_id.to_string())
 }
 
 /// Reads stdin (bounded) and trims surrounding white space.

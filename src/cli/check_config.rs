@@ -43,25 +43,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 },
                 p.token_url
             )?;
-            for c in &p.previous_clients {
-                writeln!(
-                    out,
-                    "{:<12} previous client {}{}, secret {}, token URL {}",
-                    "",
-                    mask_id(&c.client_id),
-                    if c.legacy {
-                        " (legacy: owns tokens migrated from App Engine)"
-                    } else {
-                        ""
-                    },
-                    if c.client_secret.is_empty() {
-                        "(none)"
-                    } else {
-                        "********"
-                    },
-                    c.token_url
-                )?;
-            }
+            write_previous(&mut out, p)?;
         }
         for (id, reason) in catalogue.disabled() {
             writeln!(out, "{id:<12} disabled: {reason}")?;
@@ -89,4 +71,41 @@ fn mask_id(id: &str) -> String {
     } else {
         format!("{}…{}", &id[..4], &id[id.len() - 4..])
     }
+}
+
+/// The previous clients of a provider, and which client owns the AuthIDs
+/// that name none.
+fn write_previous(out: &mut impl Write, p: &crate::provider::Provider) -> std::io::Result<()> {
+    for c in &p.previous_clients {
+        writeln!(
+            out,
+            "{:<12} previous client {}{}{}, secret {}, token URL {}",
+            "",
+            mask_id(&c.client_id),
+            if c.legacy {
+                " (legacy: owns tokens migrated from App Engine)"
+            } else {
+                ""
+            },
+            if c.unlabelled {
+                " (unlabelled: owns AuthIDs that name no client)"
+            } else {
+                ""
+            },
+            if c.client_secret.is_empty() {
+                "(none)"
+            } else {
+                "********"
+            },
+            c.token_url
+        )?;
+    }
+    if !p.previous_clients.is_empty() {
+        let owner = match p.unlabelled_client() {
+            Some(c) => format!("previous client {}", mask_id(&c.client_id)),
+            None => "the entry's own client".to_string(),
+        };
+        writeln!(out, "{:<12} AuthIDs that name no client: {owner}", "")?;
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! `oauth-broker keys generate|list|activate|retire`.
 
+use std::collections::HashMap;
 use std::io::{BufRead, Write};
 
 use clap::Subcommand;
@@ -19,8 +20,10 @@ pub enum KeysCommand {
         #[command(flatten)]
         keys: KeyArgs,
     },
-    /// Show every key: kid, creation time, primary or not, and how many
-    /// AuthIDs the local server opened with it since it started.
+    /// Show every key: kid, creation time, primary or not, and, from the
+    /// local server since it started, how many AuthIDs it opened with the
+    /// key, how many of them it opened for the first time (not yet carried
+    /// over), and how many it served from carry-overs.
     List {
         /// Address of the local server to ask for the counts.
         #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8080")]
@@ -34,9 +37,15 @@ pub enum KeysCommand {
         #[command(flatten)]
         keys: KeyArgs,
     },
-    /// Take KID out of service: AuthIDs sealed with it stop working.
+    /// Take KID out of service: AuthIDs sealed with it are served from
+    /// their carry-overs; those never carried over stop working.
     Retire {
         kid: String,
+        /// The key may have been exposed: end its carry-overs too (their
+        /// AuthIDs stop working; users log in again). Also for a key
+        /// already retired or deleted.
+        #[arg(long)]
+        compromised: bool,
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
@@ -63,7 +72,12 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        KeysCommand::Retire { kid, yes, keys } => retire(&keys, &kid, yes),
+        KeysCommand::Retire {
+            kid,
+            compromised,
+            yes,
+            keys,
+        } => retire(&keys, &kid, compromised, yes),
         KeysCommand::Public { keys } => {
             let ring = keys
                 .source()
@@ -96,32 +110,50 @@ fn generate(keys: &KeyArgs, activate: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The key table, with the AuthIDs the server on `listen` opened per key.
+/// The key table, with the AuthIDs the server on `listen` opened per key
+/// for the first time and served from carry-overs.
 fn list(keys: &KeyArgs, listen: &str) -> anyhow::Result<()> {
     let rows = key_rows(keys)?;
-    let opened = opened_counts(listen);
+    let counts = local_counts(listen);
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<24} {:<22} {:<8} OPENED",
-        "KID", "CREATED", "PRIMARY"
+        "{:<24} {:<22} {:<8} {:<8} {:<14} CARRIED_OVER",
+        "KID", "CREATED", "PRIMARY", "OPENED", "FIRST_OPENED"
     )?;
     for row in rows {
         let created = row.created.map(format_time).unwrap_or_else(|| "-".into());
         let primary = if row.primary { "yes" } else { "no" };
-        let count = match &opened {
-            Some(counts) => counts.get(&row.kid).copied().unwrap_or(0).to_string(),
+        let count = |metric: &str| match &counts {
+            Some(counts) => counts
+                .get(&(metric.to_string(), row.kid.clone()))
+                .copied()
+                .unwrap_or(0)
+                .to_string(),
             None => "-".to_string(),
         };
-        writeln!(out, "{:<24} {:<22} {primary:<8} {count}", row.kid, created)?;
+        writeln!(
+            out,
+            "{:<24} {:<22} {primary:<8} {:<8} {:<14} {}",
+            row.kid,
+            created,
+            count(OPENED),
+            count(FIRST_OPENED),
+            count(CARRIED_OVER)
+        )?;
     }
-    if opened.is_none() {
+    if counts.is_none() {
         eprintln!(
-            "(OPENED: no server answered on {listen}; counts are per running server since its start)"
+            "(counts: no server answered on {listen}; counts are per running server since its start)"
         );
     }
     Ok(())
 }
+
+/// The per-key series `keys list` shows.
+const OPENED: &str = "oauth_broker_authids_opened";
+const FIRST_OPENED: &str = "oauth_broker_authids_first_opened";
+const CARRIED_OVER: &str = "oauth_broker_authids_carried_over";
 
 fn key_rows(keys: &KeyArgs) -> anyhow::Result<Vec<KeyInfo>> {
     Ok(match keys.source() {
@@ -142,37 +174,52 @@ fn key_rows(keys: &KeyArgs) -> anyhow::Result<Vec<KeyInfo>> {
     })
 }
 
-fn retire(keys: &KeyArgs, kid: &str, yes: bool) -> anyhow::Result<()> {
+fn retire(keys: &KeyArgs, kid: &str, compromised: bool, yes: bool) -> anyhow::Result<()> {
     let dir = writable_dir(keys)?;
-    if !yes
-        && !confirm(&format!(
-            "Retire key {kid}? AuthIDs sealed with it will be refused until users log in again. [y/N] "
-        ))?
-    {
+    let question = if compromised {
+        format!(
+            "Retire key {kid} as compromised? Every AuthID sealed with it, carried over or not, will be refused until its user logs in again. [y/N] "
+        )
+    } else {
+        format!(
+            "Retire key {kid}? AuthIDs sealed with it that were never carried over will be refused until users log in again. [y/N] "
+        )
+    };
+    if !yes && !confirm(&question)? {
         anyhow::bail!("not retired");
     }
-    dir.retire(kid).map_err(anyhow::Error::msg)?;
-    eprintln!("{kid} retired");
+    dir.retire(kid, compromised).map_err(anyhow::Error::msg)?;
+    if compromised {
+        eprintln!(
+            "{kid} retired as compromised; its carry-overs end at each server's next key reload"
+        );
+    } else {
+        eprintln!("{kid} retired");
+    }
     Ok(())
 }
 
-/// AuthIDs opened per key by the server on `listen`, from its metrics.
-fn opened_counts(listen: &str) -> Option<std::collections::HashMap<String, u64>> {
+/// The per-key series of the server on `listen`, from its metrics.
+fn local_counts(listen: &str) -> Option<HashMap<(String, String), u64>> {
     let response = super::local_get(listen, "/metrics", 1 << 20).ok()?;
     if !response.starts_with("HTTP/1.1 200") {
         return None;
     }
-    Some(parse_opened(&response))
+    Some(parse_counts(&response))
 }
 
-fn parse_opened(metrics: &str) -> std::collections::HashMap<String, u64> {
+/// `(metric, kid)` to value, for the series `keys list` shows.
+fn parse_counts(metrics: &str) -> HashMap<(String, String), u64> {
     metrics
         .lines()
-        .filter_map(|line| line.strip_prefix("oauth_broker_authids_opened{kid=\""))
-        .filter_map(|rest| {
+        .filter_map(|line| {
+            let (name, rest) = line.split_once("{kid=\"")?;
+            if ![OPENED, FIRST_OPENED, CARRIED_OVER].contains(&name) {
+                return None;
+            }
             let (kid, rest) = rest.split_once('"')?;
             let value = rest.rsplit(' ').next()?.parse::<f64>().ok()?;
-            Some((kid.to_string(), value as u64))
+            Some(((name.to_string(), kid.to_string()), value as u64))
         })
         .collect()
 }
@@ -212,12 +259,17 @@ pub(super) fn format_time(secs: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{CARRIED_OVER, FIRST_OPENED, OPENED};
+
     #[test]
-    fn opened_counts_come_from_the_metrics_text() {
-        let text = "# HELP x\noauth_broker_authids_opened{kid=\"20261128-aa\"} 12\noauth_broker_authids_opened{kid=\"b\"} 0\nother 5\n";
-        let counts = super::parse_opened(text);
-        assert_eq!(counts["20261128-aa"], 12);
-        assert_eq!(counts["b"], 0);
-        assert_eq!(counts.len(), 2);
+    fn key_counts_come_from_the_metrics_text() {
+        let text = "# HELP x\noauth_broker_authids_opened{kid=\"20261128-aa\",state=\"secondary\"} 12\noauth_broker_authids_opened{kid=\"b\",state=\"primary\"} 0\noauth_broker_authids_first_opened{kid=\"20261128-aa\"} 3\noauth_broker_authids_carried_over{kid=\"20261128-aa\"} 9\noauth_broker_authids_retired_refused{kid=\"x\"} 4\nother 5\n";
+        let counts = super::parse_counts(text);
+        let get = |m: &str, k: &str| counts[&(m.to_string(), k.to_string())];
+        assert_eq!(get(OPENED, "20261128-aa"), 12);
+        assert_eq!(get(OPENED, "b"), 0);
+        assert_eq!(get(FIRST_OPENED, "20261128-aa"), 3);
+        assert_eq!(get(CARRIED_OVER, "20261128-aa"), 9);
+        assert_eq!(counts.len(), 4, "other series are not shown");
     }
 }

@@ -40,6 +40,12 @@ pub struct KeyLabels {
     pub state: &'static str,
 }
 
+/// A key id the broker holds or held (never one an AuthID made up).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KidLabels {
+    pub kid: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StoreOpLabels {
     pub op: String,

@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 pub use counters::Counters;
 use counters::{client_labels, latency_histogram, outcome_labels, route_labels, store_histogram};
 pub use labels::{
-    ClientLabels, KeyLabels, OutcomeLabels, ProviderLabels, ResultLabels, RouteLabels,
+    ClientLabels, KeyLabels, KidLabels, OutcomeLabels, ProviderLabels, ResultLabels, RouteLabels,
     StoreErrorLabels, StoreOpLabel, StoreOpLabels,
 };
 pub use store_redis::{StoreRedisMetrics, StoreSpaceLabels};
@@ -42,6 +42,9 @@ pub struct Metrics {
     /// The `state` each key was last shown with, so a key that changes
     /// state keeps a single series.
     key_states: Mutex<HashMap<String, &'static str>>,
+    pub authids_first_opened: Family<KidLabels, Gauge>,
+    pub authids_carried_over: Family<KidLabels, Gauge>,
+    pub authids_retired_refused: Family<KidLabels, Gauge>,
     pub ready: Gauge,
     pub authids_by_client: Counters<ClientLabels, String>,
     pub legacy_exports: Family<ResultLabels, Counter>,
@@ -78,6 +81,9 @@ impl Metrics {
             logins_finished: Counters::new(outcome_labels),
             authids_opened: Family::default(),
             key_states: Mutex::new(HashMap::new()),
+            authids_first_opened: Family::default(),
+            authids_carried_over: Family::default(),
+            authids_retired_refused: Family::default(),
             ready: Gauge::default(),
             authids_by_client: Counters::new(client_labels),
             legacy_exports: Family::default(),
@@ -150,6 +156,21 @@ impl Metrics {
             "authids_opened",
             "AuthIDs opened per key since start, with the key's state (primary, secondary, retired); a secondary key that stays flat for long is safe to retire",
             self.authids_opened.clone(),
+        );
+        registry.register(
+            "authids_first_opened",
+            "AuthIDs of a non-primary key opened since start while not yet carried over, per key; once flat for your users' longest backup interval, the key can be retired",
+            self.authids_first_opened.clone(),
+        );
+        registry.register(
+            "authids_carried_over",
+            "AuthIDs of a retired or deleted key served from their carry-over since start, per key",
+            self.authids_carried_over.clone(),
+        );
+        registry.register(
+            "authids_retired_refused",
+            "AuthIDs of a retired key refused since start, per key: never carried over, or the key was retired as compromised",
+            self.authids_retired_refused.clone(),
         );
         registry.register(
             "ready",
@@ -293,6 +314,23 @@ impl Metrics {
                     state,
                 })
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets the carry-over series of one key: first openings, AuthIDs
+    /// served from carry-overs, AuthIDs of the retired key refused.
+    pub fn record_key_lifecycle(&self, kid: &str, first: u64, carried: u64, refused: u64) {
+        let labels = KidLabels {
+            kid: kid.to_string(),
+        };
+        for (family, value) in [
+            (&self.authids_first_opened, first),
+            (&self.authids_carried_over, carried),
+            (&self.authids_retired_refused, refused),
+        ] {
+            family
+                .get_or_create(&labels)
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 

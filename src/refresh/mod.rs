@@ -19,6 +19,7 @@ mod answer;
 mod app_engine;
 mod cache;
 mod call;
+mod carry_over;
 mod ending;
 mod error;
 mod flight;
@@ -46,6 +47,7 @@ use crate::sync::{SingleFlight, WindowLimiter};
 pub use answer::RefreshAnswer;
 use cache::CacheKey;
 pub use cache::{CachedToken, TokenCache};
+pub use carry_over::{CARRY_OVER_TTL, TOUCH_AFTER_SECS as CARRY_OVER_TOUCH_SECS};
 pub use ending::Ending;
 pub use error::{RefreshError, STORE_RETRY_AFTER};
 pub use open::OpenedAuthId;
@@ -245,7 +247,8 @@ impl Refresher {
                 )
                 .await
             }
-            _ => self.open(text),
+            AuthIdText::V3(compact) => self.open_v3(text, compact).await,
+            AuthIdText::V2(_) => self.open(text),
         }
     }
 

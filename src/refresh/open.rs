@@ -93,8 +93,10 @@ pub(super) async fn open_migrated(
     resolve(catalogue, metrics, claims, true, false)
 }
 
-/// The provider and registration of opened claims.
-fn resolve(
+/// The provider and registration of opened claims. Claims that name no
+/// client are labelled with the one that owns unlabelled AuthIDs, so every
+/// AuthID sealed from them carries `cid`.
+pub(super) fn resolve(
     catalogue: &Catalogue,
     metrics: &Metrics,
     claims: Claims,
@@ -108,9 +110,13 @@ fn resolve(
     if provider.access_token_only {
         return Err(RefreshError::AccessTokenOnly(provider.name.clone()));
     }
+    let mut claims = claims;
     let Some(registration) = provider.registration(claims.client_id()) else {
         return Err(RefreshError::UnknownClient(provider.name.clone()));
     };
+    if claims.client_id().is_none() {
+        claims.set_client_id(registration.client_id);
+    }
     metrics.authid_opened(&provider.id, registration.kind());
     let gate = gate_name(&provider, &registration);
     let key = TokenCache::login_key(&provider.id, &claims.jti, &claims.login_secret());

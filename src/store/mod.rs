@@ -97,10 +97,13 @@ pub enum Space {
     /// A legacy `v2:` login the provider has accepted: its refreshes no
     /// longer draw on the small budget of legacy AuthIDs never seen.
     Known,
+    /// The login of an AuthID sealed with a key that is no longer primary,
+    /// so the AuthID keeps working after the key is retired.
+    CarryOver,
 }
 
 impl Space {
-    pub const ALL: [Space; 10] = [
+    pub const ALL: [Space; 11] = [
         Space::Rotation,
         Space::Token,
         Space::Lock,
@@ -111,6 +114,7 @@ impl Space {
         Space::Interrupted,
         Space::Revoked,
         Space::Known,
+        Space::CarryOver,
     ];
 
     /// The name used in key names and metric labels.
@@ -126,6 +130,7 @@ impl Space {
             Self::Interrupted => "interrupted",
             Self::Revoked => "revoked",
             Self::Known => "known",
+            Self::CarryOver => "carryover",
         }
     }
 }

@@ -116,7 +116,17 @@ fn jwcrypto_opens_an_authid_sealed_by_the_broker() {
     require_jwcrypto();
     let (_tmp, dir, kid) = key_dir();
     let out = run(
-        &mut broker(&dir, &["authid", "seal", "--service", "googledrive"]),
+        &mut broker(
+            &dir,
+            &[
+                "authid",
+                "seal",
+                "--service",
+                "googledrive",
+                "--client-id",
+                "gd-client",
+            ],
+        ),
         REFRESH_TOKEN,
     );
     let authid = stdout_ok("authid seal", &out).trim().to_string();

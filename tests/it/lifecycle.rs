@@ -224,6 +224,57 @@ async fn check_config_prints_the_table_with_secrets_masked() {
     );
 }
 
+/// Google Drive with its earlier client moved into previousClients and
+/// marked as the owner of AuthIDs that name no client.
+const UNLABELLED_GD: &str = r#"[{"id": "googledrive", "clientId": "gd-current", "clientSecret": "s",
+    "previousClients": [{"clientId": "gd-moved", "clientSecret": "t", "unlabelled": true}]}]"#;
+
+#[test]
+fn check_config_shows_the_owner_of_unlabelled_authids_and_refuses_two() {
+    let check = |config: &str| {
+        Command::new(BIN)
+            .arg("check-config")
+            .env_clear()
+            .env("CONFIGFILE", config)
+            .env("SERVICES", "googledrive")
+            .output()
+            .unwrap()
+    };
+    let out = check(UNLABELLED_GD);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("AuthIDs that name no client"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("previous client"), "{line}");
+    assert!(stdout.contains("(unlabelled: owns AuthIDs that name no client)"));
+
+    let two = UNLABELLED_GD.replace(
+        r#""unlabelled": true}]"#,
+        r#""unlabelled": true}, {"clientId": "gd-older", "unlabelled": true}]"#,
+    );
+    let out = check(&two);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("marked unlabelled"), "{stderr}");
+}
+
+#[test]
+fn authid_seal_asks_for_the_client_of_a_provider_it_is_not_configured_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let refused = Command::new(BIN)
+        .args(["authid", "seal", "--service", "dropbox"])
+        .current_dir(tmp.path())
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--client-id"), "{stderr}");
+}
+
 #[tokio::test]
 async fn keys_generate_then_seal_and_inspect_never_print_the_token() {
     let tmp = tempfile::tempdir().unwrap();
@@ -257,16 +308,24 @@ async fn keys_generate_then_seal_and_inspect_never_print_the_token() {
     };
     let (kid, _) = run(&["keys", "generate", "--activate"], "");
     let kid = kid.trim();
-    let (authid, _) = run(
-        &["authid", "seal", "--service", "googledrive"],
-        "1//TOKEN-never-shown",
-    );
+    // Without --client-id the AuthID names the client that owns AuthIDs
+    // naming none: the previous client marked unlabelled, here.
+    std::fs::write(tmp.path().join("providers.json"), UNLABELLED_GD).unwrap();
+    let seal = [
+        "authid",
+        "seal",
+        "--service",
+        "googledrive",
+        "--configfile",
+        "providers.json",
+    ];
+    let (authid, _) = run(&seal, "1//TOKEN-never-shown");
     assert!(authid.starts_with("v3:"));
     let (inspected, err) = run(&["authid", "inspect"], &authid);
     assert!(inspected.contains(&format!("kid: {kid}")), "{inspected}");
     assert!(inspected.contains("provider: googledrive"));
     assert!(!inspected.contains("TOKEN-never-shown") && !err.contains("TOKEN-never-shown"));
-    assert!(inspected.contains("client: (none named"), "{inspected}");
+    assert!(inspected.contains("client: gd-moved"), "{inspected}");
     let (previous, _) = run(
         &[
             "authid",
@@ -407,7 +466,7 @@ async fn keys_list_shows_how_many_authids_the_running_server_opened() {
     assert!(
         row.split_whitespace()
             .collect::<Vec<_>>()
-            .ends_with(&["yes", "2"]),
+            .ends_with(&["yes", "2", "0", "0"]),
         "{row}"
     );
 }

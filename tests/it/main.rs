@@ -13,6 +13,7 @@ mod edge;
 mod faults;
 mod fuzz_seeds;
 mod interop;
+mod key_retirement;
 mod kubernetes_keys;
 mod lifecycle;
 mod login;

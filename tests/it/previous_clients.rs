@@ -130,3 +130,48 @@ async fn revocation_uses_the_previous_client_and_its_endpoint() {
 fn urlencode(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
+
+/// The registration Box used before `CLIENT_ID`, moved into
+/// previousClients and marked as the owner of AuthIDs that name no client.
+fn moved_broker(current: &MockProvider, moved: &MockProvider) -> Broker {
+    let token_url = moved.token_url();
+    let broker = Setup::new(current, &["box.com"])
+        .adjust(move |entries| {
+            entries[0]["previousClients"] = json!([{
+                "clientId": OLD_ID,
+                "clientSecret": "%OLD_SECRET%",
+                "authUrl": token_url,
+                "unlabelled": true,
+            }]);
+        })
+        .secrets(json!({ "TEST_SECRET": CLIENT_SECRET, "OLD_SECRET": OLD_SECRET }).to_string())
+        .build();
+    moved.set_client(OLD_ID, OLD_SECRET);
+    broker
+}
+
+#[tokio::test]
+async fn moving_the_current_client_marked_unlabelled_breaks_no_authid_and_every_reseal_names_it() {
+    let current = MockProvider::start().await;
+    let moved = MockProvider::start().await;
+    moved.set_rotation(crate::support::mock_provider::Rotation::SingleUse);
+    let broker = moved_broker(&current, &moved);
+    let no_cid = seal_for(&broker, &moved.issue_refresh_token(), None);
+    let legacy = format!("v2:box.com:{}", moved.issue_refresh_token());
+    for authid in [&no_cid, &legacy] {
+        let reply = broker.refresh(authid).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(moved.last_token_request().unwrap()["client_id"], OLD_ID);
+        // The rotation's (or the upgrade's) re-sealed AuthID names it.
+        let resealed = reply.json()["v2_authid"].as_str().unwrap().to_string();
+        let opened = broker
+            .app
+            .keyring()
+            .open(resealed.strip_prefix("v3:").unwrap())
+            .unwrap();
+        assert_eq!(opened.claims.client_id(), Some(OLD_ID));
+        assert_eq!(broker.refresh(&resealed).await.status, StatusCode::OK);
+    }
+    assert_eq!(current.token_calls(), 0, "nothing went to the new client");
+    assert_eq!(moved.spent_token_presentations(), 0);
+}

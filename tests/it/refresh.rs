@@ -436,3 +436,44 @@ async fn retiring_a_key_ends_the_cached_answers_of_its_authids() {
     assert!(r.body.contains("retired"), "{}", r.body);
     assert_eq!(mock.token_calls(), 1);
 }
+
+#[tokio::test]
+async fn a_key_retired_as_compromised_ends_the_cached_answers_of_its_carried_over_authids() {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use oauth_broker::authid::{Keyring, ServerKey};
+
+    let mock = mock_like("googledrive").await;
+    let broker = Broker::new(&mock);
+    let old = Arc::new(ServerKey::generate("old", 1).unwrap().0);
+    let new = Arc::new(ServerKey::generate("new", 2).unwrap().0);
+    let ring = |keys: Vec<&Arc<ServerKey>>, retired: &[&str]| {
+        let retired: HashSet<String> = retired.iter().map(|s| s.to_string()).collect();
+        Keyring::new(keys.into_iter().cloned(), "new", retired).unwrap()
+    };
+    broker
+        .app
+        .install_keyring(Keyring::new([Arc::clone(&old)], "old", HashSet::new()).unwrap());
+    let authid = broker.seal("googledrive", &mock.issue_refresh_token());
+    broker.app.install_keyring(ring(vec![&old, &new], &[]));
+    assert_eq!(broker.refresh(&authid).await.status, StatusCode::OK);
+
+    // Retired: served from the carry-over and the cache, no new call.
+    broker.app.install_keyring(ring(vec![&new], &["old"]));
+    for _ in 0..2 {
+        let r = broker.refresh(&authid).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    assert_eq!(mock.token_calls(), 1);
+
+    let compromised = HashSet::from(["old".to_string()]);
+    broker
+        .app
+        .install_keyring(ring(vec![&new], &["old"]).with_compromised(compromised));
+    let r = broker.refresh(&authid).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert_error_shape(&r);
+    assert!(r.body.contains("exposed"), "{}", r.body);
+    assert_eq!(mock.token_calls(), 1);
+}

@@ -21,6 +21,8 @@ use super::{Keyring, ServerKey};
 
 const PRIMARY_FILE: &str = "primary";
 const RETIRED_DIR: &str = "retired";
+/// The marker of a key retired with `--compromised`, in `retired/`.
+const COMPROMISED_SUFFIX: &str = ".compromised";
 /// The link a Kubernetes Secret (or ConfigMap) volume swaps on update.
 const KUBERNETES_DATA_LINK: &str = "..data";
 
@@ -125,17 +127,21 @@ impl KeyDir {
     }
 
     fn retired_kids(&self) -> HashSet<String> {
-        fs::read_dir(self.dir.join(RETIRED_DIR))
-            .map(|entries| {
-                entries
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        name.strip_suffix(".json").map(str::to_string)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.kids_in_retired(".json")
+    }
+
+    /// Kids retired with `--compromised`: a marker file that outlives the
+    /// key's own file, so deleting the retired key keeps its carry-overs
+    /// ended. Read in `retired/` and beside the keys, where a flat
+    /// Kubernetes Secret puts it.
+    fn compromised_kids(&self) -> HashSet<String> {
+        let mut kids = self.kids_in_retired(COMPROMISED_SUFFIX);
+        kids.extend(kids_in(&self.dir, COMPROMISED_SUFFIX));
+        kids
+    }
+
+    fn kids_in_retired(&self, suffix: &str) -> HashSet<String> {
+        kids_in(&self.dir.join(RETIRED_DIR), suffix)
     }
 
     fn named_primary(&self) -> Option<String> {
@@ -181,6 +187,7 @@ impl KeyDir {
         }
         let primary = self.choose_primary(&keys).map_err(|e| vec![e])?;
         Keyring::new(keys, &primary, self.retired_kids())
+            .map(|ring| ring.with_compromised(self.compromised_kids()))
             .map_err(|e| vec![format!("KEYS_DIR {}: {e}", self.dir.display())])
     }
 
@@ -235,23 +242,38 @@ impl KeyDir {
     }
 
     /// Takes `kid` out of service: its file moves to `retired/`, and AuthIDs
-    /// sealed with it are answered with 401 "key retired".
-    pub fn retire(&self, kid: &str) -> Result<(), String> {
-        if !super::key::is_valid_kid(kid) || !self.key_path(kid).is_file() {
+    /// sealed with it are answered from their carry-over, or with 401 "key
+    /// retired". `compromised` also leaves a marker that ends the
+    /// carry-overs of the key (on every instance, at its next reload); it
+    /// may be given for a key already retired or deleted.
+    pub fn retire(&self, kid: &str, compromised: bool) -> Result<(), String> {
+        let valid = super::key::is_valid_kid(kid);
+        let present = valid && self.key_path(kid).is_file();
+        if !valid || !present && !compromised {
             return Err(format!("no key {kid} in {}", self.dir.display()));
         }
-        let keys = self.read_keys().map_err(|e| e.join("; "))?;
-        if self.choose_primary(&keys).ok().as_deref() == Some(kid) {
-            return Err(format!(
-                "{kid} is the primary key; activate another key first (`oauth-broker keys activate KID`)"
-            ));
+        if present {
+            let keys = self.read_keys().map_err(|e| e.join("; "))?;
+            if self.choose_primary(&keys).ok().as_deref() == Some(kid) {
+                return Err(format!(
+                    "{kid} is the primary key; activate another key first (`oauth-broker keys activate KID`)"
+                ));
+            }
         }
         let retired = self.dir.join(RETIRED_DIR);
         fs::create_dir_all(&retired).map_err(|e| format!("{}: {e}", retired.display()))?;
         fs::set_permissions(&retired, fs::Permissions::from_mode(0o700))
             .map_err(|e| format!("{}: {e}", retired.display()))?;
-        fs::rename(self.key_path(kid), retired.join(format!("{kid}.json")))
-            .map_err(|e| format!("cannot move {kid} to {}: {e}", retired.display()))
+        if compromised {
+            // Written first: a key file moved without its marker would let
+            // the carry-overs of a compromised key go on.
+            write_private(&retired.join(format!("{kid}{COMPROMISED_SUFFIX}")), b"")?;
+        }
+        if present {
+            fs::rename(self.key_path(kid), retired.join(format!("{kid}.json")))
+                .map_err(|e| format!("cannot move {kid} to {}: {e}", retired.display()))?;
+        }
+        Ok(())
     }
 
     fn ensure_dir(&self) -> Result<(), String> {
@@ -286,6 +308,22 @@ impl KeyDir {
         parts.sort();
         parts.join("|")
     }
+}
+
+/// The kids of the files in `dir` named `<kid><suffix>`.
+fn kids_in(dir: &Path, suffix: &str) -> HashSet<String> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.strip_suffix(suffix).map(str::to_string)
+                })
+                .filter(|kid| super::key::is_valid_kid(kid))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn read_key_file(path: &Path) -> Result<ServerKey, String> {

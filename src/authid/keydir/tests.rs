@@ -23,10 +23,10 @@ fn generate_list_activate_retire() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 
-    assert!(dir.retire(&first).unwrap_err().contains("primary"));
+    assert!(dir.retire(&first, false).unwrap_err().contains("primary"));
     dir.activate(&second).unwrap();
     assert_eq!(dir.load().unwrap().primary().kid(), second);
-    dir.retire(&first).unwrap();
+    dir.retire(&first, false).unwrap();
     let ring = dir.load().unwrap();
     assert_eq!(ring.len(), 1);
     assert!(ring.get(&first).is_none());
@@ -43,10 +43,46 @@ fn retired_key_is_reported_as_retired() {
     let claims = super::super::Claims::new("dropbox", crate::secret::Sensitive::new("r"), 1);
     let authid = ring.seal(&claims).unwrap();
     dir.generate(1_700_000_100, true).unwrap();
-    dir.retire(&old).unwrap();
+    dir.retire(&old, false).unwrap();
     let ring = dir.load().unwrap();
     let err = ring.open(authid.strip_prefix("v3:").unwrap()).unwrap_err();
     assert_eq!(err, super::super::AuthIdError::RetiredKey);
+}
+
+#[test]
+fn a_compromised_marker_outlives_the_deleted_key_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = KeyDir::new(tmp.path());
+    let old = dir.generate(1_700_000_000, true).unwrap();
+    let ring = dir.load().unwrap();
+    let claims = super::super::Claims::new("dropbox", crate::secret::Sensitive::new("r"), 1);
+    let authid = ring.seal(&claims).unwrap();
+    let new = dir.generate(1_700_000_100, true).unwrap();
+    assert!(dir.retire(&new, true).unwrap_err().contains("primary"));
+    dir.retire(&old, false).unwrap();
+    assert!(!dir.load().unwrap().is_compromised(&old));
+    fs::remove_file(tmp.path().join("retired").join(format!("{old}.json"))).unwrap();
+    let ring = dir.load().unwrap();
+    assert!(!ring.is_retired(&old), "a deleted key is simply unknown");
+    // Found compromised after it was retired and deleted: still marked.
+    dir.retire(&old, true).unwrap();
+    let ring = dir.load().unwrap();
+    assert!(ring.is_compromised(&old) && ring.is_retired(&old));
+    let err = ring.open(authid.strip_prefix("v3:").unwrap()).unwrap_err();
+    assert_eq!(err, super::super::AuthIdError::CompromisedKey);
+    assert!(dir.retire("../x", true).is_err());
+}
+
+#[test]
+fn a_compromised_marker_beside_the_keys_counts_as_in_a_flat_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = KeyDir::new(tmp.path());
+    dir.generate(1_700_000_000, true).unwrap();
+    fs::write(tmp.path().join("20250101-aa.compromised"), "").unwrap();
+    fs::write(tmp.path().join("..data.compromised"), "").unwrap();
+    let ring = dir.load().unwrap();
+    assert!(ring.is_compromised("20250101-aa"));
+    assert_eq!(ring.compromised().len(), 1, "only valid kids");
 }
 
 #[test]

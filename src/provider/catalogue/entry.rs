@@ -58,6 +58,8 @@ pub(super) struct PreviousClientEntry {
     pub(super) revoke_url: Option<String>,
     #[serde(default)]
     pub(super) legacy: bool,
+    #[serde(default)]
+    pub(super) unlabelled: bool,
 }
 
 macro_rules! merge_fields {

@@ -112,6 +112,9 @@ pub struct PreviousClient {
     /// This registration owns the tokens migrated from the old App Engine
     /// service.
     pub legacy: bool,
+    /// This registration owns AuthIDs that name no client (`cid`): the
+    /// entry's own client did before it was moved here.
+    pub unlabelled: bool,
 }
 
 impl std::fmt::Debug for PreviousClient {
@@ -120,7 +123,18 @@ impl std::fmt::Debug for PreviousClient {
             .field("client_id", &self.client_id)
             .field("token_url", &self.token_url.as_str())
             .field("legacy", &self.legacy)
+            .field("unlabelled", &self.unlabelled)
             .finish_non_exhaustive()
+    }
+}
+
+fn previous(c: &PreviousClient) -> Registration<'_> {
+    Registration {
+        client_id: &c.client_id,
+        client_secret: &c.client_secret,
+        token_url: &c.token_url,
+        revoke_url: c.revoke_url.as_ref(),
+        previous: true,
     }
 }
 
@@ -179,20 +193,23 @@ impl Provider {
     /// broker does not hold the client named.
     pub fn registration(&self, cid: Option<&str>) -> Option<Registration<'_>> {
         match cid {
-            None => Some(self.current()),
+            None => Some(match self.unlabelled_client() {
+                Some(c) => previous(c),
+                None => self.current(),
+            }),
             Some(id) if id == self.client_id => Some(self.current()),
             Some(id) => self
                 .previous_clients
                 .iter()
                 .find(|c| c.client_id == id)
-                .map(|c| Registration {
-                    client_id: &c.client_id,
-                    client_secret: &c.client_secret,
-                    token_url: &c.token_url,
-                    revoke_url: c.revoke_url.as_ref(),
-                    previous: true,
-                }),
+                .map(previous),
         }
+    }
+
+    /// The client that owns AuthIDs naming none: the previous client
+    /// marked `unlabelled`, if any (else the entry's own).
+    pub fn unlabelled_client(&self) -> Option<&PreviousClient> {
+        self.previous_clients.iter().find(|c| c.unlabelled)
     }
 
     /// The previous client that owns tokens migrated from the old App

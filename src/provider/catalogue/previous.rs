@@ -28,7 +28,7 @@ pub(super) struct CurrentClient<'a> {
 /// `previousClients`: each needs a client id other than the current one's
 /// and every other's, its secrets set (the operator listed it on purpose,
 /// so a missing one is a problem, not a reason to disable the provider),
-/// and at most one is `legacy`. Endpoints default to the provider's.
+/// and at most one is `legacy`, at most one `unlabelled`. Endpoints default to the provider's.
 pub(super) fn previous_clients(
     entry: &Entry,
     current: &CurrentClient<'_>,
@@ -87,11 +87,19 @@ pub(super) fn previous_clients(
             token_url,
             revoke_url,
             legacy: c.legacy,
+            unlabelled: c.unlabelled,
         });
     }
     if out.iter().filter(|c| c.legacy).count() > 1 {
         problems.push(format!(
             "{prefix}: only one of previousClients may be marked legacy"
+        ));
+    }
+    // AuthIDs without `cid` must have one owner, or moving a registration
+    // would send them to a client that never issued them.
+    if out.iter().filter(|c| c.unlabelled).count() > 1 {
+        problems.push(format!(
+            "{prefix}: only one of previousClients may be marked unlabelled (it owns the AuthIDs that name no client)"
         ));
     }
     out

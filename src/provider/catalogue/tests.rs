@@ -268,6 +268,41 @@ fn previous_clients_are_registrations_an_authid_can_name() {
 }
 
 #[test]
+fn authids_naming_no_client_belong_to_the_one_marked_unlabelled() {
+    let load = |previous: &str| {
+        let config = format!(
+            r#"[{{"id": "x", "clientId": "new", "clientSecret": "s", "authUrl": "https://x/t", "loginUrl": "https://x/a", "previousClients": [{previous}]}}]"#
+        );
+        let source = CatalogueSource {
+            configfile: Some(Box::leak(config.into_boxed_str())),
+            secrets: None,
+            services: None,
+        };
+        Catalogue::load(&source, &|_| None)
+    };
+    // The current client moved into previousClients and marked: AuthIDs
+    // without cid go on with it, new logins use the new one.
+    let cat = load(r#"{"clientId": "moved", "clientSecret": "t", "unlabelled": true}"#).unwrap();
+    let x = cat.get("x").unwrap();
+    let owner = x.registration(None).unwrap();
+    assert_eq!((owner.client_id, owner.previous), ("moved", true));
+    assert_eq!(x.current().client_id, "new");
+    assert_eq!(x.registration(Some("new")).unwrap().client_id, "new");
+    // None marked: the entry's own client.
+    let cat = load(r#"{"clientId": "older", "clientSecret": "t"}"#).unwrap();
+    assert_eq!(
+        cat.get("x").unwrap().registration(None).unwrap().client_id,
+        "new"
+    );
+    // Two marked: refused at start.
+    let problems =
+        load(r#"{"clientId": "a", "unlabelled": true}, {"clientId": "b", "unlabelled": true}"#)
+            .unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("unlabelled"), "{problems:?}");
+}
+
+#[test]
 fn previous_clients_problems_are_reported() {
     let source = CatalogueSource {
         configfile: Some(

@@ -1,6 +1,7 @@
 //! Refresher behaviour against a scripted token client, by topic; the
 //! fixture every topic shares.
 
+mod carry_over;
 mod embedded;
 mod ending;
 mod limits;
@@ -39,7 +40,7 @@ pub(super) fn fixture() -> Fixture {
     fixture_on(Arc::new(crate::store::MemoryStore::default()))
 }
 
-/// The fixture on a given store.
+/// The fixture on a store of the test's choosing.
 pub(super) fn fixture_on(store: Arc<dyn Store>) -> Fixture {
     let catalogue = Catalogue::load(
         &crate::provider::catalogue::CatalogueSource {

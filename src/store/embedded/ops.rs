@@ -127,7 +127,7 @@ impl Store for EmbeddedStore {
 
 /// Whether writes to this key's space must be on disk before they are
 /// acknowledged: the newest refresh token, a finished login waiting for
-/// `/fetch`, a used login state, a migrated grant and a revocation must
+/// `/fetch`, a used login state, a migrated grant, a carry-over and a revocation must
 /// survive a crash; a lock, a cached access token, a backoff window or
 /// knowing a legacy login may be lost.
 fn durable(key: &StoreKey) -> bool {
@@ -137,7 +137,8 @@ fn durable(key: &StoreKey) -> bool {
         | Space::UsedState
         | Space::Legacy
         | Space::Interrupted
-        | Space::Revoked => true,
+        | Space::Revoked
+        | Space::CarryOver => true,
         Space::Token | Space::Lock | Space::Backoff | Space::Known => false,
     }
 }
