@@ -11,6 +11,10 @@
 #   - the miss path under concurrency (16 connections) vs. the P-256 ECDH
 #     floor on all cores (`openssl speed -multi`), and the broker's CPU time
 #     per miss;
+#   - misses on each store (embedded default, memory, Redis;
+#     scripts/load/misses.sh): CPU per miss (user and system) in ECDH
+#     derivations of one core by CPU time, misses/s beside the ECDH rate
+#     of all cores, and the latency added over the token endpoint;
 #   - resident memory idle and with 100,000 cached tokens;
 #   - time from process start to `/ready` answering 200;
 #   - criterion medians of AuthID open/seal, login state seal/open and the
@@ -31,6 +35,8 @@
 #   SKIP_CRITERION=1  leave the criterion benches out
 #   HITS_ONLY=1   only the cache-hit and bare rounds (more ROUNDS for less
 #                 noise on a busy machine)
+#   MISSES_ONLY=1 only the cache-miss runs on each store (see
+#                 scripts/load/misses.sh: MISS_STORES, MISS_STORE_SECONDS)
 #   KEEP_WORK=1   keep the scratch directory (logs, AuthID lists)
 #
 # Only 127.0.0.1 servers started here receive traffic; every loop is bounded.
@@ -71,6 +77,12 @@ start_mock
 results=$WORK/results.txt
 : >"$results"
 note() { echo "$1 $2" >>"$results"; }
+source scripts/load/misses.sh
+
+if [[ -n "${MISSES_ONLY:-}" ]]; then
+    miss_stores
+    exit 0
+fi
 
 # wrk_run LABEL URL [wrk options...] [-- script args...]: runs wrk, records
 # its RESULT json under LABEL.
@@ -189,6 +201,10 @@ sleep 2
 note cached_tokens "$(metric '^[a-z_]*cached_tokens$')"
 note rss_filled_kb "$(rss_kb "$broker_pid")"
 stop_pid "$broker_pid"
+
+# Misses on each store, CPU per miss in ECDH floors (printed after the
+# main table).
+miss_stores >/dev/null
 
 # Start to ready: spawn, poll /ready every millisecond, stop; READY_RUNS times.
 echo "== start to /ready, $ready_runs runs" >&2
@@ -322,3 +338,8 @@ for label, name, target in benches:
     met = ok(us <= target) if target else ""
     print(f"| {label}, criterion median | {us:.2f} µs | | {vs} | {t} | {met} |")
 PY
+
+echo
+echo "Cache misses by store:"
+echo
+cat "$WORK/misses.md"

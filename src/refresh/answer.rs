@@ -51,9 +51,12 @@ pub(super) fn answer(token: Arc<CachedToken>, now: i64) -> RefreshAnswer {
 impl Inner {
     /// Builds the answer, re-sealing the AuthID when the client should
     /// switch (a newer refresh token, the `v2:` form, an old key), and
-    /// caches it here.
+    /// caches it here. `records` are the login's (their vault gives the
+    /// id of the revocation mark the cached answer watches, derived once
+    /// per flight).
     pub(super) fn conclude(
         &self,
+        records: &LoginRecords<'_>,
         login: &OpenedAuthId,
         access_token: Sensitive,
         expires_at: i64,
@@ -86,10 +89,7 @@ impl Inner {
                 login.key,
                 rotated,
             )
-            .watching(
-                LoginRecords::new(deps.store.as_ref(), &login.claims).revoked_key(),
-                deps.clock.now(),
-            ),
+            .watching(records.revoked_key(), deps.clock.now()),
         );
         self.cache.insert_login(login.key, Arc::clone(&token));
         if let Some(text) = &new_authid {

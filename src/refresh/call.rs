@@ -222,7 +222,8 @@ impl Inner {
 
     /// Records what the provider granted before anyone is answered: the
     /// known `v2:` login, the rotation (and the old service's copy of
-    /// it), the access token for other instances; then the answer.
+    /// it), the access token for other instances (where there are any);
+    /// then the answer.
     async fn record_grant(
         &self,
         records: &LoginRecords<'_>,
@@ -251,12 +252,13 @@ impl Inner {
         if let (true, Some(update)) = (was_rotated, &update) {
             self.hand_over(login, update, &shared, expires_in, now);
         }
-        if !self.skip_store(login) {
+        if self.shares_tokens(login) {
             if let Err(e) = records.put_token(&shared, now).await {
                 self.deps.outage.failed("sharing an access token", &e);
             }
         }
         self.conclude(
+            records,
             login,
             shared.access_token,
             shared.expires_at,

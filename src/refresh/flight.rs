@@ -69,14 +69,20 @@ impl Inner {
         !login.rotates() && self.deps.outage.skipping()
     }
 
-    /// The access token another instance (or this one, before a restart)
-    /// obtained for the login, if it is still fresh.
+    /// Whether access tokens go through the store: only where another
+    /// process can read them (see `Inner::shared_store`).
+    pub(super) fn shares_tokens(&self, login: &OpenedAuthId) -> bool {
+        self.shared_store && !self.skip_store(login)
+    }
+
+    /// The access token another instance obtained for the login, if it is
+    /// still fresh.
     pub(super) async fn shared(
         &self,
         records: &LoginRecords<'_>,
         login: &OpenedAuthId,
     ) -> Result<Option<Flown>, RefreshError> {
-        if self.skip_store(login) {
+        if !self.shares_tokens(login) {
             return Ok(None);
         }
         match records.token(self.deps.clock.now()).await {
@@ -110,7 +116,14 @@ impl Inner {
         } else {
             None
         };
-        let token = self.conclude(login, token.access_token, token.expires_at, newer, false)?;
+        let token = self.conclude(
+            records,
+            login,
+            token.access_token,
+            token.expires_at,
+            newer,
+            false,
+        )?;
         Ok(Flown {
             token,
             outcome: "shared",

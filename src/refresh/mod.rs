@@ -118,10 +118,15 @@ struct Inner {
     /// How long an instance waits for another one's answer.
     wait_bound: Duration,
     /// Other processes may use the store, so refreshes take the login's
-    /// lock in it. The embedded store refuses a second process, so there
-    /// this process's single-flight is the lock (and a lock left behind by
-    /// a crash cannot hold a login up after the restart).
-    shared_lock: bool,
+    /// lock in it and share the access tokens they obtain through it. The
+    /// embedded store refuses a second process, so there this process's
+    /// single-flight is the lock (and a lock left behind by a crash cannot
+    /// hold a login up after the restart), and an access token is kept in
+    /// this process's cache only: no one else could read it from the
+    /// store, and after a restart the cache refills at each login's next
+    /// refresh (the rotation records, which must survive, still go to the
+    /// store).
+    shared_store: bool,
 }
 
 #[derive(Clone)]
@@ -163,7 +168,7 @@ impl Refresher {
                 .build(),
             lease: deps.upstream_timeout * 2 + LEASE_MARGIN,
             wait_bound: deps.upstream_timeout + LEASE_MARGIN,
-            shared_lock: deps.store.kind() != "embedded",
+            shared_store: deps.store.kind() != "embedded",
             deps,
         };
         Self {

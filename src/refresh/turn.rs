@@ -63,7 +63,7 @@ impl Inner {
         records: &LoginRecords<'_>,
         login: &OpenedAuthId,
     ) -> Result<Turn, RefreshError> {
-        if !self.shared_lock || self.skip_store(login) {
+        if !self.shared_store || self.skip_store(login) {
             return Ok(Turn::Unlocked);
         }
         let rotates = login.rotates();

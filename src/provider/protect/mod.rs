@@ -22,7 +22,7 @@ mod window;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -99,6 +99,10 @@ struct Gate {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     backoff: Mutex<Backoff>,
+    /// The store's window was read since start. Where this process is the
+    /// store's only user, every later window is one it set itself (and
+    /// holds here), so the store is not asked again.
+    read_once: AtomicBool,
 }
 
 #[derive(Default)]
@@ -136,6 +140,8 @@ pub struct Protection {
     settings: ProtectionSettings,
     store: Arc<dyn Store>,
     outage: Arc<StoreOutage>,
+    /// No other process uses the store (the embedded one).
+    store_is_ours: bool,
 }
 
 /// The store entry of a registration's backoff window. The registration
@@ -207,6 +213,7 @@ impl Protection {
                         permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
                         waiting: AtomicUsize::new(0),
                         backoff: Mutex::new(Backoff::default()),
+                        read_once: AtomicBool::new(false),
                     })
                 });
                 gates.insert(gate_name(p, &r), Arc::clone(gate));
@@ -215,6 +222,7 @@ impl Protection {
         Self {
             gates,
             settings,
+            store_is_ours: store.kind() == "embedded",
             store,
             outage,
         }
@@ -228,9 +236,11 @@ impl Protection {
     }
 
     /// Seconds the provider stays blocked, if this instance or any other
-    /// on the store knows it is. A window found in the store is believed
-    /// here for a few seconds. Without the store, this instance's
-    /// knowledge is the answer.
+    /// on the store knows it is. A window found in a shared store is
+    /// believed here for a few seconds. Without the store, this instance's
+    /// knowledge is the answer; on a store only this process uses, the
+    /// store is read once (for a window set before a restart), since every
+    /// later window is this process's own.
     pub async fn blocked_anywhere(&self, gate_name: &str, now: i64) -> Option<u64> {
         let gate = self.gates.get(gate_name)?;
         {
@@ -239,7 +249,8 @@ impl Protection {
                 return backoff.left(now);
             }
         }
-        if self.outage.skipping() {
+        if self.outage.skipping() || (self.store_is_ours && gate.read_once.load(Ordering::Relaxed))
+        {
             return None;
         }
         let latest = now.saturating_add(self.max_backoff_secs());
@@ -254,8 +265,14 @@ impl Protection {
             }
         };
         let mut backoff = gate.backoff.lock().unwrap_or_else(|e| e.into_inner());
-        backoff.shared_until = until;
-        backoff.shared_read_at = Some(now);
+        if self.store_is_ours {
+            backoff.blocked_until = backoff.blocked_until.max(until);
+            // Set under the lock, after the window is kept here.
+            gate.read_once.store(true, Ordering::Relaxed);
+        } else {
+            backoff.shared_until = until;
+            backoff.shared_read_at = Some(now);
+        }
         backoff.left(now)
     }
 

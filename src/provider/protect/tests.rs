@@ -207,3 +207,29 @@ async fn bulkhead_bounds_concurrent_calls_per_provider() {
     drop(held);
     assert!(p.admit("b", 0).await.is_ok());
 }
+
+#[tokio::test]
+async fn on_a_store_this_process_owns_the_window_is_read_from_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(crate::store::EmbeddedStore::open(dir.path()).unwrap());
+    let before_restart = on_store(4, Arc::clone(&store));
+    before_restart
+        .throttled("a", Some(Duration::from_secs(30)), 1000)
+        .await;
+    // After a restart the window set before it still holds.
+    let p = on_store(4, Arc::clone(&store));
+    assert_eq!(p.blocked_anywhere("a", 1010).await, Some(20));
+    assert_eq!(p.blocked("a", 1010), Some(20), "kept here");
+
+    // Once read, the store is not asked again: every later window is one
+    // this process sets (and holds) itself. A window written behind its
+    // back, as no process can on this store, is therefore not seen.
+    assert_eq!(p.blocked_anywhere("b", 1010).await, None);
+    before_restart
+        .throttled("b", Some(Duration::from_secs(60)), 1010)
+        .await;
+    assert_eq!(p.blocked_anywhere("b", 1020).await, None);
+    // A window it sets itself holds as before.
+    p.throttled("b", Some(Duration::from_secs(60)), 1020).await;
+    assert_eq!(p.blocked_anywhere("b", 1030).await, Some(50));
+}

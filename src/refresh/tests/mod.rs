@@ -2,6 +2,7 @@
 //! fixture every topic shares.
 
 mod carry_over;
+mod embedded;
 mod ending;
 mod limits;
 mod refreshing;
