@@ -86,18 +86,7 @@ fi
 
 # wrk_run LABEL URL [wrk options...] [-- script args...]: runs wrk, records
 # its RESULT json under LABEL.
-wrk_run() {
-    local label=$1 url=$2 opts=() out
-    shift 2
-    while (($#)) && [[ $1 != -- ]]; do
-        opts+=("$1")
-        shift
-    done
-    echo "== $label: wrk ${opts[*]} $url $*" >&2
-    out=$(wrk "${opts[@]}" "$url" "$@")
-    echo "$out" | grep -v '^RESULT' >&2
-    echo "$label $(echo "$out" | sed -n 's/^RESULT //p')" >>"$results"
-}
+wrk_run() { wrk_record "$results" "$@"; }
 
 echo "== broker (LOGIN_REQUESTS_PER_HOUR=1000000000)" >&2
 start_broker broker LOGIN_REQUESTS_PER_HOUR=1000000000

@@ -71,18 +71,7 @@ redis_get_p50() {
 }
 
 # wrk_run LABEL URL [wrk options...] [-- script args...]
-wrk_run() {
-    local label=$1 url=$2 opts=() out
-    shift 2
-    while (($#)) && [[ $1 != -- ]]; do
-        opts+=("$1")
-        shift
-    done
-    echo "== $label: wrk ${opts[*]} $url $*" >&2
-    out=$(wrk "${opts[@]}" "$url" "$@")
-    echo "$out" | grep -v '^RESULT' >&2
-    echo "$label $(echo "$out" | sed -n 's/^RESULT //p')" >>"$results"
-}
+wrk_run() { wrk_record "$results" "$@"; }
 
 metric() { curl -fsS "$1/metrics" | awk -v m="$2" '$1 ~ m { s += $2 } END { print s + 0 }'; }
 # until_counted PID URL METRIC START N: wrk's `stop` ends its threads but

@@ -127,3 +127,18 @@ rss_kb() {
 mint() {
     KEYS_DIR=$KEYS_DIR "$BIN/examples/mint_authids" "$2" "$3" "${4:-rt-}" >"$1"
 }
+
+# wrk_record FILE LABEL URL [wrk options...] [-- script args...]: runs wrk
+# and appends its RESULT json to FILE under LABEL.
+wrk_record() {
+    local file=$1 label=$2 url=$3 opts=() out
+    shift 3
+    while (($#)) && [[ $1 != -- ]]; do
+        opts+=("$1")
+        shift
+    done
+    echo "== $label: wrk ${opts[*]} $url $*" >&2
+    out=$(wrk "${opts[@]}" "$url" "$@")
+    echo "$out" | grep -v '^RESULT' >&2
+    echo "$label $(echo "$out" | sed -n 's/^RESULT //p')" >>"$file"
+}

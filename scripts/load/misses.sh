@@ -44,18 +44,7 @@ miss_redis() {
 
 # miss_wrk LABEL URL [wrk options...] [-- script args...]: one wrk run, its
 # RESULT json appended to $WORK/misses.txt under LABEL.
-miss_wrk() {
-    local label=$1 url=$2 opts=() out
-    shift 2
-    while (($#)) && [[ $1 != -- ]]; do
-        opts+=("$1")
-        shift
-    done
-    echo "== $label: wrk ${opts[*]} $url $*" >&2
-    out=$(wrk "${opts[@]}" "$url" "$@")
-    echo "$out" | grep -v '^RESULT' >&2
-    echo "$label $(echo "$out" | sed -n 's/^RESULT //p')" >>"$WORK/misses.txt"
-}
+miss_wrk() { wrk_record "$WORK/misses.txt" "$@"; }
 
 miss_stores() {
     local seconds=${MISS_STORE_SECONDS:-8} one=${MISS1_SECONDS:-5} store pid url
