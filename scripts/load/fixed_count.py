@@ -14,6 +14,19 @@ import threading
 from urllib.parse import urlsplit
 
 
+def read_answer(reader) -> list[bytes]:
+    """Reads one HTTP/1.1 answer with a Content-Length body from `reader`
+    and returns its status line, split."""
+    status = reader.readline().split()
+    length = 0
+    while (line := reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    reader.read(length)
+    return status
+
+
 def run(url: str, count: int, connections: int, headers: list[str]) -> None:
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 80
@@ -31,13 +44,7 @@ def run(url: str, count: int, connections: int, headers: list[str]) -> None:
             reader = s.makefile("rb")
             for _ in range(n):
                 s.sendall(request)
-                status = reader.readline().split()
-                length = 0
-                while (line := reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                reader.read(length)
+                status = read_answer(reader)
                 if len(status) < 2 or status[1] != b"200":
                     failures.append(repr(status))
                     return

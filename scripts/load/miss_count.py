@@ -13,6 +13,8 @@ import sys
 import threading
 from urllib.parse import urlsplit
 
+from fixed_count import read_answer
+
 
 def run(url: str, authids: list[str], connections: int) -> None:
     parts = urlsplit(url)
@@ -26,13 +28,7 @@ def run(url: str, authids: list[str], connections: int) -> None:
             reader = s.makefile("rb")
             for authid in mine:
                 s.sendall((head + authid + "\r\n\r\n").encode())
-                status = reader.readline().split()
-                length = 0
-                while (line := reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                reader.read(length)
+                status = read_answer(reader)
                 if len(status) < 2 or status[1] != b"200":
                     failures.append(repr(status))
                     return

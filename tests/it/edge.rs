@@ -189,12 +189,7 @@ async fn many_stalled_connections_do_not_stop_health_from_answering() {
     let mock = MockProvider::start().await;
     mock.set_client(CLIENT_ID, CLIENT_SECRET);
     let tmp = tempfile::tempdir().unwrap();
-    let keys = oauth_broker::authid::keydir::KeyDir::new(tmp.path().join("keys"));
-    keys.generate(
-        oauth_broker::clock::Clock::now(&oauth_broker::clock::SystemClock),
-        true,
-    )
-    .unwrap();
+    crate::support::process::key_dir_with_primary(tmp.path());
     let env = [
         ("CONFIGFILE", config_for(&mock, &["googledrive"])),
         (

@@ -133,12 +133,7 @@ async fn metrics_listen_serves_metrics_on_its_own_listener_and_not_on_the_public
     let mock = MockProvider::start().await;
     mock.set_client(CLIENT_ID, CLIENT_SECRET);
     let tmp = tempfile::tempdir().unwrap();
-    let keys = oauth_broker::authid::keydir::KeyDir::new(tmp.path().join("keys"));
-    keys.generate(
-        oauth_broker::clock::Clock::now(&oauth_broker::clock::SystemClock),
-        true,
-    )
-    .unwrap();
+    crate::support::process::key_dir_with_primary(tmp.path());
     let metrics_address = format!("127.0.0.1:{}", free_port());
     let env = [
         ("CONFIGFILE", config_for(&mock, &["googledrive"])),

@@ -295,12 +295,7 @@ async fn a_second_serve_on_one_data_dir_exits_with_the_reason() {
     let mock = MockProvider::start().await;
     mock.set_client(CLIENT_ID, CLIENT_SECRET);
     let tmp = tempfile::tempdir().unwrap();
-    let keys = oauth_broker::authid::keydir::KeyDir::new(tmp.path().join("keys"));
-    keys.generate(
-        oauth_broker::clock::Clock::now(&oauth_broker::clock::SystemClock),
-        true,
-    )
-    .unwrap();
+    crate::support::process::key_dir_with_primary(tmp.path());
     let env = vec![
         ("CONFIGFILE", config_for(&mock, &["googledrive"])),
         (

@@ -59,12 +59,7 @@ async fn an_evicting_policy_is_reported_at_start_in_ready_metrics_and_check_conf
 
     let mock = MockProvider::start().await;
     let tmp = tempfile::tempdir().unwrap();
-    oauth_broker::authid::keydir::KeyDir::new(tmp.path().join("keys"))
-        .generate(
-            oauth_broker::clock::Clock::now(&oauth_broker::clock::SystemClock),
-            true,
-        )
-        .unwrap();
+    crate::support::process::key_dir_with_primary(tmp.path());
     let mut env = crate::lifecycle::provider_env(&mock);
     env.push(("STORE", redis.url()));
     let server = process::start(&["serve"], &env, tmp.path());

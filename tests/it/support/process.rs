@@ -9,6 +9,18 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_oauth-broker");
 
+/// `dir/keys` with one primary key, as `serve` reads it by default from a
+/// process started in `dir`.
+pub fn key_dir_with_primary(dir: &Path) -> oauth_broker::authid::keydir::KeyDir {
+    let keys = oauth_broker::authid::keydir::KeyDir::new(dir.join("keys"));
+    keys.generate(
+        oauth_broker::clock::Clock::now(&oauth_broker::clock::SystemClock),
+        true,
+    )
+    .expect("a key is generated");
+    keys
+}
+
 pub struct Server {
     pub child: Child,
     pub base: String,
