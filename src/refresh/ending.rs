@@ -1,6 +1,7 @@
 //! Ending a login (revocation), the refresher's side. The login's lock is
-//! held while the provider is asked to end the grant, so no instance
-//! rotates the refresh token meanwhile; the token to revoke is the newest
+//! held while the provider is asked to end the grant (its turn in this
+//! process where the store is not shared), so no refresh rotates the
+//! refresh token meanwhile, and one under way ends first; the token to revoke is the newest
 //! one the store knows, not only the one in the AuthID presented; and once
 //! the provider has ended the grant, the login is marked revoked in the
 //! store, which every instance looks for, and everything held for it is
@@ -10,12 +11,13 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::cache::TextKey;
+use super::cache::{CacheKey, TextKey};
 use super::records::{LockToken, LoginRecords, release_lock};
 use super::turn::{LockWait, Waiter, in_progress};
 use super::{Inner, LEASE_MARGIN, OpenedAuthId, RefreshError, Refresher};
 use crate::secret::Sensitive;
 use crate::store::StoreKey;
+use crate::sync::KeyedGuard;
 
 /// A login being ended. Dropped without [`Ending::finish`] or
 /// [`Ending::abandon`] (a cancelled request), it releases the lock in the
@@ -24,8 +26,11 @@ pub struct Ending {
     inner: Arc<Inner>,
     login: OpenedAuthId,
     text_key: TextKey,
-    /// The login's lock and its id, when the store could be reached.
+    /// The login's lock and its id, when the store is shared and could be
+    /// reached.
     lock: Option<(StoreKey, LockToken)>,
+    /// The login's turn in this process, when the store is not shared.
+    _turn_here: Option<KeyedGuard<CacheKey>>,
     /// The work must end by then, before the lock's lease does.
     deadline: Instant,
     /// To revoke at the provider: the newest first, then the AuthID's own
@@ -47,10 +52,14 @@ impl Refresher {
         let inner = Arc::clone(&self.inner);
         let records = LoginRecords::new(inner.deps.store.as_ref(), &login.claims);
         let started = Instant::now();
-        let lock = inner
-            .lock_for_ending(&records, &login)
-            .await?
-            .map(|token| (records.lock_key(), token));
+        let (lock, turn_here) = if inner.shared_store {
+            let lock = inner.lock_for_ending(&records, &login).await?;
+            (lock.map(|token| (records.lock_key(), token)), None)
+        } else {
+            // A rotation under way here ends first; its token is the
+            // newest read below.
+            (None, Some(inner.turn_here(&login).await?))
+        };
         let newest = if login.rotates() {
             match inner.newest(&records, &login).await {
                 Ok(newest) => newest.refresh_token,
@@ -75,6 +84,7 @@ impl Refresher {
             inner,
             login,
             lock,
+            _turn_here: turn_here,
             refresh_tokens,
         })
     }

@@ -33,6 +33,7 @@ pub(super) async fn flight(inner: Arc<Inner>, login: OpenedAuthId) -> FlightResu
     match inner.take_turn(&records, &login).await? {
         Turn::Answered(flown) => Ok(flown),
         Turn::Unlocked => inner.call(&records, &login, None).await,
+        Turn::Here(_turn) => inner.call(&records, &login, None).await,
         Turn::Locked { token, deadline } => {
             let result = inner.call(&records, &login, Some(deadline)).await;
             if let Err(e) = records.unlock(&token).await {

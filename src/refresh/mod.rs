@@ -43,7 +43,7 @@ use crate::migrate::Migrator;
 use crate::outage::StoreOutage;
 use crate::provider::{Catalogue, Protection, TokenClient};
 use crate::store::{Store, Versioned};
-use crate::sync::{AddressLimiter, SingleFlight, WindowLimiter};
+use crate::sync::{AddressLimiter, KeyedLock, SingleFlight, WindowLimiter};
 pub use answer::RefreshAnswer;
 use cache::CacheKey;
 pub use cache::{CachedToken, TokenCache};
@@ -127,6 +127,11 @@ struct Inner {
     /// refresh (the rotation records, which must survive, still go to the
     /// store).
     shared_store: bool,
+    /// Where the store is not shared: the login's turn at the provider in
+    /// this process, held by its flight's call and by a revocation, so a
+    /// revocation waits for a rotation under way and then revokes its
+    /// token (on a shared store the login's lock in the store does this).
+    turns_here: KeyedLock<CacheKey>,
 }
 
 #[derive(Clone)]
@@ -169,6 +174,7 @@ impl Refresher {
             lease: deps.upstream_timeout * 2 + LEASE_MARGIN,
             wait_bound: deps.upstream_timeout + LEASE_MARGIN,
             shared_store: deps.store.kind() != "embedded",
+            turns_here: KeyedLock::default(),
             deps,
         };
         Self {

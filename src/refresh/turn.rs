@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::cache::CacheKey;
 use super::records::{LockToken, LoginRecords, SharedToken};
 use super::{Flown, Inner, LEASE_MARGIN, OpenedAuthId, RefreshError};
 use crate::metrics::Metrics;
 use crate::store::StoreError;
+use crate::sync::KeyedGuard;
 
 /// How often an instance waiting for another's answer looks again: first
 /// after this, doubling up to [`LAST_POLL`].
@@ -23,8 +25,10 @@ pub(super) enum Turn {
     /// This instance holds the login's lock; the call must end by
     /// `deadline`.
     Locked { token: LockToken, deadline: Instant },
-    /// No lock: this process is the store's only user, or the store
-    /// failed and the provider does not rotate.
+    /// This process is the store's only user and holds the login's turn
+    /// in it.
+    Here(KeyedGuard<CacheKey>),
+    /// No lock: the store failed and the provider does not rotate.
     Unlocked,
     /// Another instance answered while this one waited.
     Answered(Flown),
@@ -63,7 +67,10 @@ impl Inner {
         records: &LoginRecords<'_>,
         login: &OpenedAuthId,
     ) -> Result<Turn, RefreshError> {
-        if !self.shared_store || self.skip_store(login) {
+        if !self.shared_store {
+            return self.turn_here(login).await.map(Turn::Here);
+        }
+        if self.skip_store(login) {
             return Ok(Turn::Unlocked);
         }
         let rotates = login.rotates();
@@ -85,6 +92,18 @@ impl Inner {
                 .store_failed(rotates, what, &error)
                 .map(|()| Turn::Unlocked),
         }
+    }
+
+    /// The login's turn in this process (the store is not shared), waited
+    /// for as long as a holder may keep it: a revocation, or a call whose
+    /// caller went away.
+    pub(super) async fn turn_here(
+        &self,
+        login: &OpenedAuthId,
+    ) -> Result<KeyedGuard<CacheKey>, RefreshError> {
+        tokio::time::timeout(self.wait_bound, self.turns_here.lock(login.key))
+            .await
+            .map_err(|_| in_progress())
     }
 
     /// Tries the login's lock until it is free, pausing [`FIRST_POLL`]
