@@ -158,31 +158,47 @@ impl LoginService {
         let login_state =
             state::open(&self.deps.keyring.current(), state_text).map_err(LoginError::State)?;
         let login = fingerprint(login_state.nonce.as_bytes());
+        let fetch_token = login_state
+            .fetch_token
+            .as_deref()
+            .and_then(FetchToken::parse);
+        if let Err(e) = self.check_callback(&login_state, cookie_nonce) {
+            // A polling client learns it at once rather than waiting out
+            // its token; a later successful login with the token still
+            // replaces the failure.
+            return self.conclude(Err(e), fetch_token, &login).await;
+        }
+        if !self.spend_state(&login_state.nonce).await {
+            // The first callback recorded the outcome, which stays.
+            tracing::warn!(login = %login, "login callback replayed");
+            return Err(LoginError::Replayed {
+                provider: login_state.provider,
+            });
+        }
+        let result = self.exchange(&login_state, state_text, &callback).await;
+        self.conclude(result, fetch_token, &login).await
+    }
+
+    /// The callback is in time and in the browser that started the login.
+    fn check_callback(
+        &self,
+        login_state: &LoginState,
+        cookie_nonce: Option<&str>,
+    ) -> Result<(), LoginError> {
         if login_state.expires_at <= self.now() {
             return Err(LoginError::Expired {
-                provider: login_state.provider,
+                provider: login_state.provider.clone(),
             });
         }
         let same_browser = cookie_nonce.is_some_and(|c| {
             use subtle::ConstantTimeEq;
             bool::from(c.as_bytes().ct_eq(login_state.nonce.as_bytes()))
         });
-        if !same_browser {
-            tracing::warn!(login = %login, "login callback in a browser that did not start it");
-            return Err(LoginError::WrongBrowser);
+        if same_browser {
+            Ok(())
+        } else {
+            Err(LoginError::WrongBrowser)
         }
-        if !self.spend_state(&login_state.nonce).await {
-            tracing::warn!(login = %login, "login callback replayed");
-            return Err(LoginError::Replayed {
-                provider: login_state.provider,
-            });
-        }
-        let fetch_token = login_state
-            .fetch_token
-            .as_deref()
-            .and_then(FetchToken::parse);
-        let result = self.exchange(&login_state, state_text, &callback).await;
-        self.conclude(result, fetch_token, &login).await
     }
 
     async fn exchange(

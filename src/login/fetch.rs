@@ -72,13 +72,16 @@ pub enum FetchState {
 
 impl FetchState {
     /// Each step has a higher generation, so a versioned write moves an
-    /// entry only forward: a reload cannot reset a finished login, and of
-    /// two concurrent fetches only one turns `Ready` into `Fetched`.
+    /// entry only forward: a reload cannot reset a finished login, of two
+    /// concurrent fetches only one turns `Ready` into `Fetched`, a login
+    /// started again with the same token after a failure replaces the
+    /// failure with its AuthID, and no failure replaces an AuthID.
     fn generation(&self) -> u64 {
         match self {
             Self::Pending => 1,
-            Self::Ready(_) | Self::Failed(_) => 2,
-            Self::Fetched => 3,
+            Self::Failed(_) => 2,
+            Self::Ready(_) => 3,
+            Self::Fetched => 4,
         }
     }
 }
@@ -291,6 +294,34 @@ mod tests {
         let u = FetchToken::parse("abcdefghijklmnoq").unwrap();
         store.register(&u, 100).await.unwrap();
         assert!(store.state(&u, 100 + PENDING_TTL).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_authid_replaces_a_failure_and_no_failure_replaces_an_authid() {
+        let (store, _) = store();
+        let t = FetchToken::parse("abcdefghijklmnop").unwrap();
+        store.register(&t, 0).await.unwrap();
+        store.complete(&t, Err("declined".into()), 1).await.unwrap();
+        assert!(matches!(
+            store.state(&t, 2).await.unwrap(),
+            Some(FetchState::Failed(_))
+        ));
+        // The login started again with the same token, and finished.
+        store
+            .complete(&t, Ok(Sensitive::new("v3:x")), 3)
+            .await
+            .unwrap();
+        // A late failure (another browser, a replay) changes nothing.
+        store.complete(&t, Err("late".into()), 4).await.unwrap();
+        match store.fetch(&t, 5).await.unwrap() {
+            Some(FetchState::Ready(authid)) => assert_eq!(authid.expose(), "v3:x"),
+            other => panic!("{other:?}"),
+        }
+        store.complete(&t, Err("later".into()), 6).await.unwrap();
+        assert!(matches!(
+            store.state(&t, 7).await.unwrap(),
+            Some(FetchState::Fetched)
+        ));
     }
 
     #[tokio::test]

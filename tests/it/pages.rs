@@ -1,7 +1,11 @@
 //! The pages and JSON routes around a login: provider list, fetch
 //! rendezvous (JSON and JSONP), revocation, and no open redirects.
 
-use crate::login::{authid_in, full_login};
+use std::sync::Arc;
+
+use oauth_broker::clock::{Clock, ManualClock, SystemClock};
+
+use crate::login::{authid_in, authorize, callback, full_login, start};
 use crate::support::broker::{Broker, CLIENT_SECRET, assert_error_shape};
 use crate::support::mock_provider::MockProvider;
 
@@ -460,4 +464,77 @@ async fn fetch_tokens_of_duplicatis_shape_register_and_malformed_ones_are_refuse
             .await;
         assert_eq!(login.status, 400, "{token}");
     }
+}
+
+/// A login that fails before the code exchange (here: its callback in a
+/// browser that did not start it) is answered to the polling client at
+/// once, not "wait" until the token runs out; the rightful browser
+/// finishing the login afterwards replaces the failure with the AuthID,
+/// and a replayed callback changes nothing.
+#[tokio::test]
+async fn the_polling_client_hears_of_a_failed_login_and_then_of_its_success() {
+    let mock = MockProvider::start().await;
+    let broker = Broker::new(&mock);
+    broker
+        .get(&format!("/?type=googledrive&token={TOKEN}"))
+        .await;
+    let started = start(&broker, &format!("/login?id=googledrive&token={TOKEN}")).await;
+    let back = authorize(&started.authorize).await;
+
+    let elsewhere = callback(&broker, &back, None).await;
+    assert_eq!(elsewhere.status, 400);
+    let failed = broker.get(&format!("/fetch?token={TOKEN}")).await;
+    assert_eq!(failed.status, 400, "{}", failed.body);
+    assert_error_shape(&failed);
+    assert!(
+        failed.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("another browser"),
+        "{}",
+        failed.body
+    );
+
+    let page = callback(&broker, &back, Some(&started.cookie)).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let authid = authid_in(&page.body).expect("AuthID");
+    let replayed = callback(&broker, &back, Some(&started.cookie)).await;
+    assert_eq!(replayed.status, 400);
+    let elsewhere_again = callback(&broker, &back, None).await;
+    assert_eq!(elsewhere_again.status, 400);
+    let fetched = broker.get(&format!("/fetch?token={TOKEN}")).await;
+    assert_eq!(fetched.status, 200, "{}", fetched.body);
+    assert_eq!(fetched.json()["authid"], authid.as_str());
+    assert_eq!(mock.token_calls(), 1);
+}
+
+/// A login whose state ran out while the token was still registered.
+#[tokio::test]
+async fn the_polling_client_hears_that_the_login_expired() {
+    let mock = MockProvider::start().await;
+    let clock = ManualClock::new(SystemClock.now());
+    let broker = Broker::with_clock(&mock, Arc::new(clock.clone()));
+    let started = start(&broker, &format!("/login?id=googledrive&token={TOKEN}")).await;
+    let back = authorize(&started.authorize).await;
+    clock.advance(400);
+    // The page reloaded: the token is registered for another 10 minutes.
+    broker
+        .get(&format!("/?type=googledrive&token={TOKEN}"))
+        .await;
+    let wait = broker.get(&format!("/fetch?token={TOKEN}")).await;
+    assert_eq!(wait.json(), serde_json::json!({"wait": "Not ready"}));
+    clock.advance(201);
+    let page = callback(&broker, &back, Some(&started.cookie)).await;
+    assert_eq!(page.status, 400);
+    let expired = broker.get(&format!("/fetch?token={TOKEN}")).await;
+    assert_eq!(expired.status, 400, "{}", expired.body);
+    assert!(
+        expired.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{}",
+        expired.body
+    );
+    assert_eq!(mock.token_calls(), 0);
 }
