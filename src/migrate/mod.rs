@@ -223,10 +223,12 @@ impl Migrator {
     }
 
     /// The refresh token the old service holds now for a migrated login,
-    /// exported again (only after the provider refused the broker's: the
-    /// old service may have refreshed the login itself meanwhile). `None`
-    /// without an old service, a grant, or a usable answer.
-    pub async fn refetch(&self, claims: &Claims) -> Option<Sensitive> {
+    /// when it is not `ours`: the old service refreshed the login itself
+    /// meanwhile (it still serves part of the traffic), so its token is
+    /// the newest and ours is spent. Counted as `refetched`; the same
+    /// token as ours as `checked`. `None` also without an old service, a
+    /// grant, or a usable answer.
+    pub async fn refetch(&self, claims: &Claims, ours: &Sensitive) -> Option<Sensitive> {
         let deps = &self.inner.deps;
         let service = deps.service.as_ref()?;
         let vault = GrantVault::new(&claims.jti, &claims.login_secret());
@@ -235,8 +237,13 @@ impl Migrator {
         let login = claims.login_fingerprint();
         match service.export(grant.authid.expose()).await {
             Ok(exported) if exported.service == claims.provider => {
-                deps.metrics.app_engine_export("refetched");
-                Some(exported.refresh_token)
+                if &exported.refresh_token == ours {
+                    deps.metrics.app_engine_export("checked");
+                    None
+                } else {
+                    deps.metrics.app_engine_export("refetched");
+                    Some(exported.refresh_token)
+                }
             }
             Ok(_) => {
                 deps.metrics.app_engine_export("bad_answer");

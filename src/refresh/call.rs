@@ -165,9 +165,10 @@ impl Inner {
         })
     }
 
-    /// The refresh request, and again with the old service's newest token
-    /// if the provider refused a migrated login's. Returns the exchange
-    /// and the refresh token it sent.
+    /// The refresh request, with the old service's newest token where it
+    /// refreshed a migrated single-use login itself, and again with it if
+    /// the provider refused a migrated login's. Returns the exchange and
+    /// the refresh token it sent.
     async fn exchange(
         &self,
         records: &LoginRecords<'_>,
@@ -176,6 +177,13 @@ impl Inner {
         fingerprint: &str,
         deadline: Instant,
     ) -> (Exchange, Newest) {
+        // The old service's answer counts against the lock's lease; without
+        // one in time, ours is sent (a refusal is looked at below).
+        let newest = tokio::time::timeout_at(deadline, self.ahead_of_us(records, login, &newest))
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(newest);
         let exchange = self
             .send_refresh(login, &newest.refresh_token, fingerprint, deadline)
             .await;

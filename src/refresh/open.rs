@@ -26,6 +26,9 @@ pub struct OpenedAuthId {
     pub(super) v2: bool,
     /// The protection gate of the registration the login uses.
     pub(super) gate: String,
+    /// An old App Engine AuthID whose grant was exported by this request:
+    /// its token is the old service's newest.
+    pub(super) exported_now: bool,
 }
 
 impl OpenedAuthId {
@@ -92,10 +95,12 @@ pub(super) async fn open_migrated(
     // Not a made-up `v2:` AuthID: the grant came from the old service. A
     // provider this broker does not offer (Live Connect, retired) can
     // never serve it: the user needs a new AuthID (401, not 400).
-    resolve(catalogue, metrics, claims, true, false).map_err(|e| match e {
+    let mut opened = resolve(catalogue, metrics, claims, true, false).map_err(|e| match e {
         RefreshError::UnknownProvider(_) => RefreshError::Migration(MigrationError::Unsupported),
         e => e,
-    })
+    })?;
+    opened.exported_now = migrated.exported;
+    Ok(opened)
 }
 
 /// The provider and registration of opened claims. Claims that name no
@@ -132,5 +137,6 @@ pub(super) fn resolve(
         reseal,
         v2,
         gate,
+        exported_now: false,
     })
 }

@@ -313,12 +313,16 @@ async fn google_and_box_authids_of_the_old_service_are_migrated_and_resealed() {
     }
     assert_eq!(fake.export_calls(), 2, "each old AuthID is exported once");
 
-    // Past expiry, the old AuthIDs are served from the store's grant.
+    // Past expiry, the old AuthIDs are served from the store's grant; the
+    // old service is asked only for the single-use Box token, in case it
+    // refreshed the login itself meanwhile.
     clock.advance(4000);
     for old in [&old_google, &old_box] {
         assert_eq!(broker.refresh(old).await.status, StatusCode::OK);
     }
-    assert_eq!(fake.export_calls(), 2);
+    assert_eq!(fake.export_calls(), 3);
+    let metrics = broker.get("/metrics").await.body;
+    assert!(metrics.contains("oauth_broker_legacy_exports_total{outcome=\"checked\"} 1"));
     let logs = crate::support::logs::captured();
     for secret in [old_google.as_str(), old_box.as_str(), API_KEY] {
         assert!(!logs.contains(secret), "a secret reached the logs");
@@ -353,9 +357,12 @@ async fn a_migrated_box_login_survives_a_client_that_never_swaps() {
     }
     assert_eq!(boxed.spent_token_presentations(), 0, "no spent token sent");
     assert_eq!(boxed.token_calls(), 3);
-    assert_eq!(fake.export_calls(), 1);
+    // The migration's export, then before each later run a look at the
+    // old service's token (the same as the broker's here).
+    assert_eq!(fake.export_calls(), 3);
     let metrics = broker.get("/metrics").await.body;
     assert!(metrics.contains("oauth_broker_legacy_exports_total{outcome=\"migrated\"} 1"));
+    assert!(metrics.contains("oauth_broker_legacy_exports_total{outcome=\"checked\"} 2"));
     assert!(metrics.contains("oauth_broker_legacy_imports_total{outcome=\"imported\"} 3"));
 }
 
@@ -546,7 +553,12 @@ async fn a_box_token_the_old_service_spent_meanwhile_is_taken_from_it() {
     assert_eq!(
         boxed.refresh_tokens_received().last().map(String::as_str),
         Some(newer.as_str()),
-        "the old service's token was sent after the broker's was refused"
+        "the old service's token was sent"
+    );
+    assert_eq!(
+        boxed.spent_token_presentations(),
+        0,
+        "and the broker's spent one was not"
     );
     let metrics = broker.get("/metrics").await.body;
     assert!(metrics.contains("oauth_broker_legacy_exports_total{outcome=\"refetched\"} 1"));
@@ -555,4 +567,96 @@ async fn a_box_token_the_old_service_spent_meanwhile_is_taken_from_it() {
     clock.advance(4000);
     assert_eq!(broker.refresh(&old).await.status, StatusCode::OK);
     assert_eq!(boxed.spent_token_presentations(), refused);
+}
+
+/// The old service spends a token by refreshing the login itself; a
+/// provider that keeps old tokens a while (Microsoft) is not concerned.
+async fn refreshed_by_the_old_service(
+    provider: &MockProvider,
+    fake: &FakeLegacyService,
+    old: &str,
+) {
+    let theirs = fake.refresh_token_of(old).unwrap();
+    let answer: Value = reqwest::Client::new()
+        .post(provider.token_url())
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", theirs.as_str()),
+            ("client_id", "jottacli"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let newer = answer["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{answer}"));
+    client_for(fake, API_KEY, Duration::from_secs(5))
+        .import(
+            old,
+            &ImportedToken {
+                refresh_token: Sensitive::new(newer),
+                access_token: Sensitive::new("at-unused"),
+                expires_in: 3600,
+                token_type: "Bearer",
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// While the old service still serves part of the traffic, a migrated
+/// Jottacloud login is refreshed by both in turn. Jottacloud ends the
+/// whole grant when a spent token is presented, so the broker must never
+/// send the one the old service spent: it looks at the old service's
+/// token before each refresh and sends the newest, so every token is
+/// refreshed once, by one of the two.
+#[tokio::test]
+async fn a_jottacloud_login_both_services_refresh_spends_each_token_once() {
+    let jotta = MockProvider::start().await;
+    jotta.set_rotation(Rotation::SingleUseReuseDetection);
+    let fake = FakeLegacyService::start().await;
+    let clock = ManualClock::new(1_800_000_000);
+    let broker = Setup::new(&jotta, &["jottacloud"])
+        .clock(Arc::new(clock.clone()))
+        .store(Arc::new(MemoryStore::default()))
+        .legacy_service(&fake.url(), API_KEY)
+        .build();
+    // Jottacloud's public client.
+    jotta.set_client("jottacli", "");
+    let old = fake.add("jottacloud", &jotta.issue_refresh_token());
+    let first = broker.refresh(&old).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    imports_reach(&fake, 1).await;
+    let mut reseal = String::new();
+    for turn in 1..=3 {
+        refreshed_by_the_old_service(&jotta, &fake, &old).await;
+        clock.advance(4000);
+        // Duplicati keeps pasting the old AuthID, or switched to v3.
+        let text = if turn == 2 {
+            reseal.clone()
+        } else {
+            old.clone()
+        };
+        let reply = broker.refresh(&text).await;
+        assert_eq!(reply.status, StatusCode::OK, "turn {turn}: {}", reply.body);
+        if let Some(v3) = reply.json()["v2_authid"].as_str() {
+            reseal = v3.to_string();
+        }
+        assert!(!reseal.is_empty());
+        // The old service's own import and the broker's.
+        imports_reach(&fake, 1 + 2 * turn).await;
+    }
+    assert_eq!(jotta.spent_token_presentations(), 0, "no spent token sent");
+    // One by the migration, then each service's turns: all accepted.
+    assert_eq!(jotta.token_calls(), 7);
+    let newest = fake.refresh_token_of(&old).unwrap();
+    assert!(jotta.is_valid_refresh_token(&newest), "the grant lives on");
+    let metrics = broker.get("/metrics").await.body;
+    assert!(
+        metrics.contains("oauth_broker_legacy_exports_total{outcome=\"refetched\"} 3"),
+        "{metrics}"
+    );
 }
