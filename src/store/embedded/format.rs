@@ -43,7 +43,7 @@ pub(super) fn stored(expires_at: u64, record: &[u8]) -> Vec<u8> {
     out
 }
 
-fn expires_at(bytes: &[u8]) -> StoreResult<u64> {
+pub(super) fn expires_at(bytes: &[u8]) -> StoreResult<u64> {
     let head = bytes
         .get(..EXPIRY_LEN)
         .ok_or_else(|| StoreError::Failed("an entry in the store is corrupt".into()))?;

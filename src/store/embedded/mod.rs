@@ -6,7 +6,8 @@
 //! (group commit): each operation is atomic (its check and its change
 //! happen in one transaction, with no other writer between them), and a
 //! caller hears back only after the commit. Reads run on Tokio's blocking
-//! pool in read transactions, concurrently with the writer.
+//! pool in read transactions, concurrently with the writer, but for keys
+//! of a space held in memory that are not there.
 //!
 //! Entries carry their expiry instant (wall-clock milliseconds, so it
 //! survives a restart); an expired entry is absent to every operation, and
@@ -16,10 +17,12 @@
 //! refused at start with an error that says what to do instead.
 //!
 //! The files: `writer` is the group-commit writer thread and its sweep,
-//! `format` the on-disk layout of keys and entries, `ops` the [`Store`]
-//! operations; opening the file and the handle are here.
+//! `format` the on-disk layout of keys and entries, `mirror` the spaces
+//! also held in memory (revocation marks, looked for on every miss), `ops`
+//! the [`Store`] operations; opening the file and the handle are here.
 
 mod format;
+mod mirror;
 mod ops;
 mod writer;
 
@@ -38,6 +41,7 @@ use tokio::sync::oneshot;
 use super::record::Record;
 use super::{StoreError, StoreKey, StoreResult};
 use format::{ENTRIES, key_bytes, live, now_ms};
+use mirror::Mirror;
 use writer::{Answer, Job, Op, Upkeep, write_loop};
 
 /// The store's file inside `DATA_DIR`.
@@ -85,6 +89,11 @@ impl Default for EmbeddedOptions {
 
 pub struct EmbeddedStore {
     db: Shared,
+    /// The spaces also held in memory (see `mirror`).
+    mirror: Arc<Mirror>,
+    /// Reads that went to the file.
+    #[cfg(test)]
+    file_reads: std::sync::atomic::AtomicUsize,
     writer: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
@@ -136,6 +145,10 @@ impl EmbeddedStore {
             Ok(())
         };
         create().map_err(|e| format!("DATA_DIR {shown}: cannot write the store: {e}"))?;
+        let mirror = Arc::new(
+            Mirror::load(&db, now_ms())
+                .map_err(|e| format!("DATA_DIR {shown}: cannot read the store: {e}"))?,
+        );
 
         let db: Shared = Arc::new(RwLock::new(db));
         let (writer, jobs) = mpsc::channel();
@@ -144,11 +157,15 @@ impl EmbeddedStore {
             .spawn({
                 let db = Arc::clone(&db);
                 let path = path.clone();
-                move || write_loop(&db, &jobs, &Upkeep::new(options, path))
+                let mirror = Arc::clone(&mirror);
+                move || write_loop(&db, &jobs, &Upkeep::new(options, path), &mirror)
             })
             .map_err(|e| format!("cannot start the store's writer: {e}"))?;
         Ok(Self {
             db,
+            mirror,
+            #[cfg(test)]
+            file_reads: std::sync::atomic::AtomicUsize::new(0),
             writer: Some(writer),
             thread: Some(thread),
             path,
@@ -196,14 +213,21 @@ impl EmbeddedStore {
         }
     }
 
-    /// The live record under `key`, mapped by `f` on the blocking pool.
+    /// The live record under `key`, mapped by `f` on the blocking pool; a
+    /// key of a space held in memory that is not there is absent at once.
     async fn read<T, F>(&self, key: &StoreKey, f: F) -> StoreResult<Option<T>>
     where
         T: Send + 'static,
         F: FnOnce(Record<'_>) -> Option<T> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
         let key = key_bytes(key);
+        if mirror::is_mirrored(&key) && !self.mirror.may_hold(&key, now_ms()) {
+            return Ok(None);
+        }
+        #[cfg(test)]
+        self.file_reads
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let db = Arc::clone(&self.db);
         blocking(move || {
             let db = shared(&db);
             let txn = db.begin_read().map_err(from_redb)?;
@@ -293,5 +317,61 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(store.path()), 0o600);
+    }
+
+    /// Revocation marks are held in memory as well as in the file: a look
+    /// for one that is not there reads nothing from the file, and marks
+    /// written, expired, deleted and reloaded after a restart are found
+    /// exactly as the file holds them.
+    #[tokio::test]
+    async fn revocation_marks_are_found_in_memory_and_absent_ones_cost_no_read() {
+        use crate::store::{Space, Store};
+        use std::sync::atomic::Ordering;
+        let tmp = tempfile::tempdir().unwrap();
+        let marked = StoreKey::new(Space::Revoked, [1; 32]);
+        let short = StoreKey::new(Space::Revoked, [2; 32]);
+        let other = StoreKey::new(Space::Revoked, [3; 32]);
+        {
+            let store = EmbeddedStore::open(tmp.path()).unwrap();
+            store
+                .put(&marked, vec![1], Duration::from_secs(3600))
+                .await
+                .unwrap();
+            store
+                .put(&short, vec![1], Duration::from_millis(1))
+                .await
+                .unwrap();
+            assert_eq!(store.get(&marked).await.unwrap(), Some(vec![1]));
+            let reads = store.file_reads.load(Ordering::SeqCst);
+            for _ in 0..10 {
+                assert_eq!(store.get(&other).await.unwrap(), None);
+            }
+            assert_eq!(
+                store.file_reads.load(Ordering::SeqCst),
+                reads,
+                "no file read"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert_eq!(store.get(&short).await.unwrap(), None, "expired");
+        }
+        let store = EmbeddedStore::open(tmp.path()).unwrap();
+        assert_eq!(store.mirror.len(), 1, "reloaded, the expired mark left out");
+        assert_eq!(store.get(&marked).await.unwrap(), Some(vec![1]));
+        // Conditional writes change the memory only when they change the file.
+        let ttl = Duration::from_secs(60);
+        assert!(!store.put_new(&marked, vec![2], ttl).await.unwrap());
+        assert!(!store.delete_if(&marked, &[9]).await.unwrap());
+        assert_eq!(store.get(&marked).await.unwrap(), Some(vec![1]));
+        assert!(store.delete_if(&marked, &[1]).await.unwrap());
+        assert_eq!(store.get(&marked).await.unwrap(), None);
+        assert!(store.put_new(&other, vec![3], ttl).await.unwrap());
+        assert_eq!(store.get(&other).await.unwrap(), Some(vec![3]));
+        store.delete(&other).await.unwrap();
+        assert_eq!(store.get(&other).await.unwrap(), None);
+        assert_eq!(
+            store.file_reads.load(Ordering::SeqCst),
+            3,
+            "only marks held"
+        );
     }
 }

@@ -16,6 +16,7 @@ use redb::{Database, Durability, ReadableTable, StorageError, Table};
 use tokio::sync::oneshot;
 
 use super::format::{ENTRIES, live, now_ms};
+use super::mirror::Mirror;
 use super::{EmbeddedOptions, from_redb, shared};
 use crate::store::StoreResult;
 
@@ -54,7 +55,12 @@ pub(super) struct Job {
 /// The writer thread: takes every queued operation (up to a batch),
 /// applies them in order in one transaction, commits, then answers each.
 /// Sweeps expired entries between batches.
-pub(super) fn write_loop(db: &RwLock<Database>, jobs: &mpsc::Receiver<Job>, upkeep: &Upkeep) {
+pub(super) fn write_loop(
+    db: &RwLock<Database>,
+    jobs: &mpsc::Receiver<Job>,
+    upkeep: &Upkeep,
+    mirror: &Mirror,
+) {
     let options = &upkeep.options;
     let mut sweeper = Sweeper {
         cursor: None,
@@ -74,6 +80,10 @@ pub(super) fn write_loop(db: &RwLock<Database>, jobs: &mpsc::Receiver<Job>, upke
                 }
                 let swept = batch.iter().any(|job| matches!(job.op, Op::Sweep));
                 let answered = commit_batch(&shared(db), batch, &mut sweeper);
+                // Committed: the memory learns it before anyone hears back.
+                for (job, answer) in &answered {
+                    mirror_committed(mirror, &job.op, answer);
+                }
                 // Whoever asked for a sweep hears back once it is all done.
                 if swept {
                     upkeep.after_pass(db);
@@ -98,6 +108,7 @@ pub(super) fn write_loop(db: &RwLock<Database>, jobs: &mpsc::Receiver<Job>, upke
                 Ok(swept)
             })();
             next_sweep = Instant::now() + options.sweep_interval;
+            mirror.prune(now_ms());
             match swept {
                 // More may have expired just past this stretch: go on at
                 // once, after what is queued.
@@ -168,6 +179,25 @@ impl Upkeep {
         // The file shrinks at the commit after the last step.
         let _ = db.begin_write().map(|txn| txn.commit());
         tracing::info!(before, after = self.file_len(), "compacted the store file");
+    }
+}
+
+/// After a commit: what an operation changed, for keys held in memory
+/// (an operation that failed, or whose condition did not hold, changed
+/// nothing).
+fn mirror_committed(mirror: &Mirror, op: &Op, answer: &StoreResult<Answer>) {
+    let Ok(answer) = answer else {
+        return;
+    };
+    let done = matches!(answer, Answer::Flag(true));
+    match op {
+        Op::Put(key, record) => mirror.hold(key, record),
+        Op::PutNew(key, record) | Op::PutVersioned(key, _, record) if done => {
+            mirror.hold(key, record);
+        }
+        Op::DeleteIf(key, _) if done => mirror.drop_key(key),
+        Op::Take(key) | Op::Delete(key) => mirror.drop_key(key),
+        _ => {}
     }
 }
 
