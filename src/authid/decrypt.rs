@@ -1,23 +1,26 @@
-//! Opening a compact JWE with OpenSSL's primitives directly: ECDH-ES or
-//! ECDH-ES+A256KW on P-256 (RFC 7518 §4.6), A256GCM. Every open pays one
-//! key agreement; going through the JOSE library costs twice that (it
-//! decodes the ephemeral key through OpenSSL's generic DER decoder and
-//! builds an EVP key pair per call), see `docs/BENCHMARKS.md`. Sealing
-//! stays with the JOSE library.
+//! Opening a compact JWE with the primitives directly: ECDH-ES or
+//! ECDH-ES+A256KW on P-256 (RFC 7518 §4.6) with OpenSSL's scalar
+//! multiplication, A256KW and A256GCM with the RustCrypto ciphers (AES-NI
+//! and carry-less multiplication, found at run time; OpenSSL's low-level
+//! key unwrap has no AES-NI, and its EVP interface looks the cipher up
+//! again at every use). Every open pays one key agreement; going through
+//! the JOSE library costs twice that (it decodes the ephemeral key through
+//! OpenSSL's generic DER decoder and builds an EVP key pair per call), see
+//! `docs/BENCHMARKS.md`. Sealing stays with the JOSE library.
 
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::aead::generic_array::GenericArray;
+use aes_gcm::{Aes256Gcm, KeyInit};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use openssl::aes::{AesKey, unwrap_key};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::nid::Nid;
 use openssl::pkey::Private;
-use openssl::symm::{Cipher, decrypt_aead};
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::jwe::{CONTENT_ENCRYPTION, KeyAlg};
+use super::jwe::{AgreementParams, CONTENT_ENCRYPTION, KeyAlg};
 
 /// A P-256 private key ready for key agreement.
 pub(super) struct Agreement {
@@ -48,13 +51,13 @@ impl Agreement {
         Ok(Self { group, key })
     }
 
-    /// Opens `compact` whose header (already checked for shape) is
-    /// `header`. `None` for every failure: the caller reports one reason.
+    /// Opens `compact` whose header (already checked for shape) gave
+    /// `params`. `None` for every failure: the caller reports one reason.
     pub fn open(
         &self,
         alg: KeyAlg,
         compact: &str,
-        header: &Map<String, Value>,
+        params: &AgreementParams,
     ) -> Option<Zeroizing<Vec<u8>>> {
         let mut parts = compact.split('.');
         let (header_b64, encrypted_key, iv, ciphertext, tag) = (
@@ -64,18 +67,9 @@ impl Agreement {
             parts.next()?,
             parts.next()?,
         );
-        let epk = header.get("epk")?.as_object()?;
-        if epk.get("kty")?.as_str()? != "EC" || epk.get("crv")?.as_str()? != "P-256" {
-            return None;
-        }
-        let x = b64(epk.get("x")?.as_str()?)?;
-        let y = b64(epk.get("y")?.as_str()?)?;
-        let party = |name: &str| match header.get(name) {
-            None => Some(Vec::new()),
-            Some(Value::String(s)) => b64(s),
-            Some(_) => None,
-        };
-        let (apu, apv) = (party("apu")?, party("apv")?);
+        let (x, y) = (b64(&params.x)?, b64(&params.y)?);
+        let party = |p: &Option<String>| p.as_deref().map_or(Some(Vec::new()), b64);
+        let (apu, apv) = (party(&params.apu)?, party(&params.apv)?);
 
         let z = self.shared_secret(&x, &y)?;
         let cek = match alg {
@@ -91,31 +85,28 @@ impl Agreement {
                 if wrapped.len() != 40 {
                     return None;
                 }
-                let kek = AesKey::new_decrypt(kek.as_ref()).ok()?;
                 let mut cek = Zeroizing::new([0u8; 32]);
-                let n = unwrap_key(&kek, None, cek.as_mut(), &wrapped).ok()?;
-                if n != 32 {
-                    return None;
-                }
+                aes_kw::KekAes256::from(*kek)
+                    .unwrap(&wrapped, cek.as_mut())
+                    .ok()?;
                 cek
             }
         };
         let iv = b64(iv)?;
         let tag = b64(tag)?;
-        let ciphertext = b64(ciphertext)?;
         if iv.len() != 12 || tag.len() != 16 {
             return None;
         }
-        decrypt_aead(
-            Cipher::aes_256_gcm(),
-            cek.as_ref(),
-            Some(&iv),
-            header_b64.as_bytes(),
-            &ciphertext,
-            &tag,
-        )
-        .ok()
-        .map(Zeroizing::new)
+        let mut plain = Zeroizing::new(b64(ciphertext)?);
+        Aes256Gcm::new(GenericArray::from_slice(cek.as_ref()))
+            .decrypt_in_place_detached(
+                GenericArray::from_slice(&iv),
+                header_b64.as_bytes(),
+                plain.as_mut_slice(),
+                GenericArray::from_slice(&tag),
+            )
+            .ok()?;
+        Some(plain)
     }
 
     /// Z: the x coordinate of d·P for the sender's ephemeral point P, which
@@ -218,11 +209,18 @@ mod differential {
         (agreement, pair.to_jwk_public_key())
     }
 
-    fn header_of(compact: &str) -> Map<String, Value> {
+    fn header_of(compact: &str) -> AgreementParams {
         let h = URL_SAFE_NO_PAD
             .decode(compact.split('.').next().unwrap())
             .unwrap();
-        serde_json::from_slice(&h).unwrap()
+        let h: serde_json::Value = serde_json::from_slice(&h).unwrap();
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        AgreementParams {
+            x: text(&h["epk"]["x"]).unwrap(),
+            y: text(&h["epk"]["y"]).unwrap(),
+            apu: text(&h["apu"]),
+            apv: text(&h["apv"]),
+        }
     }
 
     #[test]
@@ -271,10 +269,9 @@ mod differential {
         header.set_content_encryption("A256GCM");
         let compact = josekit::jwe::serialize_compact(b"secret", &header, &encrypter).unwrap();
         let mut members = header_of(&compact);
-        let y = members["epk"]["y"].as_str().unwrap().to_string();
-        let mut bytes = URL_SAFE_NO_PAD.decode(&y).unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(&members.y).unwrap();
         bytes[31] ^= 1;
-        members["epk"]["y"] = Value::String(URL_SAFE_NO_PAD.encode(&bytes));
+        members.y = URL_SAFE_NO_PAD.encode(&bytes);
         assert!(
             agreement
                 .open(KeyAlg::EcdhEsA256kw, &compact, &members)

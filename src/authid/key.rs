@@ -186,9 +186,9 @@ impl ServerKey {
     pub(super) fn open(
         &self,
         compact: &str,
-        header: &Map<String, Value>,
+        params: &super::jwe::AgreementParams,
     ) -> Option<Zeroizing<Vec<u8>>> {
-        self.agreement.open(self.alg, compact, header)
+        self.agreement.open(self.alg, compact, params)
     }
 }
 

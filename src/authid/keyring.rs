@@ -133,8 +133,10 @@ impl Keyring {
         if header.alg != key.alg() {
             return Err(AuthIdError::Algorithm);
         }
-        let payload = key
-            .open(compact, &header.members)
+        let payload = header
+            .params
+            .as_ref()
+            .and_then(|params| key.open(compact, params))
             .ok_or(AuthIdError::Decrypt)?;
         let claims = Claims::from_payload(&payload)?;
         Ok(Opened {
