@@ -518,34 +518,11 @@ async fn a_box_token_the_old_service_spent_meanwhile_is_taken_from_it() {
 
     // The old service still serves part of the traffic: it refreshes the
     // login itself, spending the token the broker recorded.
-    let theirs = fake.refresh_token_of(&old).unwrap();
-    let answer: Value = reqwest::Client::new()
-        .post(boxed.token_url())
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", theirs.as_str()),
-            ("client_id", crate::support::broker::CLIENT_ID),
-            ("client_secret", crate::support::broker::CLIENT_SECRET),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let newer = answer["refresh_token"].as_str().unwrap().to_string();
-    client_for(&fake, API_KEY, Duration::from_secs(5))
-        .import(
-            &old,
-            &ImportedToken {
-                refresh_token: Sensitive::new(newer.as_str()),
-                access_token: Sensitive::new("at-unused"),
-                expires_in: 3600,
-                token_type: "Bearer",
-            },
-        )
-        .await
-        .unwrap();
+    let client = [
+        ("client_id", crate::support::broker::CLIENT_ID),
+        ("client_secret", crate::support::broker::CLIENT_SECRET),
+    ];
+    let newer = refreshed_by_the_old_service(&boxed, &fake, &old, &client).await;
 
     clock.advance(4000);
     let reply = broker.refresh(&old).await;
@@ -571,19 +548,22 @@ async fn a_box_token_the_old_service_spent_meanwhile_is_taken_from_it() {
 
 /// The old service spends a token by refreshing the login itself; a
 /// provider that keeps old tokens a while (Microsoft) is not concerned.
+/// Returns the old service's new refresh token.
 async fn refreshed_by_the_old_service(
     provider: &MockProvider,
     fake: &FakeLegacyService,
     old: &str,
-) {
+    client: &[(&str, &str)],
+) -> String {
     let theirs = fake.refresh_token_of(old).unwrap();
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", theirs.as_str()),
+    ];
+    form.extend_from_slice(client);
     let answer: Value = reqwest::Client::new()
         .post(provider.token_url())
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", theirs.as_str()),
-            ("client_id", "jottacli"),
-        ])
+        .form(&form)
         .send()
         .await
         .unwrap()
@@ -605,6 +585,7 @@ async fn refreshed_by_the_old_service(
         )
         .await
         .unwrap();
+    newer.to_string()
 }
 
 /// While the old service still serves part of the traffic, a migrated
@@ -632,7 +613,7 @@ async fn a_jottacloud_login_both_services_refresh_spends_each_token_once() {
     imports_reach(&fake, 1).await;
     let mut reseal = String::new();
     for turn in 1..=3 {
-        refreshed_by_the_old_service(&jotta, &fake, &old).await;
+        refreshed_by_the_old_service(&jotta, &fake, &old, &[("client_id", "jottacli")]).await;
         clock.advance(4000);
         // Duplicati keeps pasting the old AuthID, or switched to v3.
         let text = if turn == 2 {
